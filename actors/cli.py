@@ -1,0 +1,150 @@
+"""The command line: ``run`` (default), ``tail``, ``replay``, ``status``, ``stop``, ``salvage``.
+
+``python run_tuner.py`` and the ``smart-tuner`` console script both call
+``main``. Every subcommand has ``--help``; bad input (arguments, config files,
+run directories) ends with one clear message naming the problem and exit code
+2, before anything is written. The only module allowed to ``print``, with
+``tools``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..state.config import ConfigError, load_config
+from ..state.journal import JournalError
+from . import tools
+from .rundir import RUNS_DIR, RunPaths, latest_run, new_run_id, resolve_run_dir
+
+COMMANDS = ("run", "tail", "replay", "status", "stop", "salvage")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_tuner.py",
+        description="Smart Tuner: tunes a TTS training run by itself and records every decision.",
+        epilog="With no command, `run` is assumed: `python run_tuner.py` tunes the bundled demo.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start (or --resume) a tuning run", description="Start or resume a tuning run.")
+    run.add_argument(
+        "--run-dir", type=Path, help="run directory (default: runs/<new run id>; with --resume, the latest)"
+    )
+    run.add_argument("--config", type=Path, help="smart_tuner.yaml (default: the embedded demo config)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --run-dir (or the latest run)")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="console log level")
+
+    tail = sub.add_parser("tail", help="follow a run's events from another terminal", description=tools.tail.__doc__)
+    tail.add_argument("run_dir", nargs="?", help="run directory or run id (default: the latest run)")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.add_argument("--from-seq", type=int, default=1, metavar="N", help="start at event N (default 1)")
+    tail.add_argument(
+        "--type", dest="type_glob", metavar="GLOB", help="only event types matching GLOB, e.g. 'Segment*'"
+    )
+    tail.add_argument("--no-follow", action="store_true", help="print what is recorded and exit")
+
+    replay = sub.add_parser("replay", help="rebuild and examine a run's state", description=tools.replay.__doc__)
+    replay.add_argument("run_dir", help="run directory or run id")
+    replay.add_argument("--timeline", action="store_true", help="decisions and lifecycle events with their reasons")
+    replay.add_argument("--until", type=int, metavar="SEQ", help="stop at event SEQ (state at that point)")
+    replay.add_argument(
+        "--verify", action="store_true", help="check that replay equals tuner_state.yaml (exit 1 if not)"
+    )
+    replay.add_argument("--out", type=Path, metavar="FILE", help="write the result to FILE instead of stdout")
+    replay.add_argument("--no-snapshot", action="store_true", help="fold every event from seq 1 (ignore snapshots)")
+
+    status = sub.add_parser("status", help="one screen about a run", description=tools.status.__doc__)
+    status.add_argument("run_dir", nargs="?", help="run directory or run id (default: the latest run)")
+
+    stop = sub.add_parser("stop", help="ask a running coordinator to stop gracefully", description=tools.stop.__doc__)
+    stop.add_argument("run_dir", nargs="?", help="run directory or run id (default: the latest run)")
+    stop.add_argument("--reason", default="operator request", help="recorded with the stop request")
+    stop.add_argument("--no-wait", action="store_true", help="return once the request is recorded")
+    stop.add_argument("--timeout-s", type=float, default=120.0, help="how long to wait for the run to finish")
+
+    salvage = sub.add_parser(
+        "salvage", help="cut a damaged journal after its last good record", description=tools.salvage.__doc__
+    )
+    salvage.add_argument("run_dir", help="run directory or run id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if not args_in or (args_in[0].startswith("-") and args_in[0] not in ("-h", "--help")):
+        args_in.insert(0, "run")
+    args = build_parser().parse_args(args_in)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "tail":
+            return tools.tail(_run_dir(args.run_dir), json_lines=args.json, from_seq=args.from_seq,
+                              type_glob=args.type_glob, follow=not args.no_follow)  # fmt: skip
+        if args.command == "replay":
+            return tools.replay(_run_dir(args.run_dir), timeline=args.timeline, until=args.until,
+                                verify=args.verify, out=args.out, use_snapshots=not args.no_snapshot)  # fmt: skip
+        if args.command == "status":
+            return tools.status(_run_dir(args.run_dir))
+        if args.command == "stop":
+            return tools.stop(_run_dir(args.run_dir), reason=args.reason, wait=not args.no_wait,
+                              timeout_s=args.timeout_s)  # fmt: skip
+        if args.command == "salvage":
+            return tools.salvage(_run_dir(args.run_dir))
+    except (ConfigError, JournalError, FileNotFoundError, tools.ToolError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `... | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _run_dir(arg: str | None) -> Path:
+    return resolve_run_dir(arg)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .coordinator import RunError, run_coordinator
+    from .logs import configure_logging
+
+    if args.resume:
+        root = args.run_dir or latest_run()
+        if root is None:
+            print(f"error: --resume: no runs under {RUNS_DIR}/ to resume", file=sys.stderr)
+            return 2
+        paths = RunPaths(Path(root))
+        config_path = args.config or paths.config
+        if not paths.config.is_file() and args.config is None:
+            print(f"error: {paths.config}: missing; pass the run's --config", file=sys.stderr)
+            return 2
+    else:
+        paths = RunPaths(args.run_dir or RUNS_DIR / new_run_id())
+        config_path = args.config
+    loaded = load_config(config_path)  # refuses bad config before anything is created
+    level = args.log_level or loaded.raw.log_level
+    if not args.resume:
+        if paths.journal.exists() and paths.journal.stat().st_size > 0:
+            print(f"error: {paths.root} already holds a run; use --resume, or another --run-dir", file=sys.stderr)
+            return 2
+        paths.create()
+        from ..state.config import dump_config
+        from ..state.projection import write_atomic
+
+        write_atomic(paths.config, dump_config(loaded.raw).encode("utf-8"))
+    configure_logging(paths.logs / "coordinator.jsonl", level)
+    print(f"Smart Tuner run {paths.run_id} in {paths.root}", file=sys.stderr)
+    print(f"  follow it from another terminal: python run_tuner.py tail {paths.root}", file=sys.stderr)
+    try:
+        outcome = run_coordinator(paths, loaded, resume=args.resume)
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tools.print_summary(paths, outcome.state)
+    return outcome.exit_code

@@ -1,0 +1,66 @@
+"""The run lifecycle actor: turns a stop decision into the end of the run.
+
+Consumes: ``StopDecided``.
+Emits: ``RunFinished`` (status ``stopped`` for an operator's stop, ``failed``
+when an actor gave up, ``completed`` otherwise) with a short summary.
+
+On resume it finishes a run whose stop was decided but never completed (the
+coordinator died in between). Imports ``protocol``, ``state`` and the runtime only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..protocol import Envelope
+from ..protocol import messages as m
+from ..state.model import TunerState
+from .runtime import ActorCore, Out
+
+FAILURE_RULES = frozenset({"actor_failure", "fatal_error"})
+
+
+def run_status(rule: str) -> m.RunStatus:
+    if rule == "operator":
+        return "stopped"
+    return "failed" if rule in FAILURE_RULES else "completed"
+
+
+def summarize(state: TunerState) -> dict[str, Any]:
+    """The few numbers a person wants at the end of a run."""
+    tuning = state.tuning
+    segments = tuning.segments.values()
+    champion = tuning.champion
+    return {
+        "segments": len(tuning.segments),
+        "segments_failed": sum(1 for s in segments if s.status == "failed"),
+        "trials": len(tuning.trials),
+        "promotions": tuning.promotions,
+        "rollbacks": len(state.health.rollbacks),
+        "guard_trips": len(state.health.guards),
+        "global_step": state.progress.global_step,
+        "champion_checkpoint": champion.checkpoint if champion else None,
+        "champion_objective": champion.objective if champion else None,
+    }
+
+
+class Lifecycle(ActorCore):
+    name = "lifecycle"
+
+    def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
+        if isinstance(env.data, m.StopDecided):
+            return self._finish(state)
+        return ()
+
+    def resume(self, state: TunerState) -> Sequence[Out]:
+        if state.control.phase == "stopping":
+            return self._finish(state)
+        return ()
+
+    def _finish(self, state: TunerState) -> Sequence[Out]:
+        stop = state.control.stop
+        if stop is None or state.control.phase != "stopping":
+            return ()
+        finished = m.RunFinished(status=run_status(stop.rule), reason=stop.reason, summary=summarize(state))
+        return [Out(finished)]

@@ -1,0 +1,292 @@
+"""Every message type of Smart Tuner: events (past-tense facts, journaled) and
+commands (imperative, sent to workers, never journaled).
+
+Field conventions: ids are strings; steps are global training steps; times are
+Unix seconds (``*_ts``) or durations (``*_s``); ``hparams`` and ``metrics`` are
+string-keyed maps; decision events (``decision=True``) carry ``reason`` (one
+human sentence) and ``evidence`` (the numbers and rule or sampler output that
+led to the decision). Adding a type is one decorated class here (and a reducer
+in ``state.reducers``).
+
+Imports the standard library and this package only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import field
+from typing import Literal
+
+from .registry import Message, command, event
+from .schema import Json
+
+Hparams = Mapping[str, Json]
+Metrics = Mapping[str, float]
+Evidence = Mapping[str, Json]
+FailureReason = Literal["nan", "oom", "error", "aborted", "lost", "timeout"]
+RunStatus = Literal["completed", "stopped", "failed"]
+
+
+# --- run lifecycle --------------------------------------------------------------
+
+
+@event()
+class RunStarted(Message):
+    """A tuning run began. ``config`` is the validated config with ``${ENV}`` templates intact."""
+
+    run_id: str
+    config_hash: str
+    config: Mapping[str, Json]
+    strategy: str
+    seed: int
+    host: str
+    pid: int
+    version: str
+
+
+@event()
+class RunResumed(Message):
+    """A coordinator took over an existing run's log after a stop or a crash."""
+
+    run_id: str
+    head_seq: int
+    pid: int
+    host: str
+    truncated_bytes: int = 0
+
+
+@event()
+class StopRequested(Message):
+    """An operator asked the run to stop (``stop`` command, SIGINT/SIGTERM, dashboard)."""
+
+    source: str
+    reason: str
+
+
+@event(decision=True)
+class StopDecided(Message):
+    """The stop controller decided that the run is done."""
+
+    rule: str
+    reason: str
+    evidence: Evidence
+
+
+@event()
+class RunFinished(Message):
+    status: RunStatus
+    reason: str
+    summary: Mapping[str, Json] = field(default_factory=dict)
+
+
+@event()
+class ActorReady(Message):
+    """An actor finished its setup and caught up with the log."""
+
+    actor: str
+
+
+@event()
+class ActorCrashed(Message):
+    """An actor raised; it was restarted unless ``gave_up`` is set."""
+
+    actor: str
+    error: str
+    restarts: int
+    gave_up: bool
+    traceback: str = ""
+
+
+@event()
+class ProtocolViolation(Message):
+    """Malformed input reached an edge; the sender's bytes were refused (counted, never fatal)."""
+
+    where: str
+    error: str
+    count: int
+
+
+# --- segments and trials ---------------------------------------------------------
+
+
+@event(decision=True)
+class SegmentScheduled(Message):
+    """A plan: train ``steps`` steps from a checkpoint with ``hparams``."""
+
+    segment_id: str
+    trial_id: str | None
+    from_checkpoint: str | None
+    from_sha256: str | None
+    start_step: int
+    steps: int
+    hparams: Hparams
+    reason: str
+    evidence: Evidence
+
+
+@event()
+class SegmentStarted(Message):
+    segment_id: str
+    worker_id: str
+    device: str
+    pid: int
+    attempt: int = 1
+
+
+@event()
+class HparamsApplied(Message):
+    """A worker applied hyperparameters in place; ``classes`` maps name -> hot/warm."""
+
+    segment_id: str
+    step: int
+    hparams: Hparams
+    classes: Mapping[str, str]
+    apply_s: float
+
+
+@event()
+class MetricsObserved(Message):
+    """Canonical metric values at a global step (``source``: worker, tensorboard, mlflow, stdout)."""
+
+    segment_id: str | None
+    source: str
+    step: int
+    metrics: Metrics
+
+
+@event()
+class SegmentFinished(Message):
+    segment_id: str
+    end_step: int
+    metrics: Metrics
+    checkpoint: str
+    checkpoint_sha256: str
+    duration_s: float
+
+
+@event()
+class SegmentFailed(Message):
+    segment_id: str
+    reason: FailureReason
+    detail: str
+    step: int | None = None
+
+
+@event(decision=True)
+class TrialProposed(Message):
+    """The tuner asked its sampler for a candidate; the sampler's inputs and outputs are the evidence."""
+
+    trial_id: str
+    number: int
+    hparams: Hparams
+    sampler: str
+    reason: str
+    evidence: Evidence
+
+
+@event(decision=True)
+class TrialPruned(Message):
+    trial_id: str
+    step: int
+    value: float | None
+    reason: str
+    evidence: Evidence
+
+
+@event(decision=True)
+class ChampionPromoted(Message):
+    """A candidate replaced the champion, or (``kept=True``) the champion stood."""
+
+    segment_id: str
+    trial_id: str | None
+    checkpoint: str
+    checkpoint_sha256: str
+    objective: float
+    previous_objective: float | None
+    step: int
+    hparams: Hparams
+    kept: bool
+    reason: str
+    evidence: Evidence
+
+
+# --- guard rails, rollbacks, alerts ----------------------------------------------------
+
+
+@event(decision=True)
+class GuardTripped(Message):
+    guard: str
+    segment_id: str | None
+    step: int | None
+    action: str
+    reason: str
+    evidence: Evidence
+
+
+@event(decision=True)
+class RollbackPerformed(Message):
+    to_checkpoint: str
+    to_sha256: str
+    to_step: int
+    hparams: Hparams
+    reason: str
+    evidence: Evidence
+
+
+@event()
+class AlertSent(Message):
+    channel: str
+    severity: Literal["info", "warning", "error", "critical"]
+    title: str
+    dedup_key: str
+    ok: bool
+    error: str | None = None
+
+
+# --- workers (ROUTER/DEALER, worker <-> supervisor) --------------------------------------
+
+
+@event()
+class WorkerHello(Message):
+    """What a worker can do: hyperparameters (type, range, default, class), metrics, device."""
+
+    worker_id: str
+    pid: int
+    device: str
+    hparams: Mapping[str, Json]
+    metrics: tuple[str, ...]
+
+
+@event()
+class WorkerLost(Message):
+    worker_id: str
+    reason: str
+    last_heartbeat_s: float
+
+
+@command()
+class Heartbeat(Message):
+    worker_id: str
+    step: int | None = None
+
+
+@command()
+class RunSegment(Message):
+    segment_id: str
+    from_checkpoint: str | None
+    from_sha256: str | None
+    hparams: Hparams
+    steps: int
+    eval_every: int
+    report_every: int
+
+
+@command()
+class AbortSegment(Message):
+    segment_id: str
+    reason: str
+
+
+@command()
+class Shutdown(Message):
+    reason: str

@@ -1,0 +1,406 @@
+"""The one schema for ``smart_tuner.yaml``, and the loader that validates it.
+
+Called as ``loaded = load_config(path)``; ``loaded.raw`` is the config exactly as
+written (``${NAME}`` templates intact) and is what the event log, the YAML
+projection and ``config_hash`` see; ``loaded.resolved`` has the templates
+expanded from the environment and lives in memory only, because it may hold
+secrets (webhook URLs, CURVE keys).
+
+The raw document is validated first, so an error message shows the template a
+user wrote, never the secret it expands to. Every error is a ``ConfigError``
+naming the file, the key path and the offending value.
+
+Imports the standard library, pydantic and pyyaml only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+DEFAULTS_SOURCE = "<defaults>"
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_TOKEN = re.compile(r"\$?" + ENV_REFERENCE.pattern)  # "$${X}" is an escaped, literal "${X}"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_GOT_CHARS = 60
+_NOT_TYPE_ERRORS = ("value_error", "extra_forbidden")
+
+SearchType = Literal["loguniform", "uniform", "int", "categorical"]
+Choice = str | int | float | bool
+
+
+class _Frozen(BaseModel):
+    # strict: YAML already gives typed scalars, so "5", 5.0 and `yes` are mistakes, not ints
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class SearchParam(_Frozen):
+    """One hyperparameter's search range: a bounded number or a list of choices."""
+
+    type: SearchType
+    low: float | int | None = None
+    high: float | int | None = None
+    choices: list[Choice] | None = None
+    step: float | int | None = None
+
+    @field_validator("low", "high", "step", mode="before")
+    @classmethod
+    def _check_number(cls, value: object) -> object:
+        # checked before the union so that an error names the value once, not once per member type
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        if isinstance(value, float) and math.isfinite(value):
+            return value
+        raise ValueError("expected a finite number")
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _check_choices(cls, value: object) -> object:
+        if isinstance(value, list):
+            for i, choice in enumerate(value):
+                if not isinstance(choice, str | int | float) or (
+                    isinstance(choice, float) and not math.isfinite(choice)
+                ):
+                    raise ValueError(f"choices[{i}] must be a string, number or bool, got {choice!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> Self:
+        if self.type == "categorical":
+            self._check_categorical()
+        else:
+            self._check_range()
+        return self
+
+    def _check_categorical(self) -> None:
+        if self.low is not None or self.high is not None:
+            raise ValueError(f"categorical takes no low/high, got low={self.low!r}, high={self.high!r}")
+        if self.step is not None:
+            raise ValueError(f"categorical takes no step, got step={self.step!r}")
+        if not self.choices:
+            raise ValueError(f"categorical needs a non-empty choices list, got choices={self.choices!r}")
+        for i, choice in enumerate(self.choices):
+            if choice in self.choices[:i]:  # `==`, as Optuna compares them: 1, 1.0 and True collide
+                raise ValueError(f"categorical choices must be unique, got {choice!r} twice in {self.choices!r}")
+
+    def _check_range(self) -> None:
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low/high, not choices, got choices={self.choices!r}")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs both low and high, got low={self.low!r}, high={self.high!r}")
+        if not self.low < self.high:
+            raise ValueError(f"{self.type} needs low < high, got low={self.low!r}, high={self.high!r}")
+        if self.type == "loguniform":
+            if self.low <= 0:
+                raise ValueError(f"loguniform needs low > 0, got low={self.low!r}")
+            if self.step is not None:
+                raise ValueError(f"loguniform takes no step, got step={self.step!r}")
+        elif self.type == "int":
+            for name, value in (("low", self.low), ("high", self.high), ("step", self.step)):
+                if value is not None and not isinstance(value, int):
+                    raise ValueError(f"int needs integer {name}, got {name}={value!r}")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"{self.type} needs step > 0, got step={self.step!r}")
+
+
+class Budget(_Frozen):
+    """Hard limits on the whole run; None means unlimited."""
+
+    max_hours: float | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    max_gpu_hours: float | None = Field(default=None, gt=0)
+
+
+class StopRules(_Frozen):
+    """Early stopping: stop after `patience` evaluations without a `min_delta` improvement."""
+
+    min_delta: float = Field(default=0.002, ge=0)
+    patience: int = Field(default=4, ge=1)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class BusConfig(_Frozen):
+    """The message bus between the tuner and the trainers."""
+
+    transport: Literal["ipc", "tcp"] = "ipc"
+    host: str = "127.0.0.1"
+    hwm: int = Field(default=10000, gt=0)
+    max_message_bytes: int = Field(default=1048576, ge=1024, le=64 * 1024 * 1024)
+    linger_ms: int = Field(default=1000, ge=0)
+    curve_server_secret: str | None = None
+    allow_keys: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_encryption(self) -> Self:
+        if self.transport == "tcp" and not _is_loopback(self.host) and self.curve_server_secret is None:
+            raise ValueError(
+                f"tcp transport on non-loopback host {self.host!r} requires curve_server_secret "
+                "(plaintext ZeroMQ must not leave this machine)"
+            )
+        return self
+
+
+class JournalConfig(_Frozen):
+    """Durability of the event log."""
+
+    fsync: bool = True
+    group_commit_max: int = Field(default=4096, gt=0)
+    state_write_interval_s: float = Field(default=1.0, ge=0)
+    snapshot_every: int = Field(default=10000, gt=0)
+
+
+class AlertsConfig(_Frozen):
+    """Apprise notification targets; URLs may carry tokens, so they are SecretStr."""
+
+    urls: list[SecretStr] = Field(default_factory=list)
+    min_severity: Literal["info", "warning", "error", "critical"] = "info"
+    rate_limit_per_min: int = Field(default=20, gt=0)
+
+
+def _default_search_space() -> dict[str, SearchParam]:
+    return {"learning_rate": SearchParam(type="loguniform", low=1e-4, high=3e-2)}
+
+
+class TunerConfig(_Frozen):
+    """The whole of ``smart_tuner.yaml``."""
+
+    seed: int = Field(default=0, ge=0)
+    strategy: Literal["forks", "pbt", "trials", "none"] = "forks"
+    search_algorithm: Literal["tpe", "cmaes", "gp", "random", "grid"] = "tpe"
+    n_startup_trials: int = Field(default=4, ge=0)
+    n_trials: int = Field(default=20, ge=1)
+    resume_from_checkpoint: str | None = None
+    search_space: dict[str, SearchParam] = Field(default_factory=_default_search_space)
+    n_gpus: int = Field(default=0, ge=0)  # 0: CPU only
+    budget: Budget = Field(default_factory=Budget)
+    stop: StopRules = Field(default_factory=StopRules)
+    bus: BusConfig = Field(default_factory=BusConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("search_space")
+    @classmethod
+    def _check_names(cls, space: dict[str, SearchParam]) -> dict[str, SearchParam]:
+        for name in space:
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"parameter name {name!r} is not an identifier (must match {_IDENTIFIER.pattern})")
+        return space
+
+    @field_validator("search_space")
+    @classmethod
+    def _check_grid(cls, space: dict[str, SearchParam], info: ValidationInfo) -> dict[str, SearchParam]:
+        if info.data.get("search_algorithm") == "grid":
+            for name, param in space.items():
+                if param.type not in ("categorical", "int"):
+                    raise ValueError(
+                        f"grid search needs finite values, but parameter {name!r} is {param.type} "
+                        "(use categorical or int)"
+                    )
+        return space
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the file, the key path and the value."""
+
+
+# --- recording ---------------------------------------------------------------
+
+
+def to_recordable(cfg: TunerConfig) -> dict[str, Any]:
+    """JSON-ready dump of a *raw* config: SecretStr fields show the template text as written.
+
+    Pass ``LoadedConfig.raw`` only: a resolved config would dump its secrets here.
+    """
+    data = cfg.model_dump(mode="json")
+    data["alerts"]["urls"] = [url.get_secret_value() for url in cfg.alerts.urls]
+    return data
+
+
+def hash_config(cfg: TunerConfig) -> str:
+    """sha256 hex of the canonical JSON of the recordable form; independent of the environment."""
+    canonical = json.dumps(to_recordable(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def dump_config(cfg: TunerConfig) -> str:
+    """YAML text of the recordable form (pass a raw config; see ``to_recordable``)."""
+    return yaml.safe_dump(to_recordable(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    raw: TunerConfig  # templates intact: record this one
+    resolved: TunerConfig = field(repr=False)  # secrets expanded: memory only
+    source: str
+    config_hash: str
+
+    def recordable(self) -> dict[str, Any]:
+        return to_recordable(self.raw)
+
+
+# --- loading -----------------------------------------------------------------
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and reads ``1e-4`` as a float (as YAML 1.2 does)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: list[object] = []
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # keys brought in by `<<:` may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.append(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc}") from None
+    try:
+        document = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: as safe as safe_load
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
+        raise ConfigError(f"{source}: YAML error at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: YAML error: {exc}") from None
+    if document is None:  # an empty file means all defaults
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(document).__name__}")
+    return document
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _truncate(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_GOT_CHARS else text[: _MAX_GOT_CHARS - 3] + "..."
+
+
+def _lookup(document: object, loc: tuple[int | str, ...]) -> tuple[bool, object]:
+    node: Any = document
+    for part in loc:
+        try:
+            node = node[part]  # a dict key or a list index
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, node
+
+
+def _format_errors(
+    exc: ValidationError, source: str, *, raw_document: object = None, secrets: Mapping[str, str] | None = None
+) -> str:
+    """One line per error. With ``secrets`` (value -> variable name), the values shown come from
+    ``raw_document`` and every expanded value in a message is put back as its ``${NAME}``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        msg = error["msg"].removeprefix("Value error, ")
+        found, got = (True, error["input"]) if secrets is None else _lookup(raw_document, loc)
+        if secrets is not None:
+            for value in sorted(secrets, key=len, reverse=True):
+                msg = msg.replace(value, "${" + secrets[value] + "}")
+        if isinstance(got, str) and ENV_REFERENCE.search(got) and error["type"] not in _NOT_TYPE_ERRORS:
+            msg += "; ${NAME} templates work in free-text string fields only"
+        lines.append(f"{source}: {_format_loc(loc)}: {msg}" + (f" (got {_truncate(got)})" if found else ""))
+    return "\n".join(lines)
+
+
+def _expand(
+    value: object, environ: Mapping[str, str], source: str, loc: tuple[int | str, ...], used: dict[str, str]
+) -> object:
+    """A copy of ``value`` with ``${NAME}`` expanded in every string; ``used`` collects value -> NAME."""
+    if isinstance(value, dict):
+        return {key: _expand(item, environ, source, (*loc, key), used) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, environ, source, (*loc, i), used) for i, item in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if match.group(0).startswith("$$"):
+            return "${" + name + "}"
+        if name not in environ:
+            raise ConfigError(f"{source}: {_format_loc(loc)}: environment variable {name} is not set")
+        if environ[name]:
+            used[environ[name]] = name
+        return environ[name]
+
+    return _ENV_TOKEN.sub(substitute, value)
+
+
+def _validate(
+    document: object, source: str, *, raw_document: object = None, secrets: Mapping[str, str] | None = None
+) -> TunerConfig:
+    try:
+        return TunerConfig.model_validate(document)
+    except ValidationError as exc:
+        message = _format_errors(exc, source, raw_document=raw_document, secrets=secrets)
+    # raised outside the handler: no __context__ may keep the ValidationError, which holds the expanded values
+    raise ConfigError(message)
+
+
+def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, validate and expand a config file; ``path=None`` gives the embedded defaults.
+
+    Raises ConfigError for an unreadable file, bad YAML, an invalid value or an unset variable.
+    """
+    environ = os.environ if environ is None else environ
+    source = DEFAULTS_SOURCE if path is None else str(path)
+    document = {} if path is None else _read_document(path)
+    raw = _validate(document, source)  # first: its errors show the templates as written
+    used: dict[str, str] = {}
+    expanded = _expand(document, environ, source, (), used)
+    resolved = _validate(expanded, source, raw_document=document, secrets=used)
+    return LoadedConfig(raw=raw, resolved=resolved, source=source, config_hash=hash_config(raw))

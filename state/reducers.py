@@ -1,0 +1,384 @@
+"""Pure reducers: ``apply(state, envelope) -> state`` and ``replay(envelopes) -> state``.
+
+One function per event type, registered with ``@reducer(EventClass)``; an
+event type without a reducer raises ``UnknownEvent`` and a transition that
+makes no sense for the current state (a segment finishing that was never
+scheduled, seq out of order) raises ``InvalidTransition``. The sequencer
+applies every proposal before committing it, so a committed log only holds
+valid transitions and replays without error.
+
+Imports the standard library, ``protocol`` and ``state.model`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from ..protocol import Envelope, Message, all_specs
+from ..protocol import messages as m
+from .model import (
+    RECENT_DECISIONS,
+    Champion,
+    Decision,
+    Incident,
+    Progress,
+    RunInfo,
+    Segment,
+    StopInfo,
+    StopRequest,
+    Trial,
+    TunerState,
+    Tuning,
+    Worker,
+)
+
+
+class ReducerError(Exception):
+    """The event cannot be applied to this state."""
+
+
+class UnknownEvent(ReducerError):
+    pass
+
+
+class InvalidTransition(ReducerError):
+    pass
+
+
+E = TypeVar("E", bound=Message)
+# A reducer returns the top-level sections it changed; `apply` builds the new state once.
+Changes = dict[str, Any]
+Reducer = Callable[[TunerState, Any, int, float], Changes]
+_REDUCERS: dict[str, Reducer] = {}
+
+
+def reducer(cls: type[E]) -> Callable[[Callable[[TunerState, E, int, float], Changes]], Reducer]:
+    def wrap(fn: Callable[[TunerState, E, int, float], Changes]) -> Reducer:
+        _REDUCERS[cls.TYPE] = fn
+        return fn
+
+    return wrap
+
+
+def changes_for(state: TunerState, seq: int, ts: float, message: Message) -> Changes:
+    """The sections that ``message`` (committed as ``seq`` at ``ts``) changes in ``state``."""
+    fn = _REDUCERS.get(message.TYPE)
+    if fn is None:
+        raise UnknownEvent(f"no reducer for event type {message.TYPE!r}")
+    changes = fn(state, message, seq, ts)
+    if message.DECISION:
+        reason: str = message.reason  # type: ignore[attr-defined]
+        decisions = (*state.recent_decisions, Decision(seq=seq, ts=ts, type=message.TYPE, reason=reason))
+        changes["recent_decisions"] = decisions[-RECENT_DECISIONS:]
+    return changes
+
+
+def apply(state: TunerState, env: Envelope) -> TunerState:
+    """The state after ``env``; raises ReducerError if ``env`` cannot follow ``state``."""
+    if env.seq != state.last_seq + 1:
+        raise InvalidTransition(f"event seq {env.seq} does not follow the state's last seq {state.last_seq}")
+    return replace(state, last_seq=env.seq, last_ts=env.ts, **changes_for(state, env.seq, env.ts, env.data))
+
+
+def replay(events: Iterable[Envelope], state: TunerState | None = None) -> TunerState:
+    """Fold ``events`` into ``state`` (a fresh state by default); same result as folding ``apply``."""
+    return fold(((env.seq, env.ts, env.data) for env in events), state)
+
+
+def fold(items: Iterable[tuple[int, float, Message]], state: TunerState | None = None) -> TunerState:
+    """``replay`` over ``(seq, ts, message)`` triples: the hot loop of every replay.
+
+    Two shortcuts keep a million-event replay within seconds, neither changing
+    the result (a property test compares it with folding ``apply``):
+    ``last_seq``/``last_ts`` are stamped once at the end, and a run of
+    consecutive ``MetricsObserved`` events, whose reducer reads and writes only
+    ``progress``, is accumulated and written into the state once.
+    """
+    state = TunerState() if state is None else state
+    last_seq, last_ts = state.last_seq, state.last_ts
+    pending: _ProgressRun | None = None
+    for seq, ts, message in items:
+        if seq != last_seq + 1:
+            raise InvalidTransition(f"event seq {seq} does not follow the state's last seq {last_seq}")
+        last_seq, last_ts = seq, ts
+        if type(message) is m.MetricsObserved:
+            if pending is None:
+                pending = _ProgressRun(state.progress)
+            pending.add(message)
+            continue
+        if pending is not None:
+            state = replace(state, progress=pending.result())
+            pending = None
+        state = replace(state, **changes_for(state, seq, ts, message))
+    if pending is not None:
+        state = replace(state, progress=pending.result())
+    if last_seq == state.last_seq:
+        return state
+    return replace(state, last_seq=last_seq, last_ts=last_ts)
+
+
+class _ProgressRun:
+    """``_metrics_observed`` applied to a run of metric events, with one Progress built at the end."""
+
+    __slots__ = ("count", "last", "step")
+
+    def __init__(self, progress: Progress) -> None:
+        self.step = progress.global_step
+        self.count = progress.metrics_observed
+        self.last = dict(progress.last_metrics)
+
+    def add(self, e: m.MetricsObserved) -> None:
+        self.step = max(self.step, e.step)
+        self.count += 1
+        self.last.update(e.metrics)
+
+    def result(self) -> Progress:
+        return Progress(global_step=self.step, metrics_observed=self.count, last_metrics=self.last)
+
+
+def missing_reducers() -> list[str]:
+    """Event types registered in the protocol that have no reducer (should be empty)."""
+    return sorted(s.cls.TYPE for s in all_specs() if s.kind == "event" and s.cls.TYPE not in _REDUCERS)
+
+
+def _segment(state: TunerState, segment_id: str) -> Segment:
+    seg = state.tuning.segments.get(segment_id)
+    if seg is None:
+        raise InvalidTransition(f"segment {segment_id!r} was never scheduled")
+    return seg
+
+
+def _open_segment(state: TunerState, segment_id: str) -> Segment:
+    seg = _segment(state, segment_id)
+    if seg.status == "finished":
+        raise InvalidTransition(f"segment {segment_id!r} has already finished")
+    return seg
+
+
+def _put_segment(tuning: Tuning, seg: Segment) -> Tuning:
+    return replace(tuning, segments={**tuning.segments, seg.segment_id: seg})
+
+
+def _put_trial(tuning: Tuning, trial: Trial) -> Tuning:
+    return replace(tuning, trials={**tuning.trials, trial.trial_id: trial})
+
+
+def _require_started(state: TunerState, what: str) -> None:
+    if state.run is None:
+        raise InvalidTransition(f"{what} before RunStarted")
+
+
+# --- run lifecycle ------------------------------------------------------------------
+
+
+@reducer(m.RunStarted)
+def _run_started(state: TunerState, e: m.RunStarted, seq: int, ts: float) -> Changes:
+    if state.run is not None:
+        raise InvalidTransition(f"run {state.run.run_id} has already started")
+    run = RunInfo(
+        run_id=e.run_id, config_hash=e.config_hash, strategy=e.strategy, seed=e.seed, version=e.version,
+        host=e.host, pid=e.pid, started_ts=ts, config=e.config,
+    )  # fmt: skip
+    return {"run": run, "control": replace(state.control, phase="running")}
+
+
+@reducer(m.RunResumed)
+def _run_resumed(state: TunerState, e: m.RunResumed, seq: int, ts: float) -> Changes:
+    _require_started(state, "RunResumed")
+    control = replace(
+        state.control, phase="running", status=None, finish_reason=None, finished_ts=None, stop=None,
+        stop_requests=(), ready_actors=(), resumes=state.control.resumes + 1,
+    )  # fmt: skip
+    return {"control": control}
+
+
+@reducer(m.ActorReady)
+def _actor_ready(state: TunerState, e: m.ActorReady, seq: int, ts: float) -> Changes:
+    ready = tuple(sorted({*state.control.ready_actors, e.actor}))
+    return {"control": replace(state.control, ready_actors=ready)}
+
+
+@reducer(m.StopRequested)
+def _stop_requested(state: TunerState, e: m.StopRequested, seq: int, ts: float) -> Changes:
+    _require_started(state, "StopRequested")
+    req = StopRequest(seq=seq, source=e.source, reason=e.reason)
+    return {"control": replace(state.control, stop_requests=(*state.control.stop_requests, req))}
+
+
+@reducer(m.StopDecided)
+def _stop_decided(state: TunerState, e: m.StopDecided, seq: int, ts: float) -> Changes:
+    _require_started(state, "StopDecided")
+    if state.control.phase != "running":
+        raise InvalidTransition(f"StopDecided while the run is {state.control.phase}")
+    stop = StopInfo(seq=seq, rule=e.rule, reason=e.reason, evidence=e.evidence)
+    return {"control": replace(state.control, phase="stopping", stop=stop)}
+
+
+@reducer(m.RunFinished)
+def _run_finished(state: TunerState, e: m.RunFinished, seq: int, ts: float) -> Changes:
+    _require_started(state, "RunFinished")
+    if state.control.phase == "finished":
+        raise InvalidTransition("the run has already finished")
+    control = replace(
+        state.control, phase="finished", status=e.status, finish_reason=e.reason, finished_ts=ts,
+        summary=e.summary,
+    )  # fmt: skip
+    return {"control": control}
+
+
+@reducer(m.ActorCrashed)
+def _actor_crashed(state: TunerState, e: m.ActorCrashed, seq: int, ts: float) -> Changes:
+    detail = f"{e.error} (restart {e.restarts}{', gave up' if e.gave_up else ''})"
+    crash = Incident(seq=seq, kind="crash", subject=e.actor, detail=detail)
+    return {"health": replace(state.health, crashes=(*state.health.crashes, crash))}
+
+
+@reducer(m.ProtocolViolation)
+def _protocol_violation(state: TunerState, e: m.ProtocolViolation, seq: int, ts: float) -> Changes:
+    return {"health": replace(state.health, protocol_violations=state.health.protocol_violations + e.count)}
+
+
+# --- segments and trials --------------------------------------------------------------
+
+
+@reducer(m.SegmentScheduled)
+def _segment_scheduled(state: TunerState, e: m.SegmentScheduled, seq: int, ts: float) -> Changes:
+    _require_started(state, "SegmentScheduled")
+    tuning = state.tuning
+    if e.segment_id in tuning.segments:
+        raise InvalidTransition(f"segment {e.segment_id!r} is already scheduled")
+    if e.trial_id is not None and e.trial_id not in tuning.trials:
+        raise InvalidTransition(f"segment {e.segment_id!r} names unknown trial {e.trial_id!r}")
+    seg = Segment(
+        segment_id=e.segment_id, trial_id=e.trial_id, status="scheduled", from_checkpoint=e.from_checkpoint,
+        from_sha256=e.from_sha256, start_step=e.start_step, steps=e.steps, hparams=e.hparams, reason=e.reason,
+        scheduled_seq=seq,
+    )  # fmt: skip
+    tuning = _put_segment(tuning, seg)
+    if e.trial_id is not None and tuning.trials[e.trial_id].status == "proposed":
+        tuning = _put_trial(tuning, replace(tuning.trials[e.trial_id], status="running"))
+    return {"tuning": tuning}
+
+
+@reducer(m.SegmentStarted)
+def _segment_started(state: TunerState, e: m.SegmentStarted, seq: int, ts: float) -> Changes:
+    seg = _open_segment(state, e.segment_id)
+    seg = replace(seg, status="running", worker_id=e.worker_id, device=e.device, attempts=seg.attempts + 1)
+    return {"tuning": _put_segment(state.tuning, seg)}
+
+
+@reducer(m.HparamsApplied)
+def _hparams_applied(state: TunerState, e: m.HparamsApplied, seq: int, ts: float) -> Changes:
+    seg = _open_segment(state, e.segment_id)
+    return {"tuning": _put_segment(state.tuning, replace(seg, applied=e.hparams))}
+
+
+@reducer(m.MetricsObserved)
+def _metrics_observed(state: TunerState, e: m.MetricsObserved, seq: int, ts: float) -> Changes:
+    # The hot path: only the small progress section is rebuilt.
+    p = state.progress
+    last = {**p.last_metrics, **e.metrics}
+    step = p.global_step if p.global_step >= e.step else e.step
+    return {"progress": Progress(global_step=step, metrics_observed=p.metrics_observed + 1, last_metrics=last)}
+
+
+@reducer(m.SegmentFinished)
+def _segment_finished(state: TunerState, e: m.SegmentFinished, seq: int, ts: float) -> Changes:
+    seg = _open_segment(state, e.segment_id)
+    seg = replace(
+        seg, status="finished", end_step=e.end_step, last_step=e.end_step, metrics=e.metrics,
+        checkpoint=e.checkpoint, checkpoint_sha256=e.checkpoint_sha256, duration_s=e.duration_s, failure=None,
+        failure_detail=None,
+    )  # fmt: skip
+    progress = replace(state.progress, global_step=max(state.progress.global_step, e.end_step))
+    return {"tuning": _put_segment(state.tuning, seg), "progress": progress}
+
+
+@reducer(m.SegmentFailed)
+def _segment_failed(state: TunerState, e: m.SegmentFailed, seq: int, ts: float) -> Changes:
+    seg = _open_segment(state, e.segment_id)
+    seg = replace(seg, status="failed", failure=e.reason, failure_detail=e.detail, last_step=e.step)
+    return {"tuning": _put_segment(state.tuning, seg)}
+
+
+@reducer(m.TrialProposed)
+def _trial_proposed(state: TunerState, e: m.TrialProposed, seq: int, ts: float) -> Changes:
+    _require_started(state, "TrialProposed")
+    if e.trial_id in state.tuning.trials:
+        raise InvalidTransition(f"trial {e.trial_id!r} was already proposed")
+    trial = Trial(
+        trial_id=e.trial_id, number=e.number, hparams=e.hparams, sampler=e.sampler, status="proposed",
+        proposed_seq=seq,
+    )  # fmt: skip
+    return {"tuning": _put_trial(state.tuning, trial)}
+
+
+@reducer(m.TrialPruned)
+def _trial_pruned(state: TunerState, e: m.TrialPruned, seq: int, ts: float) -> Changes:
+    trial = state.tuning.trials.get(e.trial_id)
+    if trial is None:
+        raise InvalidTransition(f"trial {e.trial_id!r} was never proposed")
+    return {"tuning": _put_trial(state.tuning, replace(trial, status="pruned", value=e.value, pruned_step=e.step))}
+
+
+@reducer(m.ChampionPromoted)
+def _champion_promoted(state: TunerState, e: m.ChampionPromoted, seq: int, ts: float) -> Changes:
+    _segment(state, e.segment_id)
+    tuning = state.tuning
+    old = tuning.champion
+    if e.kept:
+        if old is None:
+            raise InvalidTransition("cannot keep a champion before one was promoted")
+        tuning = replace(tuning, champion=replace(old, kept_count=old.kept_count + 1))
+    else:
+        champion = Champion(
+            segment_id=e.segment_id, trial_id=e.trial_id, checkpoint=e.checkpoint,
+            checkpoint_sha256=e.checkpoint_sha256, objective=e.objective, step=e.step, hparams=e.hparams,
+            promoted_seq=seq,
+        )  # fmt: skip
+        tuning = replace(tuning, champion=champion, promotions=tuning.promotions + 1)
+    if e.trial_id is not None and e.trial_id in tuning.trials:
+        tuning = _put_trial(tuning, replace(tuning.trials[e.trial_id], status="evaluated", value=e.objective))
+    return {"tuning": tuning}
+
+
+# --- guard rails, rollbacks, alerts, workers --------------------------------------------
+
+
+@reducer(m.GuardTripped)
+def _guard_tripped(state: TunerState, e: m.GuardTripped, seq: int, ts: float) -> Changes:
+    inc = Incident(seq=seq, kind=e.guard, subject=e.segment_id or "-", detail=f"{e.action}: {e.reason}")
+    return {"health": replace(state.health, guards=(*state.health.guards, inc))}
+
+
+@reducer(m.RollbackPerformed)
+def _rollback(state: TunerState, e: m.RollbackPerformed, seq: int, ts: float) -> Changes:
+    inc = Incident(seq=seq, kind="rollback", subject=e.to_checkpoint, detail=f"to step {e.to_step}: {e.reason}")
+    return {"health": replace(state.health, rollbacks=(*state.health.rollbacks, inc))}
+
+
+@reducer(m.AlertSent)
+def _alert_sent(state: TunerState, e: m.AlertSent, seq: int, ts: float) -> Changes:
+    h = state.health
+    return {
+        "health": replace(h, alerts_sent=h.alerts_sent + 1) if e.ok else replace(h, alerts_failed=h.alerts_failed + 1)
+    }
+
+
+@reducer(m.WorkerHello)
+def _worker_hello(state: TunerState, e: m.WorkerHello, seq: int, ts: float) -> Changes:
+    worker = Worker(
+        worker_id=e.worker_id, pid=e.pid, device=e.device, status="connected", hparams=e.hparams, metrics=e.metrics
+    )
+    return {"tuning": replace(state.tuning, workers={**state.tuning.workers, e.worker_id: worker})}
+
+
+@reducer(m.WorkerLost)
+def _worker_lost(state: TunerState, e: m.WorkerLost, seq: int, ts: float) -> Changes:
+    worker = state.tuning.workers.get(e.worker_id)
+    if worker is None:
+        raise InvalidTransition(f"worker {e.worker_id!r} never said hello")
+    lost = replace(worker, status="lost", lost_reason=e.reason)
+    return {"tuning": replace(state.tuning, workers={**state.tuning.workers, e.worker_id: lost})}
