@@ -354,8 +354,8 @@ class JournalFollower:
         try:
             for offset, payload in _frames(self._fd, self._pos, size):
                 seq = self._next_seq
-                if (seq - 1) % INDEX_EVERY == 0:
-                    self._offsets.append(offset)
+                if (seq - 1) % INDEX_EVERY == 0 and (seq - 1) // INDEX_EVERY == len(self._offsets):
+                    self._offsets.append(offset)  # only the first time: a seek back re-reads known records
                 self._next_seq += 1
                 self._pos = offset + FRAME.size + len(payload)
                 if seq >= self._from_seq:

@@ -67,6 +67,8 @@ def changes_for(state: TunerState, seq: int, ts: float, message: Message) -> Cha
     fn = _REDUCERS.get(message.TYPE)
     if fn is None:
         raise UnknownEvent(f"no reducer for event type {message.TYPE!r}")
+    if state.run is None and type(message) is not m.RunStarted:
+        raise InvalidTransition(f"{message.TYPE} before RunStarted: every run begins with RunStarted")
     changes = fn(state, message, seq, ts)
     if message.DECISION:
         reason: str = message.reason  # type: ignore[attr-defined]

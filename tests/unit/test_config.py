@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from smart_tuner.state.config import (
     DEFAULTS_SOURCE,
     ConfigError,
