@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..state.config import ConfigError, load_config
-from ..state.journal import JournalError
+from ..state.config import ConfigError, LoadedConfig, load_config
+from ..state.journal import JournalError, writer_active
 from . import tools
 from .rundir import RUNS_DIR, RunPaths, latest_run, new_run_id, resolve_run_dir
 
@@ -110,6 +110,22 @@ def _run_dir(arg: str | None) -> Path:
     return resolve_run_dir(arg)
 
 
+def _refusal(paths: RunPaths, loaded: LoadedConfig, args: argparse.Namespace) -> str | None:
+    """Why this run cannot start (checked again, under the journal lock, by the coordinator)."""
+    if not args.resume and paths.journal.exists() and paths.journal.stat().st_size > 0:
+        return f"{paths.root} already holds a run; use --resume, or another --run-dir"
+    if writer_active(paths.journal):
+        return f"{paths.root}: another coordinator is running this run (see `status`)"
+    if args.resume and args.config is not None and paths.config.is_file():
+        recorded = load_config(paths.config)
+        if recorded.config_hash != loaded.config_hash:
+            return (
+                f"{paths.root} was started with config {recorded.config_hash[:12]} (recorded in {paths.config}), "
+                f"not {loaded.config_hash[:12]} from {args.config}; resume without --config"
+            )
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .coordinator import RunError, run_coordinator
     from .logs import configure_logging
@@ -129,10 +145,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         config_path = args.config
     loaded = load_config(config_path)  # refuses bad config before anything is created
     level = args.log_level or loaded.raw.log_level
+    refusal = _refusal(paths, loaded, args)
+    if refusal:  # before any output or logging goes into another process's run
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     if not args.resume:
-        if paths.journal.exists() and paths.journal.stat().st_size > 0:
-            print(f"error: {paths.root} already holds a run; use --resume, or another --run-dir", file=sys.stderr)
-            return 2
         paths.create()
         from ..state.config import dump_config
         from ..state.projection import write_atomic

@@ -8,6 +8,11 @@
   from its start state up to the head it found at start, proposing nothing:
   those decisions are already on record), *resume*, then signals *ready* (an ``ActorReady`` event)
   and *runs* on the live, gapless stream; *teardown* always runs.
+  An event at or below the head found at start is never reacted to again,
+  also after a crash: what is still due must be re-derived by ``resume`` from
+  the state. So an event that crashed an actor cannot crash-loop it, while a
+  decision that keeps failing (a deterministic bug in ``resume``) exhausts the
+  restart budget and stops the run.
 * ``supervise`` restarts a crashed shell (with backoff) and reports each crash
   as ``ActorCrashed``; more than ``max_restarts`` in ``window_s`` and it gives
   up: reports ``gave_up=True`` and calls ``on_give_up`` so that the run stops
@@ -152,6 +157,7 @@ async def supervise(
     report: Callable[[m.ActorCrashed], Awaitable[None]],
     on_give_up: Callable[[str], None],
     policy: RestartPolicy = RestartPolicy(),
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Run ``make_shell()`` until cancelled, restarting it after crashes within ``policy``."""
     crashes: deque[float] = deque()
@@ -161,7 +167,7 @@ async def supervise(
             await shell.run(on_ready)
             return
         except Exception as exc:  # the actor's loop boundary: log, report, restart or give up
-            now = time.monotonic()
+            now = clock()
             crashes.append(now)
             while crashes and now - crashes[0] > policy.window_s:
                 crashes.popleft()

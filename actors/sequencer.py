@@ -70,8 +70,10 @@ class Sequencer:
         self.ready = asyncio.Event()
         self._queue: asyncio.Queue[Proposal] = asyncio.Queue(settings.group_commit_max)
         self._recent_ids: OrderedDict[str, int] = OrderedDict()
-        self._violations: list[str] = []
+        self._pending_violations = 0  # refused since the last ProtocolViolation event
+        self._violation_sample = ""
         self._violations_reported_at = 0.0
+        self._violations_logged_at = 0.0
         self._last_state_write = 0.0
         self._last_snapshot_seq = state.last_seq
         self._commit_listeners: list[Callable[[Envelope], None]] = []
@@ -122,7 +124,7 @@ class Sequencer:
             group = await self._take_group()
             if group:
                 await self._commit(group)
-            self._maybe_report_violations()
+            self._maybe_report_violations(force=self._stopping)
             if self._projections_due():
                 await asyncio.to_thread(self._write_projections)
             if self._stopping and self._queue.empty():
@@ -189,20 +191,25 @@ class Sequencer:
 
     def _refuse(self, error: str) -> None:
         self.violation_count += 1
-        if len(self._violations) < 1000:  # keep a sample; the count is exact
-            self._violations.append(error)
-        log.warning("proposal refused", error=error, refused=self.violation_count)
-
-    def _maybe_report_violations(self) -> None:
+        self._pending_violations += 1
+        if not self._violation_sample:
+            self._violation_sample = error
         now = time.monotonic()
-        if not self._violations or now - self._violations_reported_at < VIOLATION_REPORT_S:
+        # A flood of bad input must not become a flood of log lines: one line per second at most.
+        if now - self._violations_logged_at >= VIOLATION_REPORT_S:
+            self._violations_logged_at = now
+            log.warning("proposal refused", error=error, refused_total=self.violation_count)
+
+    def _maybe_report_violations(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._pending_violations or (not force and now - self._violations_reported_at < VIOLATION_REPORT_S):
             return
         if self.state.run is None:
             return  # nothing to attach it to yet; the count keeps growing
-        count, first = len(self._violations), self._violations[0]
-        self._violations.clear()
+        count, sample = self._pending_violations, self._violation_sample
+        self._pending_violations, self._violation_sample = 0, ""
         self._violations_reported_at = now
-        env = Envelope.new(m.ProtocolViolation(where="proposals", error=first[:500], count=count), actor="sequencer")
+        env = Envelope.new(m.ProtocolViolation(where="proposals", error=sample[:500], count=count), actor="sequencer")
 
         async def ignore(ack: Ack) -> None:
             return None
