@@ -78,7 +78,10 @@ class Sequencer:
         self._last_snapshot_seq = state.last_seq
         self._commit_listeners: list[Callable[[Envelope], None]] = []
         self._stopping = False
-        self.violation_count = 0
+        self.violation_count = 0  # malformed proposals
+        self.refused_transitions = 0  # well-formed proposals the state did not allow
+        self.groups_committed = 0  # one write + one fsync each
+        self.events_committed = 0
 
     def on_commit(self, listener: Callable[[Envelope], None]) -> None:
         """Call ``listener(env)`` in the loop after each event is committed (for the coordinator)."""
@@ -136,6 +139,9 @@ class Sequencer:
             first = await asyncio.wait_for(self._queue.get(), 0.1)
         except TimeoutError:
             return []
+        # One loop turn before draining: proposers just woken by the previous group's acks
+        # get to propose again, so the group (and its one fsync) covers them too.
+        await asyncio.sleep(0)
         group = [first]
         while len(group) < self.settings.group_commit_max and not self._queue.empty():
             group.append(self._queue.get_nowait())
@@ -144,34 +150,43 @@ class Sequencer:
     async def _commit(self, group: list[Proposal]) -> None:
         state = self.state
         accepted: list[tuple[Envelope, bytes, Proposal]] = []
+        in_group: dict[str, int] = {}
+        retries: list[tuple[Proposal, int]] = []  # same id proposed again: same seq, answered after the commit
         for proposal in group:
             env, error = self._check(proposal.payload)
-            if env is not None and env.id in self._recent_ids:
-                await proposal.reply(Ack(True, self._recent_ids[env.id]))  # a retry: same answer
+            if env is None:
+                self._refuse(error, malformed=True)
+                await proposal.reply(Ack(False, 0, error))
                 continue
-            if env is not None:
-                seq = state.last_seq + 1
-                env = env.with_seq(seq)
-                try:
-                    changes = changes_for(state, seq, env.ts, env.data)
-                except ReducerError as exc:
-                    error = f"invalid transition: {exc}"
-                else:
-                    state = replace(state, last_seq=seq, last_ts=env.ts, **changes)
-                    accepted.append((env, encode(env), proposal))
-                    continue
-            self._refuse(error)
-            await proposal.reply(Ack(False, 0, error))
-        if not accepted:
-            return
-        await asyncio.to_thread(self.journal.append, [payload for _, payload, _ in accepted])
-        self.state = state
+            seen = self._recent_ids.get(env.id) or in_group.get(env.id)
+            if seen:
+                retries.append((proposal, seen))
+                continue
+            seq = state.last_seq + 1
+            env = env.with_seq(seq)
+            try:
+                changes = changes_for(state, seq, env.ts, env.data)
+            except ReducerError as exc:  # e.g. a race another actor won: normal, not bad input
+                error = f"invalid transition: {exc}"
+                self._refuse(error, malformed=False)
+                await proposal.reply(Ack(False, 0, error))
+                continue
+            state = replace(state, last_seq=seq, last_ts=env.ts, **changes)
+            in_group[env.id] = seq
+            accepted.append((env, encode(env), proposal))
+        if accepted:
+            await asyncio.to_thread(self.journal.append, [payload for _, payload, _ in accepted])
+            self.state = state
+            self.groups_committed += 1
+            self.events_committed += len(accepted)
         for env, payload, proposal in accepted:
             self._remember(env.id, env.seq)
             await proposal.reply(Ack(True, env.seq))
             await self.port.publish(payload)
             for listener in self._commit_listeners:
                 listener(env)
+        for proposal, seq in retries:
+            await proposal.reply(Ack(True, seq))
 
     def _check(self, payload: bytes) -> tuple[Envelope | None, str]:
         try:
@@ -189,16 +204,21 @@ class Sequencer:
         if len(self._recent_ids) > DEDUP_WINDOW:
             self._recent_ids.popitem(last=False)
 
-    def _refuse(self, error: str) -> None:
-        self.violation_count += 1
-        self._pending_violations += 1
-        if not self._violation_sample:
-            self._violation_sample = error
+    def _refuse(self, error: str, *, malformed: bool) -> None:
+        """Count malformed input as a protocol violation (journaled); refused transitions are only logged."""
+        if malformed:
+            self.violation_count += 1
+            self._pending_violations += 1
+            if not self._violation_sample:
+                self._violation_sample = error
+        else:
+            self.refused_transitions += 1
         now = time.monotonic()
         # A flood of bad input must not become a flood of log lines: one line per second at most.
         if now - self._violations_logged_at >= VIOLATION_REPORT_S:
             self._violations_logged_at = now
-            log.warning("proposal refused", error=error, refused_total=self.violation_count)
+            log.warning("proposal refused", error=error, malformed_total=self.violation_count,
+                        refused_transitions=self.refused_transitions)  # fmt: skip
 
     def _maybe_report_violations(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -31,21 +31,18 @@ _MAX_ID_LEN = 64
 _MAX_NAME_LEN = 128
 
 
-def _plain(value: Any) -> Any:
-    """Recursively turn mappings into dicts and sequences into lists for msgpack."""
+def _default(value: Any) -> Any:
+    """msgpack packs dicts, lists and tuples itself; other mappings become dicts."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
+        return dict(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def encode(env: Envelope, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Serialise ``env``; raises ProtocolError if it is not encodable or too large."""
-    data = {k: _plain(v) for k, v in to_data(env.data).items()}
-    frame = [env.v, env.seq, env.id, env.ts, env.type, env.tv, env.actor, env.corr, env.cause, data]
+    frame = [env.v, env.seq, env.id, env.ts, env.type, env.tv, env.actor, env.corr, env.cause, to_data(env.data)]
     try:
-        payload: bytes = msgpack.packb(frame, use_bin_type=True)
+        payload: bytes = msgpack.packb(frame, use_bin_type=True, default=_default)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"{env.type}: cannot encode: {exc}") from None
     if len(payload) > limits.max_message_bytes:

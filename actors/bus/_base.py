@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import msgpack
 import structlog
 
-from ...protocol import Envelope, ProtocolError, decode
+from ...protocol import Envelope, ProtocolError, decode, encode
 
 log = structlog.get_logger("bus")
 
@@ -77,6 +77,10 @@ class BusClient(abc.ABC):
     async def propose_payload(self, payload: bytes, timeout_s: float) -> Ack:
         """Send one encoded proposal and wait for its ack."""
 
+    async def propose_payloads(self, payloads: Sequence[bytes], timeout_s: float) -> list[Ack]:
+        """Send several encoded proposals in one go; one ack each, in order (one at a time by default)."""
+        return [await self.propose_payload(p, timeout_s) for p in payloads]
+
     @abc.abstractmethod
     async def recv(self, timeout_s: float) -> bytes | None:
         """The next record from the live feed, or None after ``timeout_s``."""
@@ -86,12 +90,17 @@ class BusClient(abc.ABC):
 
     async def propose(self, env: Envelope, timeout_s: float = 10.0) -> int:
         """Propose ``env``; returns its committed seq. Raises ProposalRejected or BusTimeout."""
-        from ...protocol import encode
-
         ack = await self.propose_payload(encode(env), timeout_s)
         if not ack.ok:
             raise ProposalRejected(f"{env.type}: {ack.error}")
         return ack.seq
+
+    async def propose_many(self, envs: Sequence[Envelope], timeout_s: float = 10.0) -> list[Ack]:
+        """Propose a burst of events in one round trip (they may land in one group commit).
+
+        Returns one ack per event, in order; a refused event does not stop the others.
+        """
+        return await self.propose_payloads([encode(e) for e in envs], timeout_s)
 
 
 class SequencerPort(abc.ABC):

@@ -9,6 +9,7 @@ Imports the standard library and the bus base only.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 from ._base import Ack, BusClient, BusError, BusTimeout, Proposal, SequencerPort
 
@@ -32,11 +33,14 @@ class InprocHub:
     def sequencer_port(self) -> SequencerPort:
         return _InprocSequencerPort(self)
 
-    def client(self, name: str) -> BusClient:
+    def client(self, name: str, *, subscribe: bool = True) -> BusClient:
+        """A client; ``subscribe=False`` for one that only proposes (like ZmqClient's)."""
         if self._closed:
             raise BusError("the hub is closed")
-        queue: asyncio.Queue[bytes] = asyncio.Queue(self._feed_queue)
-        self._subscribers.add(queue)
+        queue: asyncio.Queue[bytes] | None = None
+        if subscribe:
+            queue = asyncio.Queue(self._feed_queue)
+            self._subscribers.add(queue)
         return _InprocClient(self, name, queue)
 
     def _publish(self, payload: bytes) -> None:
@@ -52,6 +56,8 @@ class _InprocSequencerPort(SequencerPort):
         self._hub = hub
 
     async def recv_proposal(self, timeout_s: float) -> Proposal | None:
+        if not self._hub._proposals.empty():  # a burst is waiting: hand it over without a wait per item
+            return self._hub._proposals.get_nowait()
         try:
             return await asyncio.wait_for(self._hub._proposals.get(), timeout_s)
         except TimeoutError:
@@ -64,34 +70,46 @@ class _InprocSequencerPort(SequencerPort):
         self._hub._closed = True
 
 
+def _resolver(done: asyncio.Future[Ack]) -> Callable[[Ack], Awaitable[None]]:
+    async def reply(ack: Ack) -> None:
+        if not done.done():
+            done.set_result(ack)
+
+    return reply
+
+
 class _InprocClient(BusClient):
-    def __init__(self, hub: InprocHub, name: str, queue: asyncio.Queue[bytes]) -> None:
+    def __init__(self, hub: InprocHub, name: str, queue: asyncio.Queue[bytes] | None) -> None:
         self._hub = hub
         self.name = name
         self._queue = queue
 
     async def propose_payload(self, payload: bytes, timeout_s: float) -> Ack:
+        return (await self.propose_payloads([payload], timeout_s))[0]
+
+    async def propose_payloads(self, payloads: Sequence[bytes], timeout_s: float) -> list[Ack]:
         if self._hub._closed:
             raise BusError("the hub is closed")
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[Ack] = loop.create_future()
-
-        async def reply(ack: Ack) -> None:
-            if not done.done():
-                done.set_result(ack)
-
+        futures: list[asyncio.Future[Ack]] = []
         try:
             async with asyncio.timeout(timeout_s):
-                await self._hub._proposals.put(Proposal(bytes(payload), reply))
-                return await done
+                for payload in payloads:
+                    done: asyncio.Future[Ack] = loop.create_future()
+                    futures.append(done)
+                    await self._hub._proposals.put(Proposal(bytes(payload), _resolver(done)))
+                return list(await asyncio.gather(*futures))
         except TimeoutError:
             raise BusTimeout(f"no ack within {timeout_s} s") from None
 
     async def recv(self, timeout_s: float) -> bytes | None:
+        if self._queue is None:
+            raise BusError("this client did not subscribe to the feed")
         try:
             return await asyncio.wait_for(self._queue.get(), timeout_s)
         except TimeoutError:
             return None
 
     async def aclose(self) -> None:
-        self._hub._subscribers.discard(self._queue)
+        if self._queue is not None:
+            self._hub._subscribers.discard(self._queue)

@@ -24,6 +24,7 @@ import os
 import stat
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -191,24 +192,29 @@ class ZmqClient(BusClient):
         self._lock = asyncio.Lock()  # one proposal in flight: acks come back in order
 
     async def propose_payload(self, payload: bytes, timeout_s: float) -> Ack:
-        request_id = os.urandom(8)
+        return (await self.propose_payloads([payload], timeout_s))[0]
+
+    async def propose_payloads(self, payloads: Sequence[bytes], timeout_s: float) -> list[Ack]:
+        request_ids = [os.urandom(8) for _ in payloads]
+        acks: dict[bytes, Ack] = {}
         deadline = time.monotonic() + timeout_s
-        async with self._lock:
+        async with self._lock:  # one burst in flight per client
             try:
                 async with asyncio.timeout(timeout_s):
-                    await self._dealer.send_multipart([request_id, payload])
+                    for request_id, payload in zip(request_ids, payloads, strict=True):
+                        await self._dealer.send_multipart([request_id, payload])
             except TimeoutError:
-                raise BusTimeout(
-                    f"could not send a proposal within {timeout_s} s (is the coordinator running?)"
-                ) from None
-            while True:
+                raise BusTimeout(f"could not send within {timeout_s} s (is the coordinator running?)") from None
+            wanted = set(request_ids)
+            while len(acks) < len(request_ids):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not await self._dealer.poll(max(1, int(remaining * 1000))):
                     raise BusTimeout(f"no ack within {timeout_s} s (is the coordinator running?)")
                 frames = await self._dealer.recv_multipart(zmq.NOBLOCK)
-                if len(frames) == 2 and frames[0] == request_id:
-                    return Ack.unpack(frames[1])
-                # A late ack for an earlier, timed-out proposal: drop it.
+                if len(frames) == 2 and frames[0] in wanted:
+                    acks[frames[0]] = Ack.unpack(frames[1])
+                # else: a late ack for an earlier, timed-out proposal: dropped.
+        return [acks[r] for r in request_ids]
 
     async def recv(self, timeout_s: float) -> bytes | None:
         if self._sub is None:

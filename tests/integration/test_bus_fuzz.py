@@ -147,7 +147,7 @@ def test_fuzzed_proposals_never_break_the_coordinator(tmp_path: Path) -> None:
     reported = sum(e.data.count for e in events if isinstance(e.data, m.ProtocolViolation))
     well_framed = sum(1 for frames in inputs if len(frames) == 1)
     assert answered == well_framed  # every well-framed message got an ack, ok or not
-    assert refused > 0.9 * well_framed  # almost everything is garbage...
+    assert refused > 0.8 * well_framed  # almost everything is garbage...
     assert reported == refused  # ...and every refusal is on record, exactly
     finished = [e.data for e in events if isinstance(e.data, m.RunFinished)]
     assert [f.status for f in finished] == ["stopped"]
@@ -179,8 +179,8 @@ async def _fuzz(endpoint: str, inputs: list[list[bytes]]) -> tuple[int, int, int
                         framing += 1
                         continue
                     got += 1
-                    if not ack.ok:
-                        refused += 1
+                    if not ack.ok and not ack.error.startswith("invalid transition"):
+                        refused += 1  # malformed; a well-formed event the state refused is not a violation
             answered += got
     finally:
         sock.close()
