@@ -22,7 +22,7 @@ import msgpack
 
 from .envelope import ENVELOPE_VERSION, Envelope
 from .errors import ProtocolError
-from .registry import Message, build, to_data, upcast
+from .registry import Message, build, build_current, to_data, upcast
 from .schema import Limits, describe
 
 DEFAULT_LIMITS = Limits()
@@ -142,16 +142,15 @@ def decode_committed(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[i
     and upcasting are not.
     """
     frame = unpack(payload, limits)
-    if type(frame) is not tuple or len(frame) != _ENVELOPE_LEN or frame[0] != ENVELOPE_VERSION:
-        return _slow_committed(payload, limits)
-    mtype, data = frame[4], frame[9]
-    if type(mtype) is not str or type(data) is not dict or type(frame[5]) is not int:
-        return _slow_committed(payload, limits)
-    return frame[1], frame[3], build(mtype, upcast(mtype, frame[5], data), validate=False)
+    if type(frame) is tuple and len(frame) == _ENVELOPE_LEN and frame[0] == ENVELOPE_VERSION:
+        message = build_current(frame[4], frame[5], frame[9])
+        if message is not None:
+            return frame[1], frame[3], message
+    return _slow_committed(payload, limits)
 
 
 def _slow_committed(payload: bytes, limits: Limits) -> tuple[int, float, Message]:
-    env = decode(payload, limits)  # raises the precise ProtocolError
+    env = decode(payload, limits, validate=False)  # upcasts, or raises the precise ProtocolError
     return env.seq, env.ts, env.data
 
 

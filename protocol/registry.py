@@ -168,6 +168,20 @@ def build(type_name: str, data: Any, *, validate: bool = True) -> Message:
         raise ProtocolError(f"{type_name}: {exc}") from None
 
 
+def build_current(type_name: Any, tv: Any, data: Any) -> Message | None:
+    """The replay fast path: build a message of the current type version without checks, or None.
+
+    None means "take the slow path" (unknown type, older version, not a map, wrong fields).
+    """
+    spec = _SPECS.get(type_name) if type(type_name) is str else None
+    if spec is None or tv != spec.tv or type(data) is not dict:
+        return None
+    try:
+        return spec.cls(**data)
+    except TypeError:
+        return None
+
+
 def to_data(message: Message) -> dict[str, Any]:
     """The message's fields as a plain dict (shallow)."""
     spec = _SPECS[message.TYPE]

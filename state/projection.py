@@ -5,7 +5,7 @@ temp file, fsync and rename, so a reader never sees half a file. Replaying the
 log to the same ``last_seq`` always renders the same bytes, which is what
 ``replay --verify`` checks.
 
-Imports the standard library, PyYAML and ``state`` only.
+Imports the standard library and ``state`` only.
 """
 
 from __future__ import annotations
@@ -16,15 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from . import yamlout
 from .model import TunerState
 from .serde import to_plain
-
-try:  # libyaml is ~10x faster; output is the same for the documents we write
-    from yaml import CSafeDumper as _Dumper
-except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
 
 HEADER = "# Smart Tuner state: a projection of events.log. Do not edit; `run_tuner.py replay --verify` checks it.\n"
 
@@ -35,8 +29,7 @@ def render(state: TunerState) -> bytes:
         "config_hash": state.run.config_hash if state.run else None,
     }
     doc.update(to_plain(state))
-    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 16)
-    return (HEADER + text).encode("utf-8")
+    return (HEADER + yamlout.dump(doc)).encode("utf-8")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
