@@ -136,7 +136,8 @@ class Sequencer:
 
     async def _take_group(self) -> list[Proposal]:
         try:
-            first = await asyncio.wait_for(self._queue.get(), 0.1)
+            async with asyncio.timeout(0.1):  # not wait_for: on 3.11 it can swallow a cancellation
+                first = await self._queue.get()
         except TimeoutError:
             return []
         # One loop turn before draining: proposers just woken by the previous group's acks

@@ -114,13 +114,23 @@ async def with_sequencer(directory: Path, kind: str, work: object) -> object:
     sequencer = Sequencer(journal, port, TunerState(), SequencerSettings(state_write_interval_s=3600))
     task = asyncio.create_task(sequencer.run())
     await sequencer.ready.wait()
-    subscribers = [make_actor_feed() for _ in range(7)] if kind == "inproc" else []  # a run's seven actors listen
+    # A run's seven actors listen to the feed and keep up with it (they drain; decoding is their cost, not ours).
+    subscribers = [make_actor_feed() for _ in range(7)] if kind == "inproc" else []
+
+    async def drain(feed: BusClient) -> None:
+        while True:
+            await feed.recv(3600)
+
+    drains = [asyncio.create_task(drain(s)) for s in subscribers]
     try:
         client = make_client()
         await client.propose(Envelope.new(started(), actor="bench"))
         await client.aclose()
         return await work(make_client)  # type: ignore[operator]
     finally:
+        for d in drains:
+            d.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)
         sequencer.stop()
         await task
         for s in subscribers:

@@ -59,7 +59,8 @@ class _InprocSequencerPort(SequencerPort):
         if not self._hub._proposals.empty():  # a burst is waiting: hand it over without a wait per item
             return self._hub._proposals.get_nowait()
         try:
-            return await asyncio.wait_for(self._hub._proposals.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: on 3.11 it can swallow a cancellation
+                return await self._hub._proposals.get()
         except TimeoutError:
             return None
 
@@ -105,8 +106,11 @@ class _InprocClient(BusClient):
     async def recv(self, timeout_s: float) -> bytes | None:
         if self._queue is None:
             raise BusError("this client did not subscribe to the feed")
+        if not self._queue.empty():  # keeping up with a burst: no timer per record
+            return self._queue.get_nowait()
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: on 3.11 it can swallow a cancellation
+                return await self._queue.get()
         except TimeoutError:
             return None
 
