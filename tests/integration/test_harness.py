@@ -1,0 +1,176 @@
+"""The segment harness on the tiny model and corpus: hot, warm and cold changes, exact resume, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from smart_tuner.trainer import checkpoint as ckpt
+from smart_tuner.trainer.dataset import TrainerConfig
+from smart_tuner.trainer.harness import SegmentError, Trainer
+from smart_tuner.trainer.hparams import preset
+from smart_tuner.trainer.inplace import ColdChangeError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_trainer(data_dir: Path, out: Path, **overrides: object) -> Trainer:
+    config = TrainerConfig(dataset="tiny", data_dir=data_dir, output_dir=out, val_count=4, val_batch_size=4,
+                           threads=1)  # fmt: skip
+    return Trainer(config, preset("tiny").replace(**overrides))
+
+
+@pytest.fixture
+def trainer(tiny_data_dir: Path, tmp_path: Path) -> Trainer:
+    return make_trainer(tiny_data_dir, tmp_path)
+
+
+def test_hot_optimizer_and_module_changes_take_effect_and_training_continues(trainer: Trainer) -> None:
+    trainer.train_step()
+    applied = trainer.apply({"learning_rate": 3e-3, "weight_decay": 1e-4, "adam_beta1": 0.8, "adam_eps": 1e-8,
+                             "p_attention_dropout": 0.3, "p_decoder_dropout": 0.25, "p_prenet_dropout": 0.4,
+                             "p_encoder_dropout": 0.2, "p_postnet_dropout": 0.1})  # fmt: skip
+    assert set(applied.classes.values()) == {"hot"}
+    group = trainer.optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"], group["betas"][0], group["eps"]) == (3e-3, 1e-4, 0.8, 1e-8)
+    assert trainer.model.dropouts() == {"p_encoder_dropout": 0.2, "p_prenet_dropout": 0.4,
+                                        "p_attention_dropout": 0.3, "p_decoder_dropout": 0.25,
+                                        "p_postnet_dropout": 0.1}  # fmt: skip
+    step = trainer.step
+    values = trainer.train_step()
+    assert trainer.step == step + 1 and math.isfinite(values["train_loss"])
+    assert trainer.optimizer.state[next(trainer.model.parameters())]["step"] == step + 1  # same optimizer, no reset
+
+
+def test_hot_loss_weights_clip_and_teacher_forcing(trainer: Trainer) -> None:
+    trainer.apply({"guided_attn_weight": 5.0, "guided_attn_sigma": 0.2, "gate_loss_weight": 2.0,
+                   "grad_clip_thresh": 1e-3, "teacher_forcing_ratio": 0.5, "guided_attn_decay": 0.99})  # fmt: skip
+    loss = trainer.loss
+    assert (loss.guided_attn_weight, loss.guided_attn_sigma, loss.gate_loss_weight) == (5.0, 0.2, 2.0)
+    trainer.train_step()
+    clipped = torch.sqrt(sum((p.grad**2).sum() for p in trainer.model.parameters() if p.grad is not None))
+    assert float(clipped) <= 1e-3 * 1.01  # the new threshold clipped this step's gradients
+    assert loss.effective_guided_attn_weight == pytest.approx(5.0 * 0.99)
+    assert trainer.hp.teacher_forcing_ratio == 0.5
+
+
+def test_teacher_forcing_ratio_changes_what_the_decoder_is_fed(trainer: Trainer) -> None:
+    batch = trainer.data.val_batches(trainer.hp.n_frames_per_step)[0]
+    trainer.model.eval()
+    torch.manual_seed(0)
+    forced = trainer.model(batch.text, batch.text_lengths, batch.mel, 1.0).mel
+    torch.manual_seed(0)
+    free = trainer.model(batch.text, batch.text_lengths, batch.mel, 0.0).mel
+    assert not torch.allclose(forced, free)
+
+
+def test_warm_batch_size_change_continues_from_the_same_step(trainer: Trainer) -> None:
+    for _ in range(2):
+        trainer.train_step()
+    position = trainer.stream.state_dict()
+    applied = trainer.apply({"batch_size": 2, "scale_lr_with_batch": True})
+    assert applied.classes["batch_size"] == "warm" and trainer.step == 2
+    assert trainer.hp.learning_rate == pytest.approx(1e-3 * math.sqrt(2 / 4))  # sqrt rule, reported as a change
+    assert applied.changes["learning_rate"][1] == pytest.approx(trainer.hp.learning_rate)
+    assert trainer.stream.state_dict()["epoch"] == position["epoch"]
+    trainer.train_step()
+    assert trainer.step == 3
+
+
+def test_warm_reduction_change_rebuilds_the_model_keeping_what_it_learned(trainer: Trainer) -> None:
+    trainer.train_step()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.apply({"n_frames_per_step": 2})
+    after = trainer.model.state_dict()
+    assert trainer.model.r == 2 and after["decoder.projection.weight"].shape[0] == 2 * 24
+    assert torch.equal(before["encoder.lstm.weight_ih_l0"], after["encoder.lstm.weight_ih_l0"])
+    assert torch.equal(before["decoder.projection.weight"][:24], after["decoder.projection.weight"][:24])
+    moved = trainer.optimizer.state[trainer.model.embedding.weight]
+    assert int(moved["step"]) == 1  # Adam's moments came along for unchanged shapes
+    trainer.train_step()
+    assert trainer.step == 2
+
+
+def test_cold_change_is_refused_and_changes_nothing(trainer: Trainer) -> None:
+    with pytest.raises(ColdChangeError, match=r"n_mel_channels 24 -> 32"):
+        trainer.apply({"n_mel_channels": 32, "learning_rate": 5e-3})
+    assert trainer.hp.learning_rate == 1e-3 and trainer.optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_resume_in_a_fresh_process_is_exact(tiny_data_dir: Path, tmp_path: Path) -> None:
+    def run(*args: str) -> dict[str, object]:
+        proc = subprocess.run([sys.executable, str(ROOT / "tests/helpers/segment_runner.py"), str(tiny_data_dir),
+                               str(tmp_path), *args], capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    straight = run("straight", "6")
+    first = run("first", "2")
+    rest = run("rest", "4", str(first["checkpoint"]), str(first["sha256"]))
+    assert rest["end_step"] == straight["end_step"] == 6
+    a = ckpt.load(Path(str(straight["checkpoint"])))
+    b = ckpt.load(Path(str(rest["checkpoint"])))
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["stream"] == b["stream"] and rest["val_objective"] == straight["val_objective"]
+
+
+def test_segments_fork_from_checkpoints_and_keep_state_in_memory(trainer: Trainer) -> None:
+    first = trainer.run_segment("s1", None, None, {"learning_rate": 3e-3}, steps=3, eval_every=2)
+    assert first.end_step == 3 and len(first.evals) == 2 and first.alignment_png is not None
+    assert first.alignment_png.read_bytes().startswith(b"\x89PNG")
+    assert ckpt.sha256_file(first.checkpoint) == first.sha256
+    assert set(first.metrics) >= {"val_objective", "val_loss", "diagonality", "focus_rate", "gate_accuracy"}
+    a = trainer.run_segment("a", first.checkpoint, first.sha256, {"learning_rate": 1e-3}, steps=2)
+    b = trainer.run_segment("b", first.checkpoint, first.sha256, {"learning_rate": 1e-2}, steps=2)
+    assert a.start_step == b.start_step == 3 and a.end_step == b.end_step == 5
+    assert b.applied.changes == {"learning_rate": (3e-3, 1e-2)}  # applied on top of the checkpoint's
+    assert a.metrics["val_objective"] != b.metrics["val_objective"]
+
+
+def test_damaged_or_tampered_checkpoints_are_refused(trainer: Trainer, tmp_path: Path) -> None:
+    result = trainer.run_segment("s", None, None, {}, steps=1)
+    data = result.checkpoint.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ckpt.CheckpointError, match="does not match"):
+        trainer.load(truncated, result.sha256)
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0xFF
+    result.checkpoint.write_bytes(bytes(flipped))
+    with pytest.raises(ckpt.CheckpointError, match="does not match"):
+        trainer.load(result.checkpoint, None)  # checked against the sidecar written with it
+    with pytest.raises(ckpt.CheckpointError, match="cannot read"):
+        trainer.load(tmp_path / "missing.pt", result.sha256)
+
+
+def test_checkpoint_of_another_model_is_refused(tiny_data_dir: Path, tmp_path: Path) -> None:
+    other = make_trainer(tiny_data_dir, tmp_path / "other", postnet_embedding_dim=8)
+    result = other.run_segment("s", None, None, {}, steps=1)
+    trainer = make_trainer(tiny_data_dir, tmp_path)
+    with pytest.raises(ckpt.CheckpointError, match="another model"):
+        trainer.load(result.checkpoint, result.sha256)
+
+
+def test_nan_loss_fails_the_segment_with_its_step(trainer: Trainer) -> None:
+    with pytest.raises(SegmentError) as info:
+        trainer.run_segment("s", None, None, {"inject_nan_at_step": 2}, steps=4)
+    assert info.value.reason == "nan" and info.value.step == 2
+
+
+def test_abort_between_steps(trainer: Trainer) -> None:
+    calls = []
+
+    def should_abort() -> bool:
+        calls.append(trainer.step)
+        return trainer.step >= 2
+
+    with pytest.raises(SegmentError) as info:
+        trainer.run_segment("s", None, None, {}, steps=10, should_abort=should_abort)
+    assert info.value.reason == "aborted" and trainer.step == 2

@@ -1,0 +1,87 @@
+"""Validation of a live trainer: losses, the unweighted objective, alignment and gate health.
+
+    metrics, png = validate(trainer)
+
+Teacher-forced over the fixed validation set, in eval mode, with the prenet's dropout
+(on at inference, as in the paper) drawn from a fixed seed in a forked RNG: every
+candidate is measured on the same draws, and the training RNG is left untouched, so
+validating does not change what training does next. With weight averaging on
+(``ema_decay > 0``) the same metrics are also reported for the averaged weights, as
+``ema_*``.
+
+Metric names: ``val_loss`` (the weighted training loss on validation data, NVIDIA's
+``validation.loss``), ``val_mel_loss``, ``val_mel_post_loss``, ``val_gate_loss``,
+``val_guided_attn_loss``, ``val_objective`` (mel after postnet + gate, unweighted: what
+candidates are compared on), ``diagonality``, ``focus_rate``, ``attention_entropy``,
+``coverage``, ``gate_accuracy``.
+
+Imports torch and ``trainer`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+
+from .metrics import alignment_image, alignment_metrics, decoder_steps, gate_accuracy, to_rgb
+from .png import encode_png
+
+if TYPE_CHECKING:
+    from .harness import Trainer
+
+
+@contextlib.contextmanager
+def _swapped_weights(trainer: Trainer, weights: dict[str, torch.Tensor] | None) -> Iterator[None]:
+    if weights is None:
+        yield
+        return
+    saved = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trainer.model.load_state_dict({**saved, **weights})
+    try:
+        yield
+    finally:
+        trainer.model.load_state_dict(saved)
+
+
+def _measure(trainer: Trainer) -> tuple[dict[str, float], bytes]:
+    r = trainer.hp.n_frames_per_step
+    sums: dict[str, float] = {}
+    total_weight = 0
+    png = b""
+    for cpu_batch in trainer.data.val_batches(r):
+        batch = cpu_batch.to(trainer.device)
+        out = trainer.model(batch.text, batch.text_lengths, batch.mel, 1.0)
+        parts = trainer.loss(out, batch.mel, batch.gate, batch.text_lengths, batch.mel_lengths).floats()
+        steps = decoder_steps(batch.mel_lengths, r)
+        values = {f"val_{k}" if k != "objective" else "val_objective": v for k, v in parts.items()}
+        values.update(alignment_metrics(out.alignments, batch.text_lengths, steps))
+        values["gate_accuracy"] = gate_accuracy(out.gate, batch.gate, batch.mel_lengths, trainer.hp.gate_threshold)
+        weight = int(batch.text.size(0))
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * weight
+        total_weight += weight
+        if not png:
+            image = alignment_image(out.alignments[0], int(batch.text_lengths[0]), int(steps[0]))
+            png = encode_png(to_rgb(image))
+    return {k: v / max(1, total_weight) for k, v in sums.items()}, png
+
+
+def validate(trainer: Trainer) -> tuple[dict[str, float], bytes]:
+    was_training = trainer.model.training
+    trainer.model.eval()
+    devices = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(trainer.config.val_seed)
+            metrics, png = _measure(trainer)
+            if trainer.ema is not None:
+                torch.manual_seed(trainer.config.val_seed)
+                with _swapped_weights(trainer, trainer.ema):
+                    ema, _ = _measure(trainer)
+                metrics.update({f"ema_{k}": v for k, v in ema.items()})
+    finally:
+        trainer.model.train(was_training)
+    return metrics, png
