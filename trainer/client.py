@@ -1,0 +1,62 @@
+"""The trainer's one link to the tuner: a worker's connection to the supervisor.
+
+    client = SupervisorClient(ctx, endpoint, worker_id="w0")
+    await client.send(m.WorkerHello(...))
+    command = await client.recv_command(timeout_s=0.5)    # RunSegment, AbortSegment, Shutdown, or None
+
+Everything a worker sends is an envelope (events for the journal, heartbeats); what it
+receives are commands. A malformed or unexpected message from the supervisor is
+counted, logged once a second at most, and skipped: the worker keeps working.
+
+The rest of ``trainer/`` runs without this module (the harness and the standalone
+``train.py`` never import it). Imports ``protocol``, the bus module and the standard
+library only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from ..actors.bus.zmqbus import SocketOptions, WorkerConnection
+from ..protocol import Envelope, Message, ProtocolError, decode, encode
+
+log = structlog.get_logger("worker.client")
+
+
+class SupervisorClient:
+    def __init__(self, ctx: object, endpoint: str, worker_id: str, opts: SocketOptions | None = None) -> None:
+        self.worker_id = worker_id
+        self.actor = f"worker:{worker_id}"
+        self._conn = WorkerConnection(ctx, endpoint, worker_id, opts or SocketOptions(linger_ms=2000))  # type: ignore[arg-type]
+        self.malformed = 0
+        self._logged_at = 0.0
+
+    async def send(self, message: Message, *, corr: str | None = None, timeout_s: float = 10.0) -> None:
+        await self._conn.send(encode(Envelope.new(message, actor=self.actor, corr=corr)), timeout_s)
+
+    async def recv_command(self, timeout_s: float) -> Envelope | None:
+        """The next command from the supervisor, or None after ``timeout_s`` (or on bad input)."""
+        payload = await self._conn.recv(timeout_s)
+        if payload is None:
+            return None
+        try:
+            env = decode(payload)
+        except ProtocolError as exc:
+            self._malformed(str(exc))
+            return None
+        if env.data.KIND != "command":
+            self._malformed(f"{env.type} is not a command")
+            return None
+        return env
+
+    def _malformed(self, error: str) -> None:
+        self.malformed += 1
+        now = time.monotonic()
+        if now - self._logged_at >= 1.0:
+            self._logged_at = now
+            log.warning("malformed message from the supervisor", error=error, total=self.malformed)
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()

@@ -1,0 +1,224 @@
+"""The worker: a long-lived training process that runs segments for the supervisor.
+
+    python -m smart_tuner.trainer.worker --endpoint ipc:///…/workers.sock --worker-id w0 \\
+        --dataset demo --preset demo --output-dir runs/<id>/trainer [--device cpu] [--threads 2]
+
+It builds the trainer once (data, mels, model), announces itself with ``WorkerHello``
+(its hyperparameters with type, range, default and class, its metrics, its device),
+then runs ``RunSegment`` commands one after another in the same process: the
+hyperparameters are applied in place (``HparamsApplied``), ``MetricsObserved`` is
+streamed every ``report_every`` steps and at every validation, and the segment ends
+with ``SegmentFinished`` (checkpoint path and sha256) or ``SegmentFailed`` (nan, oom,
+aborted, error). ``AbortSegment`` is honoured between two steps; ``Shutdown`` ends the
+process after the current step. A heartbeat goes out every ``--heartbeat-s`` seconds,
+also while a segment trains (training runs in a thread; the event loop stays free).
+
+Consumes: RunSegment, AbortSegment, Shutdown. Emits: WorkerHello, Heartbeat,
+SegmentStarted, HparamsApplied, MetricsObserved, SegmentFinished, SegmentFailed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from ..actors.bus.zmqbus import new_context
+from ..actors.logs import configure_logging
+from ..protocol import Envelope, Message
+from ..protocol import messages as m
+from .client import SupervisorClient
+from .dataset import TrainerConfig
+from .harness import SegmentError, Trainer
+from .hparams import HParamError, announcement, parse_hparams_string, preset
+from .inplace import Applied
+
+log = structlog.get_logger("worker")
+
+METRICS = (
+    "train_loss", "train_mel_loss", "train_mel_post_loss", "train_gate_loss", "train_guided_attn_loss",
+    "train_objective", "grad_norm", "grad_norm_max", "learning_rate", "guided_attn_weight_eff", "steps_per_s",
+    "val_loss", "val_mel_loss", "val_mel_post_loss", "val_gate_loss", "val_guided_attn_loss", "val_objective",
+    "diagonality", "focus_rate", "attention_entropy", "coverage", "gate_accuracy",
+)  # fmt: skip
+# Metric reports waiting to be sent: a segment reports every few steps, so 1000 is minutes of
+# backlog; past it the oldest report is dropped (the final SegmentFinished never is).
+OUTBOX = 1000
+
+
+class Worker:
+    def __init__(self, trainer: Trainer, client: SupervisorClient, heartbeat_s: float) -> None:
+        self.trainer, self.client, self.heartbeat_s = trainer, client, heartbeat_s
+        self.commands: asyncio.Queue[Envelope] = asyncio.Queue(16)  # RunSegments queue here one after another
+        self.outbox: asyncio.Queue[Message] = asyncio.Queue(OUTBOX)
+        self.abort = threading.Event()
+        self.current: str | None = None
+        self.stopping = asyncio.Event()
+        self.dropped_reports = 0
+
+    async def run(self) -> None:
+        device = str(self.trainer.device)
+        await self.client.send(m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=device,
+                                             hparams=announcement(), metrics=METRICS))  # fmt: skip
+        log.info("worker ready", worker_id=self.client.worker_id, device=device)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._heartbeats())
+            tg.create_task(self._sender())
+            tg.create_task(self._segments())
+            await self._listen()
+            self.stopping.set()
+
+    async def _listen(self) -> None:
+        while True:
+            env = await self.client.recv_command(0.5)
+            if env is None:
+                continue
+            cmd = env.data
+            if isinstance(cmd, m.RunSegment):
+                try:
+                    self.commands.put_nowait(env)
+                except asyncio.QueueFull:
+                    await self._send(m.SegmentFailed(segment_id=cmd.segment_id, reason="error",
+                                                     detail="worker queue full: too many segments queued"))  # fmt: skip
+            elif isinstance(cmd, m.AbortSegment):
+                if cmd.segment_id == self.current:
+                    log.info("abort requested", segment_id=cmd.segment_id, reason=cmd.reason)
+                    self.abort.set()
+            elif isinstance(cmd, m.Shutdown):
+                log.info("shutdown requested", reason=cmd.reason)
+                self.abort.set()
+                return
+
+    async def _heartbeats(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(Exception):  # a missed heartbeat is the supervisor's signal, not ours
+                beat = m.Heartbeat(worker_id=self.client.worker_id, step=self.trainer.step)
+                await self.client.send(beat, timeout_s=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat_s):
+                    await self.stopping.wait()
+
+    async def _sender(self) -> None:
+        while not (self.stopping.is_set() and self.outbox.empty()):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await self._send(await self.outbox.get())
+
+    async def _send(self, message: Message) -> None:
+        await self.client.send(message)
+
+    def _offer(self, message: Message) -> None:
+        """From the training thread's callbacks (via call_soon_threadsafe): queue a report."""
+        if self.outbox.full():
+            self.outbox.get_nowait()
+            self.dropped_reports += 1
+        self.outbox.put_nowait(message)
+
+    async def _segments(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                async with asyncio.timeout(0.2):
+                    env = await self.commands.get()
+            except TimeoutError:
+                continue
+            await self._run_one(env.data)  # type: ignore[arg-type]
+
+    async def _run_one(self, cmd: m.RunSegment) -> None:
+        loop = asyncio.get_running_loop()
+        sid = cmd.segment_id
+        self.current = sid
+        self.abort.clear()
+        await self._send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id,
+                                          device=str(self.trainer.device), pid=os.getpid()))  # fmt: skip
+
+        def report(step: int, metrics: dict[str, float]) -> None:
+            msg = m.MetricsObserved(segment_id=sid, source="worker", step=step, metrics=metrics)
+            loop.call_soon_threadsafe(self._offer, msg)
+
+        def applied(a: Applied, step: int) -> None:
+            msg = m.HparamsApplied(segment_id=sid, step=step, hparams=a.effective(), classes=dict(a.classes),
+                                   apply_s=a.apply_s)  # fmt: skip
+            loop.call_soon_threadsafe(self._offer, msg)
+
+        try:
+            result = await asyncio.to_thread(
+                self.trainer.run_segment, sid, cmd.from_checkpoint, cmd.from_sha256, dict(cmd.hparams), cmd.steps,
+                cmd.eval_every, cmd.report_every, report, self.abort.is_set, None, applied,
+            )  # fmt: skip
+        except SegmentError as exc:
+            await self._flush_reports()
+            await self._send(m.SegmentFailed(segment_id=sid, reason=exc.reason, detail=exc.detail, step=exc.step))  # type: ignore[arg-type]
+        except Exception as exc:  # the loop boundary: any failure of a segment becomes an event
+            log.error("segment failed", segment_id=sid, error=str(exc), traceback=traceback.format_exc())
+            await self._flush_reports()
+            await self._send(m.SegmentFailed(segment_id=sid, reason="error", detail=f"{type(exc).__name__}: {exc}",
+                                             step=self.trainer.step))  # fmt: skip
+        else:
+            await self._flush_reports()
+            await self._send(m.SegmentFinished(segment_id=sid, end_step=result.end_step, metrics=result.metrics,
+                                               checkpoint=str(result.checkpoint), checkpoint_sha256=result.sha256,
+                                               duration_s=result.duration_s))  # fmt: skip
+        finally:
+            self.current = None
+
+    async def _flush_reports(self) -> None:
+        """Send what the segment reported before the message that ends it (order matters to readers)."""
+        await asyncio.sleep(0)  # let the thread's last call_soon_threadsafe callbacks run
+        while not self.outbox.empty():
+            await self._send(self.outbox.get_nowait())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m smart_tuner.trainer.worker", description=__doc__.split("\n")[0])
+    p.add_argument("--endpoint", required=True, help="the supervisor's worker endpoint (ipc:// or tcp://)")
+    p.add_argument("--worker-id", required=True, help="this worker's id (its ZeroMQ routing id)")
+    p.add_argument("--dataset", default="demo", help="demo, tiny, an LJSpeech folder or an NVIDIA filelist")
+    p.add_argument("--preset", default="demo", help="starting hyperparameters: nvidia, demo or tiny")
+    p.add_argument("--hparams", default="", help='overrides in NVIDIA\'s format, "name=value,…"')
+    p.add_argument("--output-dir", type=Path, required=True, help="checkpoints and alignment images go here")
+    p.add_argument("--data-dir", type=Path, help="where the demo/tiny corpora are made (default: the user cache)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--val-count", type=int, default=16, help="validation utterances")
+    p.add_argument("--heartbeat-s", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--log-file", type=Path, help="JSON log file")
+    return p
+
+
+async def serve(args: argparse.Namespace) -> None:
+    hp = parse_hparams_string(args.hparams, preset(args.preset))
+    config = TrainerConfig(dataset=args.dataset, output_dir=args.output_dir, data_dir=args.data_dir,
+                           device=args.device, threads=args.threads, val_count=args.val_count)  # fmt: skip
+    trainer = await asyncio.to_thread(Trainer, config, hp)
+    ctx = new_context()
+    client = SupervisorClient(ctx, args.endpoint, args.worker_id)
+    try:
+        await Worker(trainer, client, args.heartbeat_s).run()
+    finally:
+        await client.aclose()
+        ctx.term()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_file, "warning")
+    structlog.contextvars.bind_contextvars(actor=f"worker:{args.worker_id}")
+    try:
+        asyncio.run(serve(args))
+    except HParamError as exc:
+        log.error("bad hyperparameters", error=str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
