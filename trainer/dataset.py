@@ -72,6 +72,8 @@ class TrainingData:
     val: list[tuple[torch.Tensor, torch.Tensor]]
     val_batch_size: int
     dataset_id: str
+    mel_mean: torch.Tensor | None = None  # (n_mels,) when the mels are normalised, else None
+    mel_std: torch.Tensor | None = None
     _val_batches: dict[int, list[Batch]] = field(default_factory=dict)
 
     @classmethod
@@ -90,8 +92,30 @@ class TrainingData:
         for u in utterances:
             ident.update(f"{u.id}|{u.text}\n".encode())
         ident.update(f"{config.val_count}|{config.split_seed}".encode())
-        return cls(train_utts, val_utts, items(train_utts), items(val_utts), config.val_batch_size,
+        data = cls(train_utts, val_utts, items(train_utts), items(val_utts), config.val_batch_size,
                    ident.hexdigest()[:16])  # fmt: skip
+        if hp.mel_normalize:
+            data._normalize()
+        return data
+
+    def _normalize(self) -> None:
+        """Per-band mean and std over every training frame; applied to train and validation mels alike.
+
+        Raw log-mels span about -11.5 (the log floor) to +2; a prenet and an output layer
+        initialised for unit-scale values learn much faster on standardised ones.
+        """
+        frames = torch.cat([mel for _, mel in self.train], dim=1).double()
+        mean, std = frames.mean(dim=1), frames.std(dim=1).clamp(min=1e-3)
+        self.mel_mean, self.mel_std = mean.float(), std.float()
+        scale = (self.mel_mean.unsqueeze(1), self.mel_std.unsqueeze(1))
+        self.train = [(text, (mel - scale[0]) / scale[1]) for text, mel in self.train]
+        self.val = [(text, (mel - scale[0]) / scale[1]) for text, mel in self.val]
+
+    def denormalize(self, mel: torch.Tensor) -> torch.Tensor:
+        """Model output (B, n_mels, T) or (n_mels, T) back to log-mel (for Griffin-Lim)."""
+        if self.mel_mean is None or self.mel_std is None:
+            return mel
+        return mel * self.mel_std.to(mel.device).unsqueeze(1) + self.mel_mean.to(mel.device).unsqueeze(1)
 
     def train_batch(self, indices: list[int], r: int) -> Batch:
         return collate([self.train[i] for i in indices], r)

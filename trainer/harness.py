@@ -119,6 +119,7 @@ class Trainer:
             "hparams": self.hp.to_dict(),
             "compat": self.compat,
             "n_symbols": len(SYMBOLS),
+            "mel_stats": {"mean": self.data.mel_mean, "std": self.data.mel_std},
         }
 
     def save(self, path: Path) -> str:

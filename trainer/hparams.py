@@ -89,6 +89,9 @@ class HParams:
     n_mel_channels: int = _h(80, "cold", "mel bands", 8, 512)
     mel_fmin: float = _h(0.0, "cold", "lowest mel frequency (Hz)", 0.0, 48000.0)
     mel_fmax: float = _h(8000.0, "cold", "highest mel frequency (Hz)", 100.0, 48000.0)
+    mel_normalize: bool = _h(
+        False, "cold", "scale log-mels to zero mean and unit variance per band (training-set stats)"
+    )
     # --- run (cold) -----------------------------------------------------------------
     seed: int = _h(1234, "cold", "seed for weights, data order and dropout", 0, 2**31 - 1)
     fp16_run: bool = _h(False, "cold", "mixed precision (CUDA only)")
@@ -283,15 +286,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default's model: ~2 M parameters, trains at a few steps/s on 2 CPU cores.
     "demo": {
         "symbols_embedding_dim": 128, "encoder_embedding_dim": 128, "attention_rnn_dim": 256, "attention_dim": 64,
-        "decoder_rnn_dim": 256, "prenet_dim": 128, "postnet_embedding_dim": 128, "n_frames_per_step": 2,
-        "batch_size": 16, "max_decoder_steps": 400,
+        "decoder_rnn_dim": 256, "prenet_dim": 128, "postnet_embedding_dim": 128, "n_frames_per_step": 3,
+        "batch_size": 16, "max_decoder_steps": 400, "mel_normalize": True,
     },
     # Seconds per segment: for tests.
     "tiny": {
         "symbols_embedding_dim": 32, "encoder_embedding_dim": 32, "encoder_n_convolutions": 1, "attention_rnn_dim": 48,
         "attention_dim": 16, "attention_location_n_filters": 4, "attention_location_kernel_size": 7,
         "decoder_rnn_dim": 48, "prenet_dim": 32, "postnet_embedding_dim": 16, "postnet_n_convolutions": 2,
-        "n_mel_channels": 24, "n_frames_per_step": 3, "batch_size": 4, "max_decoder_steps": 200,
+        "n_mel_channels": 24, "n_frames_per_step": 3, "batch_size": 4, "max_decoder_steps": 200, "mel_normalize": True,
     },
 }  # fmt: skip
 

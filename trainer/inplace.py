@@ -98,17 +98,12 @@ def _change_batch_size(trainer: Trainer, old: HParams, new: HParams, applied: Ap
 def _change_reduction(trainer: Trainer, new: HParams) -> None:
     """Rebuild the model for a new r and carry the optimizer state of every unchanged parameter over."""
     old_model: Tacotron2 = trainer.model
-    old_state = trainer.optimizer.state_dict()["state"]
-    old_names = [name for name, _ in old_model.named_parameters()]
     old_params = dict(old_model.named_parameters())
     model = warm_start_reduction(old_model, new)
     optimizer = new_optimizer(model, new)
-    new_params = list(model.named_parameters())
-    for index, (name, param) in enumerate(new_params):
-        old_index = old_names.index(name)
-        state = old_state.get(old_index)
-        if state is not None and old_params[name].shape == param.shape:
+    for name, param in model.named_parameters():  # same module tree: the names match one to one
+        state = trainer.optimizer.state.get(old_params[name])
+        if state and old_params[name].shape == param.shape:
             optimizer.state[param] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
-        del index  # positions differ only if the module tree changed, which a warm start never does
     trainer.model, trainer.optimizer = model, optimizer
     trainer.ema = None  # an average over another shape of model means nothing

@@ -174,3 +174,30 @@ def test_abort_between_steps(trainer: Trainer) -> None:
     with pytest.raises(SegmentError) as info:
         trainer.run_segment("s", None, None, {}, steps=10, should_abort=should_abort)
     assert info.value.reason == "aborted" and trainer.step == 2
+
+
+def test_mels_are_standardised_per_band_and_can_be_restored(trainer: Trainer) -> None:
+    frames = torch.cat([mel for _, mel in trainer.data.train], dim=1)
+    assert torch.allclose(frames.mean(dim=1), torch.zeros(24), atol=1e-4)
+    assert torch.allclose(frames.std(dim=1), torch.ones(24), atol=1e-3)
+    assert trainer.data.mel_mean is not None and float(trainer.data.mel_mean.mean()) < -1  # raw log-mels are negative
+    restored = trainer.data.denormalize(trainer.data.val[0][1])
+    assert float(restored.min()) >= -11.6  # back above the log floor of the raw features
+    payload = trainer.payload()
+    assert torch.equal(payload["mel_stats"]["std"], trainer.data.mel_std)
+
+
+def test_free_running_synthesis_from_a_checkpoint_writes_audio(trainer: Trainer, tmp_path: Path) -> None:
+    from smart_tuner.trainer.audio import read_wav
+    from smart_tuner.trainer.synthesis import Synthesizer, main
+
+    result = trainer.run_segment("s", None, None, {}, steps=1)
+    synth = Synthesizer.from_checkpoint(result.checkpoint, result.sha256)
+    sample = synth.synthesize("the red boat.", griffin_lim_iters=4)
+    assert sample.mel.size(0) == 24 and sample.mel.size(1) <= 200 * 3
+    assert torch.isfinite(sample.audio).all() and float(sample.audio.abs().max()) > 0
+    out = tmp_path / "sample.wav"
+    assert main([str(result.checkpoint), "the red boat.", str(out), "--iters", "2"]) == 0
+    audio, rate = read_wav(out)
+    assert rate == 22050 and len(audio) > 0
+    assert main([str(tmp_path / "missing.pt"), "x", str(out)]) == 2
