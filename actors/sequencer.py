@@ -32,7 +32,7 @@ from ..protocol import messages as m
 from ..state import projection
 from ..state.journal import Journal
 from ..state.model import TunerState
-from ..state.reducers import ReducerError, changes_for
+from ..state.reducers import ProgressRun, ReducerError, changes_for
 from ..state.snapshot import write_snapshot
 from .bus import Ack, Proposal, SequencerPort
 
@@ -153,6 +153,10 @@ class Sequencer:
         accepted: list[tuple[Envelope, bytes, Proposal]] = []
         in_group: dict[str, int] = {}
         retries: list[tuple[Proposal, int]] = []  # same id proposed again: same seq, answered after the commit
+        # A burst of metric events touches only `progress`: accumulate it and rebuild the state once
+        # (before the next other event, which may read it), as replay's fold does.
+        metrics: ProgressRun | None = None
+        last_seq, last_ts = state.last_seq, state.last_ts
         for proposal in group:
             env, error = self._check(proposal.payload)
             if env is None:
@@ -163,19 +167,22 @@ class Sequencer:
             if seen:
                 retries.append((proposal, seen))
                 continue
-            seq = state.last_seq + 1
+            seq = last_seq + 1
             env = env.with_seq(seq)
             try:
-                changes = changes_for(state, seq, env.ts, env.data)
+                state, metrics = _fold_one(state, metrics, seq, env)
             except ReducerError as exc:  # e.g. a race another actor won: normal, not bad input
                 error = f"invalid transition: {exc}"
                 self._refuse(error, malformed=False)
                 await proposal.reply(Ack(False, 0, error))
                 continue
-            state = replace(state, last_seq=seq, last_ts=env.ts, **changes)
+            last_seq, last_ts = seq, env.ts
             in_group[env.id] = seq
             accepted.append((env, encode(env), proposal))
+        if metrics is not None:
+            state = replace(state, progress=metrics.result())
         if accepted:
+            state = replace(state, last_seq=last_seq, last_ts=last_ts)
             await asyncio.to_thread(self.journal.append, [payload for _, payload, _ in accepted])
             self.state = state
             self.groups_committed += 1
@@ -260,3 +267,16 @@ class Sequencer:
     async def _final_flush(self) -> None:
         await asyncio.to_thread(self._write_projections)
         log.info("journal flushed", last_seq=self.state.last_seq)
+
+
+def _fold_one(
+    state: TunerState, metrics: ProgressRun | None, seq: int, env: Envelope
+) -> tuple[TunerState, ProgressRun | None]:
+    """``env`` folded into ``state`` (raises ReducerError); metric events accumulate in ``metrics``."""
+    if type(env.data) is m.MetricsObserved and state.run is not None:
+        metrics = metrics or ProgressRun(state.progress)
+        metrics.add(env.data)
+        return state, metrics
+    if metrics is not None:
+        state = replace(state, progress=metrics.result())
+    return replace(state, **changes_for(state, seq, env.ts, env.data)), None

@@ -26,7 +26,7 @@ from .registry import Message, build, build_current, to_data, upcast
 from .schema import Limits, describe
 
 DEFAULT_LIMITS = Limits()
-_ENVELOPE_LEN = 10
+ENVELOPE_LEN = 10
 _MAX_ID_LEN = 64
 _MAX_NAME_LEN = 128
 
@@ -100,9 +100,9 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS, *, validate: bool = 
     committing them and whose CRC matched.
     """
     frame = unpack(payload, limits)
-    if not isinstance(frame, tuple) or len(frame) != _ENVELOPE_LEN:
+    if not isinstance(frame, tuple) or len(frame) != ENVELOPE_LEN:
         shown = f"array of {len(frame)}" if isinstance(frame, tuple) else type(frame).__name__
-        raise ProtocolError(f"envelope: expected an array of {_ENVELOPE_LEN} fields, got {shown}")
+        raise ProtocolError(f"envelope: expected an array of {ENVELOPE_LEN} fields, got {shown}")
     v, seq, mid, ts, mtype, tv, actor, corr, cause, data = frame
     if v != ENVELOPE_VERSION or type(v) is not int:
         raise ProtocolError(f"envelope.v: unsupported envelope version {v!r} (this build reads {ENVELOPE_VERSION})")
@@ -142,7 +142,7 @@ def decode_committed(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[i
     and upcasting are not.
     """
     frame = unpack(payload, limits)
-    if type(frame) is tuple and len(frame) == _ENVELOPE_LEN and frame[0] == ENVELOPE_VERSION:
+    if type(frame) is tuple and len(frame) == ENVELOPE_LEN and frame[0] == ENVELOPE_VERSION:
         message = build_current(frame[4], frame[5], frame[9])
         if message is not None:
             return frame[1], frame[3], message

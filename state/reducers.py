@@ -89,7 +89,12 @@ def replay(events: Iterable[Envelope], state: TunerState | None = None) -> Tuner
     return fold(((env.seq, env.ts, env.data) for env in events), state)
 
 
-def fold(items: Iterable[tuple[int, float, Message]], state: TunerState | None = None) -> TunerState:
+# What ``fold`` takes per event: the message, or (from ``history.committed``) the raw data map of a
+# current-version MetricsObserved, which it accumulates without building a message object.
+Folded = Message | dict[str, Any]
+
+
+def fold(items: Iterable[tuple[int, float, Folded]], state: TunerState | None = None) -> TunerState:
     """``replay`` over ``(seq, ts, message)`` triples: the hot loop of every replay.
 
     Two shortcuts keep a million-event replay within seconds, neither changing
@@ -100,20 +105,25 @@ def fold(items: Iterable[tuple[int, float, Message]], state: TunerState | None =
     """
     state = TunerState() if state is None else state
     last_seq, last_ts = state.last_seq, state.last_ts
-    pending: _ProgressRun | None = None
+    pending: ProgressRun | None = None
     for seq, ts, message in items:
         if seq != last_seq + 1:
             raise InvalidTransition(f"event seq {seq} does not follow the state's last seq {last_seq}")
         last_seq, last_ts = seq, ts
         if type(message) is m.MetricsObserved:
             if pending is None:
-                pending = _ProgressRun(state.progress)
+                pending = ProgressRun(state.progress)
             pending.add(message)
+            continue
+        if type(message) is dict:
+            if pending is None:
+                pending = ProgressRun(state.progress)
+            pending.add_raw(message)
             continue
         if pending is not None:
             state = replace(state, progress=pending.result())
             pending = None
-        state = replace(state, **changes_for(state, seq, ts, message))
+        state = replace(state, **changes_for(state, seq, ts, message))  # type: ignore[arg-type]
     if pending is not None:
         state = replace(state, progress=pending.result())
     if last_seq == state.last_seq:
@@ -121,8 +131,11 @@ def fold(items: Iterable[tuple[int, float, Message]], state: TunerState | None =
     return replace(state, last_seq=last_seq, last_ts=last_ts)
 
 
-class _ProgressRun:
-    """``_metrics_observed`` applied to a run of metric events, with one Progress built at the end."""
+class ProgressRun:
+    """``_metrics_observed`` applied to a run of metric events, with one Progress built at the end.
+
+    Used by ``fold`` and by the sequencer, which commits bursts of metric events.
+    """
 
     __slots__ = ("count", "last", "step")
 
@@ -135,6 +148,13 @@ class _ProgressRun:
         self.step = max(self.step, e.step)
         self.count += 1
         self.last.update(e.metrics)
+
+    def add_raw(self, data: dict[str, Any]) -> None:
+        step = data["step"]
+        if step > self.step:  # noqa: PLR1730 - a branch is cheaper than max() in replay's hot loop
+            self.step = step
+        self.count += 1
+        self.last.update(data["metrics"])
 
     def result(self) -> Progress:
         return Progress(global_step=self.step, metrics_observed=self.count, last_metrics=self.last)
