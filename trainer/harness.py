@@ -30,6 +30,7 @@ from . import checkpoint as ckpt
 from .data import BatchStream
 from .dataset import TrainerConfig, TrainingData
 from .evaluation import validate
+from .fileio import write_atomic
 from .hparams import HParamError, HParams
 from .inplace import Applied, ColdChangeError, apply_hparams, new_optimizer, set_optimizer_hparams
 from .loss import Tacotron2Loss
@@ -231,6 +232,10 @@ class Trainer:
                 values = self.train_step()
             except torch.OutOfMemoryError as exc:
                 raise SegmentError("oom", str(exc).splitlines()[0], self.step + 1) from None
+            except RuntimeError as exc:  # the CPU allocator's out-of-memory is a plain RuntimeError
+                if "can't allocate memory" not in str(exc):
+                    raise
+                raise SegmentError("oom", str(exc).splitlines()[0], self.step + 1) from None
             for k, v in values.items():
                 window.setdefault(k, []).append(v)
             if report is not None and (self.step % report_every == 0):
@@ -271,6 +276,8 @@ class Trainer:
         self._start_from(Path(from_checkpoint) if from_checkpoint else None, from_sha256)
         applied = self.apply(hparams)
         start = self.step
+        path = checkpoint_path or self.config.output_dir / "checkpoints" / f"{segment_id}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
         if on_applied is not None:
             on_applied(applied, start)
         evals: list[tuple[int, dict[str, float]]] = []
@@ -281,16 +288,16 @@ class Trainer:
             self.train(chunk, max(1, report_every), report, should_abort)
             done += chunk
             if done < steps:
-                metrics, _ = self.validate()
+                metrics, png = self.validate()
                 evals.append((self.step, metrics))
+                write_atomic(path.with_suffix(f".step{self.step}.alignment.png"), png)
                 if report is not None:
                     report(self.step, metrics)
         metrics, png = self.validate()
         evals.append((self.step, metrics))
-        path = checkpoint_path or self.config.output_dir / "checkpoints" / f"{segment_id}.pt"
         sha = self.save(path)
         image = path.with_suffix(".alignment.png")
-        image.write_bytes(png)
+        write_atomic(image, png)
         return SegmentResult(segment_id, start, self.step, metrics, path, sha, time.perf_counter() - t0, applied,
                              image, evals)  # fmt: skip
 

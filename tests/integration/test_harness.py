@@ -201,3 +201,26 @@ def test_free_running_synthesis_from_a_checkpoint_writes_audio(trainer: Trainer,
     audio, rate = read_wav(out)
     assert rate == 22050 and len(audio) > 0
     assert main([str(tmp_path / "missing.pt"), "x", str(out)]) == 2
+
+
+def test_out_of_memory_fails_the_segment_as_oom(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def cpu_oom() -> dict[str, float]:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(trainer, "train_step", cpu_oom)
+    with pytest.raises(SegmentError) as info:
+        trainer.run_segment("s", None, None, {}, steps=2)
+    assert info.value.reason == "oom" and info.value.step == 1
+
+    def other() -> dict[str, float]:
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(trainer, "train_step", other)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # not every RuntimeError is an OOM
+        trainer.run_segment("s", None, None, {}, steps=2)
+
+
+def test_every_validation_leaves_an_alignment_image(trainer: Trainer) -> None:
+    result = trainer.run_segment("imgs", None, None, {}, steps=4, eval_every=2)
+    assert result.checkpoint.with_suffix(".step2.alignment.png").read_bytes().startswith(b"\x89PNG")
+    assert result.alignment_png is not None and result.alignment_png.exists()
