@@ -1,0 +1,106 @@
+"""Starting and stopping worker processes: argv only, own process group, whole-group kill.
+
+    proc = await WorkerProcess.start(worker_command(spec, endpoint, "w0", lease), lease, log_file)
+    ...
+    code = await proc.stop(grace_s=10)     # SIGTERM to the group, then SIGKILL to the group
+
+A worker runs in a session (and process group) of its own, so a stop reaches every
+process it started (data loaders, torchrun's ranks), and a Ctrl-C in the coordinator's
+terminal does not reach it directly: the supervisor decides how it ends. Commands are
+argv lists, never a shell. The worker's stdout and stderr go to a log file in the run
+directory. Waiting for a process runs in a thread (``Popen.wait`` blocks).
+
+Imports the standard library and ``actors.devices`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .devices import Lease
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What every worker of a run is started with (the trainer's side of the config)."""
+
+    dataset: str = "demo"
+    preset: str = "demo"
+    output_dir: Path = Path("trainer")
+    data_dir: Path | None = None
+    threads: int | None = None
+    val_count: int = 16
+    heartbeat_s: float = 1.0
+    hparams: str = ""
+
+
+def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease) -> list[str]:
+    cmd = [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", endpoint, "--worker-id", worker_id,
+           "--dataset", spec.dataset, "--preset", spec.preset, "--output-dir", str(spec.output_dir),
+           "--device", lease.device, "--val-count", str(spec.val_count),
+           "--heartbeat-s", str(spec.heartbeat_s)]  # fmt: skip
+    if spec.data_dir is not None:
+        cmd += ["--data-dir", str(spec.data_dir)]
+    if spec.threads:
+        cmd += ["--threads", str(spec.threads)]
+    if spec.hparams:
+        cmd += ["--hparams", spec.hparams]
+    return cmd
+
+
+class WorkerProcess:
+    def __init__(self, popen: subprocess.Popen[bytes], lease: Lease) -> None:
+        self.popen, self.lease = popen, lease
+
+    @classmethod
+    async def start(cls, argv: Sequence[str], lease: Lease, log_file: Path) -> WorkerProcess:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **lease.env, "PYTHONUNBUFFERED": "1"}
+
+        def spawn() -> subprocess.Popen[bytes]:
+            with open(log_file, "ab") as log:  # the child keeps its own descriptor
+                return subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+        return cls(await asyncio.to_thread(spawn), lease)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    async def wait(self, timeout_s: float) -> int | None:
+        """The exit code, or None if it is still running after ``timeout_s``."""
+        try:
+            return await asyncio.to_thread(self.popen.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the group is already gone
+            os.killpg(self.popen.pid, sig)
+
+    async def stop(self, grace_s: float = 10.0) -> int:
+        """SIGTERM to the whole group, SIGKILL to the group after ``grace_s``; returns the exit code."""
+        if self.popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            if await self.wait(grace_s) is None:
+                self._signal_group(signal.SIGKILL)
+        code = await self.wait(30.0)
+        self._signal_group(signal.SIGKILL)  # anything it left behind in its group goes too
+        return code if code is not None else -signal.SIGKILL
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now (the coordinator is going down)."""
+        self._signal_group(signal.SIGKILL)
