@@ -215,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HParamError as exc:
         log.error("bad hyperparameters", error=str(exc))
         return 2
+    except (ValueError, OSError) as exc:  # dataset, audio or checkpoint problems name the file themselves
+        log.error("the trainer cannot start", error=str(exc))
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0

@@ -1,0 +1,309 @@
+"""The trainer supervisor: runs scheduled segments on worker processes and relays what they report.
+
+    supervisor = Supervisor(SupervisorIO(server, pool, spec, client, run_dir))
+    # under an ActorShell: react() hands each committed SegmentScheduled to the I/O side
+
+Consumes: SegmentScheduled (run it), StopDecided (abort running segments, start nothing
+new). On (re)start, ``resume`` hands over every segment the log shows scheduled or
+running but not ended: a segment interrupted by a crash is run again under the same id
+from the same checkpoint.
+
+Emits: the workers' own events, relayed as they were proposed (WorkerHello,
+SegmentStarted, HparamsApplied, MetricsObserved, SegmentFinished, SegmentFailed), and
+its own WorkerLost (a worker silent for ``heartbeat_timeout_s`` or exited) and
+SegmentFailed ``lost`` once a segment has lost ``max_attempts`` workers.
+
+The I/O side owns one ROUTER (``WorkerServer``), the device pool (never more than
+``n_gpus`` workers at once; the CPU counts as one) and the worker processes, each in a
+process group of its own and killed as a group. A worker is kept between segments:
+hyperparameters change in place, not by a restart.
+
+Imports asyncio, ``protocol``, ``state`` and the actors package only (never torch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from ..protocol import Envelope, Message, ProtocolError, decode, encode
+from ..protocol import messages as m
+from ..state.model import Segment, TunerState
+from .bus import BusClient, BusError
+from .bus.zmqbus import WorkerServer
+from .devices import DevicePool, Lease
+from .launcher import WorkerProcess, WorkerSpec, worker_command
+from .runtime import ActorCore, Out
+
+log = structlog.get_logger("supervisor")
+
+RELAYED = (m.WorkerHello, m.SegmentStarted, m.HparamsApplied, m.MetricsObserved, m.SegmentFinished, m.SegmentFailed)
+ENDS = (m.SegmentFinished, m.SegmentFailed)
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorPolicy:
+    heartbeat_timeout_s: float = 30.0  # a worker silent this long is lost (a step on CPU takes seconds)
+    startup_timeout_s: float = 300.0  # building the trainer can synthesise the demo corpus first
+    max_attempts: int = 3  # workers a segment may lose before it fails as "lost"
+    max_start_failures: int = 3  # workers in a row that die before saying hello: the trainer cannot start
+    stop_grace_s: float = 10.0
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    proc: WorkerProcess
+    lease: Lease
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    segment: Segment | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class SupervisorIO:
+    """The supervisor's side effects: processes, the worker socket, relaying to the journal."""
+
+    def __init__(
+        self, server: WorkerServer, pool: DevicePool, spec: WorkerSpec, client: BusClient, run_dir: Path,
+        policy: SupervisorPolicy = SupervisorPolicy(),
+    ) -> None:  # fmt: skip
+        self.server, self.pool, self.spec, self.client = server, pool, spec, client
+        self.run_dir, self.policy = run_dir, policy
+        self.pending: deque[Segment] = deque()
+        self.attempts: dict[str, int] = {}
+        self.workers: dict[str, _Worker] = {}
+        self.stopping = False
+        self._ids = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()  # fire-and-forget commands, kept until sent
+        self.start_failures = 0
+
+    # --- from the core (synchronous, never blocks) --------------------------------------
+
+    def submit(self, segment: Segment) -> None:
+        busy = {w.segment.segment_id for w in self.workers.values() if w.segment is not None}
+        if segment.segment_id not in busy and all(s.segment_id != segment.segment_id for s in self.pending):
+            self.pending.append(segment)
+            self._wake.set()
+
+    def stop_all(self) -> None:
+        """A stop was decided: nothing new starts, running segments are aborted."""
+        self.stopping = True
+        self.pending.clear()
+        for w in self.workers.values():
+            if w.segment is not None:
+                abort = m.AbortSegment(segment_id=w.segment.segment_id, reason="run stopping")
+                self._send_soon(w, abort)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="supervisor-io")  # owned here, awaited in close
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for w in list(self.workers.values()):
+            with contextlib.suppress(BusError):
+                await self.server.send(w.worker_id.encode(), _command(m.Shutdown(reason="supervisor closing")))
+        await asyncio.gather(*(self._retire(w, reason=None) for w in list(self.workers.values())))
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._inbox())
+            tg.create_task(self._dispatch())
+            tg.create_task(self._watchdog())
+
+    # --- dispatching -------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.pending and not self.stopping:
+                worker = next((w for w in self.workers.values() if w.segment is None and w.ready.is_set()), None)
+                if worker is None:
+                    worker = await self._new_worker()
+                    if worker is None:
+                        break  # every device is busy: the next segment end wakes us
+                    continue  # it says hello first; the inbox wakes us then
+                segment = self.pending.popleft()
+                worker.segment = segment
+                worker.last_seen = time.monotonic()
+                self.attempts[segment.segment_id] = self.attempts.get(segment.segment_id, 0) + 1
+                await self.server.send(worker.worker_id.encode(), _command(_run_command(segment)))
+                log.info("segment sent", segment_id=segment.segment_id, worker_id=worker.worker_id)
+
+    async def _new_worker(self) -> _Worker | None:
+        if any(not w.ready.is_set() for w in self.workers.values()):
+            return None  # one start at a time: it will take the next segment when ready
+        worker_id = f"w{next(self._ids)}"
+        lease = self.pool.acquire(worker_id)
+        if lease is None:
+            return None
+        argv = worker_command(self.spec, self.server.endpoint, worker_id, lease)
+        proc = await WorkerProcess.start(argv, lease, self.run_dir / "logs" / f"worker-{worker_id}.log")
+        worker = _Worker(worker_id, proc, lease)
+        self.workers[worker_id] = worker
+        log.info("worker started", worker_id=worker_id, pid=proc.pid, devices=lease.devices)
+        return worker
+
+    # --- what workers say ------------------------------------------------------------------------
+
+    async def _inbox(self) -> None:
+        while True:
+            item = await self.server.recv(0.5)
+            if item is None:
+                continue
+            worker = self.workers.get(item[0].decode(errors="replace"))
+            if worker is None:
+                continue  # a worker we retired, still talking: ignore it
+            worker.last_seen = time.monotonic()
+            try:
+                env = decode(item[1])
+            except ProtocolError as exc:
+                log.warning("malformed message from a worker", worker_id=worker.worker_id, error=str(exc))
+                continue
+            await self._on_worker_message(worker, env, item[1])
+
+    async def _on_worker_message(self, worker: _Worker, env: Envelope, payload: bytes) -> None:
+        msg = env.data
+        if isinstance(msg, m.Heartbeat) or not isinstance(msg, RELAYED):
+            return
+        ack = await self.client.propose_payload(payload, 10.0)
+        if not ack.ok:
+            log.warning("worker event refused", worker_id=worker.worker_id, type=env.type, error=ack.error)
+        if isinstance(msg, m.WorkerHello):
+            worker.ready.set()
+            self.start_failures = 0
+            self._wake.set()
+        elif isinstance(msg, ENDS) and worker.segment is not None and msg.segment_id == worker.segment.segment_id:
+            worker.segment = None
+            self._wake.set()
+
+    # --- lost workers ----------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for w in list(self.workers.values()):
+                exited = w.proc.returncode is not None
+                limit = self.policy.heartbeat_timeout_s if w.ready.is_set() else self.policy.startup_timeout_s
+                if exited or now - w.last_seen > limit:
+                    reason = (
+                        f"exited with code {w.proc.returncode}" if exited else f"silent for {now - w.last_seen:.0f} s"
+                    )
+                    await self._lost(w, reason, now - w.last_seen)
+
+    async def _lost(self, worker: _Worker, reason: str, silent_s: float) -> None:
+        log.warning("worker lost", worker_id=worker.worker_id, reason=reason)
+        segment = worker.segment
+        never_started = not worker.ready.is_set()
+        await self._retire(worker, reason=reason, silent_s=silent_s)
+        if never_started:
+            await self._start_failed(worker, reason)
+        if segment is None:
+            return
+        sid = segment.segment_id
+        if self.attempts.get(sid, 0) < self.policy.max_attempts and not self.stopping:
+            self.pending.appendleft(segment)  # again, same id, same checkpoint
+        else:
+            why = "the run is stopping" if self.stopping else f"{self.attempts[sid]} workers lost while running it"
+            detail = f"{why} (last: {reason})"
+            await self._propose(m.SegmentFailed(segment_id=sid, reason="lost", detail=detail))
+        self._wake.set()
+
+    async def _start_failed(self, worker: _Worker, reason: str) -> None:
+        """A worker died before its hello; after a few in a row, what waits for one fails with its log."""
+        self.start_failures += 1
+        if self.start_failures < self.policy.max_start_failures:
+            return
+        tail = _tail(self.run_dir / "logs" / f"worker-{worker.worker_id}.log")
+        detail = f"{self.start_failures} workers in a row died before starting ({reason}); last log lines: {tail}"
+        while self.pending:
+            await self._propose(m.SegmentFailed(segment_id=self.pending.popleft().segment_id, reason="error",
+                                                detail=detail[:2000]))  # fmt: skip
+        self.start_failures = 0
+
+    async def _retire(self, worker: _Worker, reason: str | None, silent_s: float = 0.0) -> None:
+        self.workers.pop(worker.worker_id, None)
+        await worker.proc.stop(self.policy.stop_grace_s)
+        self.pool.release(worker.lease)
+        if reason is not None and worker.ready.is_set():
+            lost = m.WorkerLost(worker_id=worker.worker_id, reason=reason, last_heartbeat_s=round(silent_s, 3))
+            await self._propose(lost)
+        self._wake.set()
+
+    async def _propose(self, message: Message) -> None:
+        ack = await self.client.propose_payload(encode(Envelope.new(message, actor="supervisor")), 10.0)
+        if not ack.ok:
+            log.warning("proposal refused", type=message.TYPE, error=ack.error)
+
+    def _send_soon(self, worker: _Worker, message: Message) -> None:
+        async def send() -> None:
+            with contextlib.suppress(BusError):
+                await self.server.send(worker.worker_id.encode(), _command(message))
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._sends.add(task)  # a task nobody references can be collected before it runs
+        task.add_done_callback(self._sends.discard)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _command(message: Message) -> bytes:
+    return encode(Envelope.new(message, actor="supervisor"))
+
+
+def _run_command(segment: Segment) -> m.RunSegment:
+    steps = segment.steps
+    return m.RunSegment(segment_id=segment.segment_id, from_checkpoint=segment.from_checkpoint,
+                        from_sha256=segment.from_sha256, hparams=dict(segment.hparams), steps=steps,
+                        eval_every=0, report_every=max(1, min(10, steps // 10)))  # fmt: skip
+
+
+class Supervisor(ActorCore):
+    """See the module docstring: the decisions are trivial, the I/O side does the work."""
+
+    name = "supervisor"
+
+    def __init__(self, io: SupervisorIO) -> None:
+        self.io = io
+
+    def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
+        msg = env.data
+        if isinstance(msg, m.SegmentScheduled):
+            self.io.submit(state.tuning.segments[msg.segment_id])
+        elif isinstance(msg, m.StopDecided):
+            self.io.stop_all()
+        return ()
+
+    def resume(self, state: TunerState) -> Sequence[Out]:
+        if state.control.stop is None:
+            for seg in sorted(state.tuning.segments.values(), key=lambda s: s.scheduled_seq):
+                if seg.status in ("scheduled", "running"):
+                    self.io.submit(seg)
+        return ()
+
+    async def setup(self) -> None:
+        await self.io.start()
+
+    async def teardown(self) -> None:
+        await self.io.close()
