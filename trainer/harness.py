@@ -176,6 +176,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One optimizer step; raises SegmentError("nan") on a non-finite loss or gradient."""
         hp, step = self.hp, self.step + 1
+        self.holds = None  # from here on (even if this step fails) the state is no checkpoint's
         batch = self.data.train_batch(self.stream.next_indices(), hp.n_frames_per_step).to(self.device)
         self.model.train()
         with torch.autocast(self.device.type, enabled=hp.fp16_run):
@@ -197,7 +198,6 @@ class Trainer:
         self._update_ema()
         self.loss.decay_steps += 1
         self.step = step
-        self.holds = None
         floats = parts.floats()
         return {
             "train_loss": floats["loss"],
@@ -302,9 +302,8 @@ class Trainer:
                              image, evals)  # fmt: skip
 
     def _start_from(self, path: Path | None, sha256: str | None) -> None:
-        if path is None:
-            if self.step != 0 or self.holds is not None:
-                self._fresh(self.initial_hp)
+        if path is None:  # from the seed's initial weights, whatever this trainer did before
+            self._fresh(self.initial_hp)
             return
         if self.holds is not None and self.holds[0] == path and (sha256 is None or self.holds[1] == sha256):
             return  # already exactly that state in memory: nothing to load

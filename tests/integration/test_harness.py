@@ -224,3 +224,20 @@ def test_every_validation_leaves_an_alignment_image(trainer: Trainer) -> None:
     result = trainer.run_segment("imgs", None, None, {}, steps=4, eval_every=2)
     assert result.checkpoint.with_suffix(".step2.alignment.png").read_bytes().startswith(b"\x89PNG")
     assert result.alignment_png is not None and result.alignment_png.exists()
+
+
+def test_a_failed_segment_leaves_nothing_behind_for_the_next_one(tiny_data_dir: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(tiny_data_dir, tmp_path / "a")
+    base = trainer.run_segment("base", None, None, {}, steps=2)
+    with pytest.raises(SegmentError):  # fails mid-segment: the stream and weights moved on
+        trainer.run_segment("bad", base.checkpoint, base.sha256, {"inject_nan_at_step": 4}, steps=3)
+    retry = trainer.run_segment("retry", base.checkpoint, base.sha256, {}, steps=2)
+    with pytest.raises(SegmentError):
+        trainer.run_segment("bad2", None, None, {"learning_rate": 5e-3, "inject_nan_at_step": 1}, steps=1)
+    fresh = trainer.run_segment("fresh", None, None, {}, steps=2)  # no leftover lr from the failed one
+    assert fresh.applied.changes == {} and trainer.hp.learning_rate == 1e-3
+
+    clean = make_trainer(tiny_data_dir, tmp_path / "b")
+    expected = clean.run_segment("retry", base.checkpoint, base.sha256, {}, steps=2)
+    a, b = ckpt.load(retry.checkpoint)["model"], ckpt.load(expected.checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
