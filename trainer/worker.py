@@ -106,10 +106,17 @@ class Worker:
                     await self.stopping.wait()
 
     async def _sender(self) -> None:
+        """The one task that sends reports, in the order they were made."""
         while not (self.stopping.is_set() and self.outbox.empty()):
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(0.2):
-                    await self._send(await self.outbox.get())
+                    message = await self.outbox.get()
+            except TimeoutError:
+                continue
+            try:
+                await self._send(message)
+            finally:
+                self.outbox.task_done()
 
     async def _send(self, message: Message) -> None:
         await self.client.send(message)
@@ -118,6 +125,7 @@ class Worker:
         """From the training thread's callbacks (via call_soon_threadsafe): queue a report."""
         if self.outbox.full():
             self.outbox.get_nowait()
+            self.outbox.task_done()
             self.dropped_reports += 1
         self.outbox.put_nowait(message)
 
@@ -171,8 +179,7 @@ class Worker:
     async def _flush_reports(self) -> None:
         """Send what the segment reported before the message that ends it (order matters to readers)."""
         await asyncio.sleep(0)  # let the thread's last call_soon_threadsafe callbacks run
-        while not self.outbox.empty():
-            await self._send(self.outbox.get_nowait())
+        await self.outbox.join()  # the sender has sent every report, in order
 
 
 def build_parser() -> argparse.ArgumentParser:
