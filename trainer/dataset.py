@@ -35,7 +35,7 @@ class TrainerConfig:
     val_batch_size: int = 16
     split_seed: int = 0
     output_dir: Path = Path("trainer-out")
-    cache_dir: Path | None = None  # mel cache; default: <corpus>/mels
+    cache_dir: Path | None = None  # mel cache; default: <data_dir or ~/.cache/smart_tuner>/mels/<corpus hash>
     data_dir: Path | None = None  # where "demo"/"tiny" corpora are made; default: the user cache
     device: str = "auto"
     threads: int | None = None
@@ -64,6 +64,12 @@ def resolve_corpus(config: TrainerConfig) -> Path:
     return Path(config.dataset)
 
 
+def default_cache_dir(config: TrainerConfig, corpus: Path) -> Path:
+    """Mels go beside our own data, never into a user's dataset folder (it may be read-only or shared)."""
+    base = config.data_dir or Path.home() / ".cache" / "smart_tuner"
+    return base / "mels" / hashlib.sha256(str(corpus.resolve()).encode()).hexdigest()[:12]
+
+
 @dataclass
 class TrainingData:
     train_utts: list[Utterance]
@@ -81,8 +87,7 @@ class TrainingData:
         corpus = resolve_corpus(config)
         utterances = load_dataset(corpus)
         train_utts, val_utts = split(utterances, config.val_count, config.split_seed)
-        root = corpus if corpus.is_dir() else corpus.parent
-        cache = MelCache(config.cache_dir or root / "mels", audio_config(hp))
+        cache = MelCache(config.cache_dir or default_cache_dir(config, corpus), audio_config(hp))
         cache.warm(utterances)
 
         def items(utts: list[Utterance]) -> list[tuple[torch.Tensor, torch.Tensor]]:
