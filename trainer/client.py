@@ -19,10 +19,15 @@ import time
 
 import structlog
 
+from ..actors.bus import BusError
 from ..actors.bus.zmqbus import SocketOptions, WorkerConnection
 from ..protocol import Envelope, Message, ProtocolError, decode, encode
 
 log = structlog.get_logger("worker.client")
+
+
+class SupervisorUnreachable(Exception):
+    """The supervisor did not take a message in time."""
 
 
 class SupervisorClient:
@@ -34,7 +39,10 @@ class SupervisorClient:
         self._logged_at = 0.0
 
     async def send(self, message: Message, *, corr: str | None = None, timeout_s: float = 10.0) -> None:
-        await self._conn.send(encode(Envelope.new(message, actor=self.actor, corr=corr)), timeout_s)
+        try:
+            await self._conn.send(encode(Envelope.new(message, actor=self.actor, corr=corr)), timeout_s)
+        except BusError as exc:
+            raise SupervisorUnreachable(str(exc)) from None
 
     async def recv_command(self, timeout_s: float) -> Envelope | None:
         """The next command from the supervisor, or None after ``timeout_s`` (or on bad input)."""

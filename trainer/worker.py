@@ -34,7 +34,7 @@ from ..actors.bus.zmqbus import new_context
 from ..actors.logs import configure_logging
 from ..protocol import Envelope, Message
 from ..protocol import messages as m
-from .client import SupervisorClient
+from .client import SupervisorClient, SupervisorUnreachable
 from .dataset import TrainerConfig
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, announcement, parse_hparams_string, preset
@@ -60,6 +60,7 @@ class Worker:
         self.outbox: asyncio.Queue[Message] = asyncio.Queue(OUTBOX)
         self.abort = threading.Event()
         self.current: str | None = None
+        self.cancelled: set[str] = set()  # queued segments aborted before they started
         self.stopping = asyncio.Event()
         self.dropped_reports = 0
 
@@ -88,9 +89,11 @@ class Worker:
                     await self._send(m.SegmentFailed(segment_id=cmd.segment_id, reason="error",
                                                      detail="worker queue full: too many segments queued"))  # fmt: skip
             elif isinstance(cmd, m.AbortSegment):
+                log.info("abort requested", segment_id=cmd.segment_id, reason=cmd.reason)
                 if cmd.segment_id == self.current:
-                    log.info("abort requested", segment_id=cmd.segment_id, reason=cmd.reason)
                     self.abort.set()
+                else:
+                    self.cancelled.add(cmd.segment_id)
             elif isinstance(cmd, m.Shutdown):
                 log.info("shutdown requested", reason=cmd.reason)
                 self.abort.set()
@@ -98,7 +101,7 @@ class Worker:
 
     async def _heartbeats(self) -> None:
         while not self.stopping.is_set():
-            with contextlib.suppress(Exception):  # a missed heartbeat is the supervisor's signal, not ours
+            with contextlib.suppress(SupervisorUnreachable):  # a missed beat is the supervisor's signal, not ours
                 beat = m.Heartbeat(worker_id=self.client.worker_id, step=self.trainer.step)
                 await self.client.send(beat, timeout_s=1)
             with contextlib.suppress(TimeoutError):
@@ -136,7 +139,13 @@ class Worker:
                     env = await self.commands.get()
             except TimeoutError:
                 continue
-            await self._run_one(env.data)  # type: ignore[arg-type]
+            cmd: m.RunSegment = env.data  # type: ignore[assignment]
+            if cmd.segment_id in self.cancelled:
+                self.cancelled.discard(cmd.segment_id)
+                await self._send(m.SegmentFailed(segment_id=cmd.segment_id, reason="aborted",
+                                                 detail="aborted before it started"))  # fmt: skip
+                continue
+            await self._run_one(cmd)
 
     async def _run_one(self, cmd: m.RunSegment) -> None:
         loop = asyncio.get_running_loop()

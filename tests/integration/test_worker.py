@@ -119,6 +119,18 @@ def test_worker_reports_bad_segments_and_keeps_working(tiny_data_dir: Path, tmp_
             await server.send(b"w1", command(nan))
             failed = last(await collect(server, m.SegmentFailed, 1), m.SegmentFailed)
             assert failed.reason == "nan" and failed.step == 2
+            long_run = m.RunSegment(segment_id="long", from_checkpoint=None, from_sha256=None, hparams={},
+                                    steps=100_000, eval_every=0, report_every=1)  # fmt: skip
+            queued = m.RunSegment(segment_id="queued", from_checkpoint=None, from_sha256=None, hparams={}, steps=1,
+                                  eval_every=0, report_every=1)  # fmt: skip
+            await server.send(b"w1", command(long_run))
+            await server.send(b"w1", command(queued))
+            await collect(server, m.MetricsObserved, 1)
+            await server.send(b"w1", command(m.AbortSegment(segment_id="queued", reason="changed my mind")))
+            await server.send(b"w1", command(m.AbortSegment(segment_id="long", reason="enough")))
+            ends = [e.data for e in await collect(server, m.SegmentFailed, 2) if isinstance(e.data, m.SegmentFailed)]
+            assert [(f.segment_id, f.reason) for f in ends] == [("long", "aborted"), ("queued", "aborted")]
+            assert ends[1].detail == "aborted before it started"
             ok = m.RunSegment(segment_id="ok", from_checkpoint=None, from_sha256=None, hparams={}, steps=1,
                               eval_every=0, report_every=1)  # fmt: skip
             await server.send(b"w1", command(ok))
