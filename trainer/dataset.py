@@ -30,6 +30,7 @@ from .text import text_to_ids
 @dataclass(frozen=True)
 class TrainerConfig:
     dataset: str | Path = "demo"
+    val_dataset: Path | None = None  # a separate validation set (NVIDIA's validation_files); else a split
     demo_utterances: int = 300
     val_count: int = 16
     val_batch_size: int = 16
@@ -86,7 +87,11 @@ class TrainingData:
     def build(cls, config: TrainerConfig, hp: HParams) -> TrainingData:
         corpus = resolve_corpus(config)
         utterances = load_dataset(corpus)
-        train_utts, val_utts = split(utterances, config.val_count, config.split_seed)
+        if config.val_dataset is not None:
+            train_utts, val_utts = utterances, load_dataset(config.val_dataset)
+            utterances = train_utts + val_utts
+        else:
+            train_utts, val_utts = split(utterances, config.val_count, config.split_seed)
         cache = MelCache(config.cache_dir or default_cache_dir(config, corpus), audio_config(hp))
         cache.warm(utterances)
 
@@ -96,7 +101,7 @@ class TrainingData:
         ident = hashlib.sha256()
         for u in utterances:
             ident.update(f"{u.id}|{u.text}\n".encode())
-        ident.update(f"{config.val_count}|{config.split_seed}".encode())
+        ident.update(f"{config.val_count}|{config.split_seed}|{config.val_dataset is not None}".encode())
         data = cls(train_utts, val_utts, items(train_utts), items(val_utts), config.val_batch_size,
                    ident.hexdigest()[:16])  # fmt: skip
         if hp.mel_normalize:

@@ -157,6 +157,7 @@ def train(args: argparse.Namespace) -> int:
     config = TrainerConfig(
         dataset=dataset, output_dir=out_dir, data_dir=args.data_dir, device=args.device, threads=args.threads,
         val_count=args.val_count, val_batch_size=max(1, min(16, args.val_count)),
+        val_dataset=Path(loop["validation_files"]) if loop["validation_files"] else None,
     )  # fmt: skip
     trainer = Trainer(config, hp)
     iteration = 0

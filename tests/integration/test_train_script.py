@@ -73,3 +73,17 @@ def test_bad_hparams_are_refused_with_a_clear_error(tiny_data_dir: Path, tmp_pat
                            ("n_gpus=2", "unknown hyperparameter 'n_gpus'")]:  # fmt: skip
         proc = train(tiny_data_dir, tmp_path / "bad", "--hparams", text)
         assert proc.returncode == 2 and fragment in proc.stderr, (text, proc.stderr)
+
+
+def test_nvidia_filelists_for_training_and_validation(tiny_data_dir: Path, tmp_path: Path) -> None:
+    corpus = tiny_data_dir / "tiny-corpus"
+    rows = [line.split("|") for line in (corpus / "metadata.csv").read_text().splitlines() if line.strip()]
+    lines = [f"{corpus / 'wavs' / (r[0] + '.wav')}|{r[1]}" for r in rows]
+    (tmp_path / "train.txt").write_text("\n".join(lines[:8]) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(lines[8:11]) + "\n")
+    hparams = f"training_files={tmp_path / 'train.txt'},validation_files={tmp_path / 'val.txt'},max_steps=2"
+    proc = train(tiny_data_dir, tmp_path / "out", "--hparams", hparams)
+    assert proc.returncode == 0, proc.stderr
+    assert "Validation loss 0:" in proc.stdout
+    bad = train(tiny_data_dir, tmp_path / "out2", "--hparams", f"validation_files={tmp_path / 'missing.txt'}")
+    assert bad.returncode == 2 and "missing.txt" in bad.stderr
