@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,18 +73,24 @@ def _add(utterances: list[Utterance], seen: dict[str, str], utt: Utterance, wher
     utterances.append(utt)
 
 
+def _rows(path: Path, counts: tuple[int, ...], layout: str) -> Iterator[tuple[str, list[str]]]:
+    """``(file:line, fields)`` for every non-blank line, each with one of ``counts`` '|'-separated fields."""
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = line.split("|")
+        if len(fields) not in counts:
+            raise DatasetError(f"{where}: expected '{layout}', found {len(fields)} fields")
+        yield where, fields
+
+
 def load_ljspeech(root: Path) -> list[Utterance]:
     """``root/metadata.csv`` lines ``id|text|normalized`` (or ``id|text``); wavs in ``root/wavs/<id>.wav``."""
     metadata = Path(root) / "metadata.csv"
     utterances: list[Utterance] = []
     seen: dict[str, str] = {}
-    for number, line in enumerate(_read_lines(metadata), start=1):
-        if not line.strip():
-            continue
-        where = f"{metadata}:{number}"
-        fields = line.split("|")
-        if len(fields) not in (2, 3):
-            raise DatasetError(f"{where}: expected 'id|text|normalized', found {len(fields)} fields")
+    for where, fields in _rows(metadata, (2, 3), "id|text|normalized"):
         utt_id = fields[0].strip()
         if not utt_id:
             raise DatasetError(f"{where}: empty id")
@@ -103,13 +109,7 @@ def load_filelist(path: Path, root: Path | None = None) -> list[Utterance]:
     base = Path(root) if root is not None else path.parent
     utterances: list[Utterance] = []
     seen: dict[str, str] = {}
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        fields = line.split("|")
-        if len(fields) != 2:
-            raise DatasetError(f"{where}: expected 'wav_path|text', found {len(fields)} fields")
+    for where, fields in _rows(path, (2,), "wav_path|text"):
         wav_field = fields[0].strip()
         if not wav_field:
             raise DatasetError(f"{where}: empty wav path")
