@@ -114,6 +114,7 @@ class SupervisorIO:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.gather(*self._sends, return_exceptions=True)  # aborts already on their way
         for w in list(self.workers.values()):
             with contextlib.suppress(BusError):
                 await self.server.send(w.worker_id.encode(), _command(m.Shutdown(reason="supervisor closing")))
