@@ -141,7 +141,11 @@ def decode_committed(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[i
     before it was committed and its CRC matched); structure, envelope version
     and upcasting are not.
     """
-    frame = unpack(payload, limits)
+    return committed_from_frame(unpack(payload, limits), payload, limits)
+
+
+def committed_from_frame(frame: Any, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[int, float, Message]:
+    """``decode_committed`` for a record whose bytes the caller has already unpacked into ``frame``."""
     if type(frame) is tuple and len(frame) == ENVELOPE_LEN and frame[0] == ENVELOPE_VERSION:
         message = build_current(frame[4], frame[5], frame[9])
         if message is not None:

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from ..protocol import Envelope, ProtocolError, decode
 from ..protocol import messages as m
-from ..protocol.codec import ENVELOPE_LEN, decode_committed, unpack
+from ..protocol.codec import ENVELOPE_LEN, committed_from_frame, unpack
 from ..protocol.envelope import ENVELOPE_VERSION
-from ..protocol.registry import build_current
 from .journal import Journal, JournalError
 from .model import TunerState
 from .reducers import Folded, fold
@@ -67,12 +66,8 @@ def committed(journal: Journal, from_seq: int = 1, to_seq: int | None = None) ->
                     and type(data.get("step")) is int and type(data.get("metrics")) is dict):  # fmt: skip
                 yield seq, frame[3], data
                 continue
-            message = build_current(frame[4], frame[5], data)
-            if message is not None:
-                yield seq, frame[3], message
-                continue
         try:
-            item = decode_committed(payload)
+            item = committed_from_frame(frame, payload)
         except ProtocolError as exc:
             raise HistoryError(f"record {seq}: {exc}") from None
         if item[0] != seq:

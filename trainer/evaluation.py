@@ -56,7 +56,7 @@ def _measure(trainer: Trainer) -> tuple[dict[str, float], bytes]:
         out = trainer.model(batch.text, batch.text_lengths, batch.mel, 1.0)
         parts = trainer.loss(out, batch.mel, batch.gate, batch.text_lengths, batch.mel_lengths).floats()
         steps = decoder_steps(batch.mel_lengths, r)
-        values = {f"val_{k}" if k != "objective" else "val_objective": v for k, v in parts.items()}
+        values = {f"val_{k}": v for k, v in parts.items()}
         values.update(alignment_metrics(out.alignments, batch.text_lengths, steps))
         values["gate_accuracy"] = gate_accuracy(out.gate, batch.gate, batch.mel_lengths, trainer.hp.gate_threshold)
         weight = int(batch.text.size(0))
