@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -32,18 +33,30 @@ from ..state.config import LoadedConfig
 from ..state.journal import FileJournal
 from ..state.model import TunerState
 from ..state.reducers import ReducerError
-from .bus.zmqbus import BusEndpoints, SocketOptions, ZmqClient, ZmqSequencerPort, ipc_endpoints, new_context
+from .bus.zmqbus import (
+    BusEndpoints,
+    SocketOptions,
+    WorkerServer,
+    ZmqClient,
+    ZmqSequencerPort,
+    ipc_endpoints,
+    new_context,
+)
+from .devices import DevicePool
+from .guards import GuardRails
+from .launcher import WorkerSpec
 from .lifecycle import Lifecycle
 from .rundir import RunPaths
 from .runtime import ActorCore, ActorShell, RestartPolicy, supervise
 from .sequencer import Sequencer, SequencerSettings
 from .stopper import Stopper
+from .supervisor import Supervisor, SupervisorIO, SupervisorPolicy
+from .tuner import STRATEGIES, Tuner
 
 log = structlog.get_logger("coordinator")
 
 VERSION = "0.1.0"
-# Strategies that this build can drive; "none" keeps the runtime up until it is stopped.
-AVAILABLE_STRATEGIES = frozenset({"none"})
+AVAILABLE_STRATEGIES = STRATEGIES  # the others (pbt, trials) end the run as "nothing to tune"
 FINISH_GRACE_S = 15.0  # after a stop decision, how long the actors get to record RunFinished
 
 
@@ -65,6 +78,8 @@ class Coordinator:
         self.cores: list[ActorCore] = [
             Lifecycle(),
             Stopper(available_strategies=AVAILABLE_STRATEGIES),
+            Tuner(),
+            GuardRails(),
         ]
         self._finished = asyncio.Event()
         self._stop_requested: str | None = None
@@ -130,6 +145,8 @@ class Coordinator:
         sequencer = Sequencer(journal, port, state, settings)
         sequencer.on_commit(self._on_commit)
         clients: list[ZmqClient] = []
+        server = WorkerServer(ctx, endpoints.workers, opts)  # type: ignore[arg-type]
+        self.cores.append(self._supervisor(server, ZmqClient(ctx, endpoints, opts), clients))  # type: ignore[arg-type]
         try:
             async with asyncio.TaskGroup() as tg:
                 seq_task = tg.create_task(sequencer.run(), name="sequencer")
@@ -147,10 +164,23 @@ class Coordinator:
             self._remove_signals()
             for client in clients:
                 await client.aclose()
+            await server.aclose()
             await port.aclose()
         final = sequencer.state
         code = 1 if final.control.status == "failed" else (0 if final.control.phase == "finished" else 130)
         return Outcome(final, code)
+
+    def _supervisor(self, server: WorkerServer, client: ZmqClient, clients: list[ZmqClient]) -> Supervisor:
+        clients.append(client)
+        cfg = self.config.resolved
+        t = cfg.trainer
+        hparams = ",".join(f"{k}={v}" for k, v in t.hparams.items())
+        spec = WorkerSpec(dataset=t.dataset, preset=t.preset, output_dir=self.paths.root / "trainer",
+                          data_dir=Path(t.data_dir) if t.data_dir else None, threads=t.threads,
+                          val_count=t.val_count, heartbeat_s=t.heartbeat_s, hparams=hparams)  # fmt: skip
+        policy = SupervisorPolicy(heartbeat_timeout_s=t.heartbeat_timeout_s, max_attempts=t.max_attempts)
+        pool = DevicePool.create(cfg.n_gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return Supervisor(SupervisorIO(server, pool, spec, client, self.paths.root, policy))
 
     def _endpoints(self) -> BusEndpoints:
         bus = self.config.raw.bus
@@ -191,7 +221,8 @@ class Coordinator:
             clients.append(client)
 
             def make_shell(core: ActorCore = core, client: ZmqClient = client) -> ActorShell:
-                return ActorShell(core, client, sequencer.journal, start=sequencer.state)
+                start = None if core.replays_history else sequencer.state
+                return ActorShell(core, client, sequencer.journal, start=start)
 
             async def report(event: m.ActorCrashed) -> None:
                 await sequencer.propose_local(event, actor="coordinator")

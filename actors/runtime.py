@@ -55,6 +55,14 @@ class ActorCore(abc.ABC):
     """Decision logic of one actor. Each subclass's docstring lists what it consumes and emits."""
 
     name: ClassVar[str]
+    # A core with a projection of its own (``observe``) must see the log from seq 1 on every start.
+    replays_history: ClassVar[bool] = False
+    # The highest seq of this actor's own proposals so far (set by the shell): a core that
+    # decides from the state waits until the state has caught up with its own decisions.
+    proposed_seq: int = 0
+
+    def observe(self, env: Envelope) -> None:  # noqa: B027 - optional hook
+        """Fold ``env`` into a projection of the core's own (a metric store); every event, catch-up too."""
 
     def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
         """Messages to propose after the committed ``env`` (``state`` includes it)."""
@@ -117,6 +125,7 @@ class ActorShell:
             )
             async for env in stream:
                 self.state = apply(self.state, env)
+                self.core.observe(env)
                 if self.phase == "catch-up":
                     if env.seq >= head:
                         await self._become_ready(on_ready)
@@ -137,7 +146,8 @@ class ActorShell:
             corr = out.corr if out.corr is not None else (cause.corr if cause else None)
             env = Envelope.new(out.message, actor=self.core.name, corr=corr, cause=cause.id if cause else None)
             try:
-                await self.client.propose(env, self.propose_timeout_s)
+                seq = await self.client.propose(env, self.propose_timeout_s)
+                self.core.proposed_seq = max(self.core.proposed_seq, seq)
             except ProposalRejected as exc:
                 # Usually a race another actor won (e.g. two stop decisions); the log stays consistent.
                 log.warning("proposal refused", actor=self.core.name, error=str(exc))

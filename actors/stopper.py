@@ -1,22 +1,64 @@
 """The stop controller: decides when the run is done, and says why.
 
-Consumes: ``StopRequested``, ``RunStarted``/``RunResumed`` (through resume).
+Consumes: ``StopRequested``; ``ChampionPromoted`` and ``RoundPlanned`` (plateau, quality
+target, step budget); every event's committed timestamp (the wall-clock budget: the
+clock readings are the envelopes' ``ts``, so replay sees the same ones).
 Emits: ``StopDecided`` with the rule, a sentence and the evidence.
 
-Rules in this build: an operator's request (``stop`` command, SIGINT/SIGTERM)
-and "nothing to tune" when the configured strategy is not available. Plateau,
-budgets and quality targets are rules of the same shape.
+Rules, first match wins:
+
+* ``operator`` -- a ``stop`` command, SIGINT/SIGTERM or the dashboard asked.
+* ``nothing_to_tune`` -- the configured strategy is not available in this build.
+* ``quality_target`` -- the champion's objective reached ``stop.target_objective`` with
+  diagonality at least ``stop.target_diagonality``.
+* ``budget_steps`` / ``budget_hours`` / ``budget_gpu_hours`` -- ``budget.*`` reached.
+  The step budget stops once the last round is decided (the tuner plans rounds to end
+  on it); the hour budgets stop at once (the supervisor aborts what is running).
+* ``plateau`` -- ``patience`` decided rounds after the warm-up without a ``min_delta``
+  gain of the champion's objective. The patience depends on the phase: doubled in the
+  ``alignment`` phase (champion diagonality < 0.9: the loss moves little while the
+  attention forms), as configured in ``learning``, halved (at least 1) in
+  ``fine_tuning`` (the last three decided rounds gained under 1% together).
+
 Imports ``protocol``, ``state`` and the runtime only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..protocol import Envelope
 from ..protocol import messages as m
 from ..state.model import TunerState
 from .runtime import ActorCore, Out
+from .tuner._base import steps_spent
+from .tuner.objectives import score
+
+ALIGNED = 0.9
+FINE_TUNING_GAIN = 0.01
+
+
+def champion_curve(state: TunerState) -> list[tuple[int, float, float]]:
+    """``(round, objective, diagonality)`` of each decided round's winner, in round order."""
+    out = []
+    for rnd in state.tuning.rounds:
+        if rnd.winner is None:
+            continue
+        segs = [s for s in state.tuning.segments.values() if s.trial_id == rnd.winner and s.status == "finished"]
+        if segs:
+            last = max(segs, key=lambda s: s.scheduled_seq)
+            sc = score(last.metrics)
+            out.append((rnd.round, sc.objective, sc.diagonality))
+    return out
+
+
+def phase_of(curve: Sequence[tuple[int, float, float]]) -> str:
+    if not curve or curve[-1][2] < ALIGNED:
+        return "alignment"
+    if len(curve) >= 4 and curve[-4][1] > 0 and (curve[-4][1] - curve[-1][1]) / curve[-4][1] < FINE_TUNING_GAIN:
+        return "fine_tuning"
+    return "learning"
 
 
 class Stopper(ActorCore):
@@ -28,7 +70,7 @@ class Stopper(ActorCore):
     def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
         if isinstance(env.data, m.StopRequested):
             return self._operator_stop(state, env.data, env.seq)
-        return ()
+        return self._check(state, env.ts)
 
     def resume(self, state: TunerState) -> Sequence[Out]:
         if state.control.phase != "running" or state.run is None:
@@ -43,7 +85,7 @@ class Stopper(ActorCore):
                 evidence={"strategy": state.run.strategy, "available": sorted(self.available_strategies)},
             )
             return [Out(decided)]
-        return ()
+        return self._check(state, state.last_ts or state.run.started_ts)
 
     def _operator_stop(self, state: TunerState, req: m.StopRequested, seq: int) -> Sequence[Out]:
         if state.control.phase != "running":
@@ -54,3 +96,80 @@ class Stopper(ActorCore):
             evidence={"source": req.source, "request_seq": seq, "global_step": state.progress.global_step},
         )
         return [Out(decided)]
+
+    def _check(self, state: TunerState, now_ts: float) -> Sequence[Out]:
+        if state.control.phase != "running" or state.run is None:
+            return ()
+        config = state.run.config
+        for rule in (self._target, self._budget, self._plateau):
+            decided = rule(state, config, now_ts)
+            if decided is not None:
+                return [Out(decided)]
+        return ()
+
+    def _target(self, state: TunerState, config: Mapping[str, Any], now_ts: float) -> m.StopDecided | None:
+        stop = config.get("stop", {})
+        target = stop.get("target_objective")
+        curve = champion_curve(state)
+        if target is None or not curve:
+            return None
+        _, objective, diag = curve[-1]
+        need_diag = stop.get("target_diagonality", ALIGNED)
+        if objective <= target and diag >= need_diag:
+            return m.StopDecided(rule="quality_target",
+                                 reason=f"the champion reached the target: objective {objective:.4f} <= {target:g} "
+                                        f"with diagonality {diag:.2f} >= {need_diag:g}",
+                                 evidence={"objective": objective, "diagonality": diag, "target_objective": target,
+                                           "target_diagonality": need_diag})  # fmt: skip
+        return None
+
+    def _budget(self, state: TunerState, config: Mapping[str, Any], now_ts: float) -> m.StopDecided | None:
+        budget = config.get("budget", {})
+        max_steps, max_hours, max_gpu = budget.get("max_steps"), budget.get("max_hours"), budget.get("max_gpu_hours")
+        assert state.run is not None
+        if max_hours is not None:
+            hours = (now_ts - state.run.started_ts) / 3600
+            if hours >= max_hours:
+                return m.StopDecided(rule="budget_hours", reason=f"wall-clock budget reached: {hours:.2f} h of "
+                                     f"{max_hours:g} h", evidence={"hours": round(hours, 4), "max_hours": max_hours,
+                                                                    "clock_ts": now_ts})  # fmt: skip
+        if max_gpu is not None:
+            gpu_h = sum((s.duration_s or 0.0) for s in state.tuning.segments.values()
+                        if (s.device or "").startswith("cuda")) / 3600  # fmt: skip
+            if gpu_h >= max_gpu:
+                return m.StopDecided(rule="budget_gpu_hours", reason=f"GPU budget reached: {gpu_h:.2f} of {max_gpu:g} "
+                                     "GPU hours", evidence={"gpu_hours": gpu_h, "max_gpu_hours": max_gpu})  # fmt: skip
+        if max_steps is not None:
+            spent = steps_spent(state)
+            rounds = state.tuning.rounds
+            settled = bool(rounds) and rounds[-1].winner is not None
+            if spent >= max_steps and settled:
+                evidence = {"steps_spent": spent, "max_steps": max_steps, "global_step": state.progress.global_step}
+                why = f"step budget spent: {spent} of {max_steps} steps (every fork counted)"
+                return m.StopDecided(rule="budget_steps", reason=why, evidence=evidence)
+        return None
+
+    def _plateau(self, state: TunerState, config: Mapping[str, Any], now_ts: float) -> m.StopDecided | None:
+        rounds = state.tuning.rounds
+        if not rounds or rounds[-1].winner is None:
+            return None
+        stop = config.get("stop", {})
+        min_delta, patience = float(stop.get("min_delta", 0.002)), int(stop.get("patience", 4))
+        curve = champion_curve(state)[1:]  # after the warm-up
+        phase = phase_of(curve)
+        need = patience * 2 if phase == "alignment" else (max(1, patience // 2) if phase == "fine_tuning" else patience)
+        if len(curve) <= need:
+            return None
+        best = curve[0][1]
+        since = 0
+        for _, objective, _ in curve[1:]:
+            if objective < best - min_delta:
+                best, since = objective, 0
+            else:
+                since += 1
+        if since < need:
+            return None
+        recent = [round(o, 5) for _, o, _ in curve[-need - 1 :]]
+        return m.StopDecided(rule="plateau", reason=f"no gain of {min_delta:g} in {since} rounds ({phase} phase, "
+                             f"patience {need}): best {best:.4f}", evidence={"phase": phase, "patience": need,
+                             "min_delta": min_delta, "best": best, "recent": recent})  # fmt: skip

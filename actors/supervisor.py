@@ -86,6 +86,7 @@ class SupervisorIO:
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()  # fire-and-forget commands, kept until sent
         self.start_failures = 0
+        self.prestart = False  # start one worker before any segment: its hello lets the tuner check the space
 
     # --- from the core (synchronous, never blocks) --------------------------------------
 
@@ -94,6 +95,9 @@ class SupervisorIO:
         if segment.segment_id not in busy and all(s.segment_id != segment.segment_id for s in self.pending):
             self.pending.append(segment)
             self._wake.set()
+
+    def number_workers_after(self, n: int) -> None:
+        self._ids = itertools.count(n + 1)
 
     def stop_all(self) -> None:
         """A stop was decided: nothing new starts, running segments are aborted."""
@@ -108,6 +112,7 @@ class SupervisorIO:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="supervisor-io")  # owned here, awaited in close
+        self._wake.set()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -132,6 +137,9 @@ class SupervisorIO:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self.prestart and not self.workers and not self.stopping:
+                self.prestart = False
+                await self._new_worker()
             while self.pending and not self.stopping:
                 worker = next((w for w in self.workers.values() if w.segment is None and w.ready.is_set()), None)
                 if worker is None:
@@ -297,6 +305,9 @@ class Supervisor(ActorCore):
         return ()
 
     def resume(self, state: TunerState) -> Sequence[Out]:
+        if state.control.stop is None and not state.tuning.workers:
+            self.io.prestart = True  # nobody announced the trainer's hyperparameters yet
+        self.io.number_workers_after(len(state.tuning.workers))  # ids stay unique across resumes
         if state.control.stop is None:
             for seg in sorted(state.tuning.segments.values(), key=lambda s: s.scheduled_seq):
                 if seg.status in ("scheduled", "running"):

@@ -185,6 +185,26 @@ class TrialProposed(Message):
 
 
 @event(decision=True)
+class RoundPlanned(Message):
+    """A tuning round: ``trials`` race from one checkpoint over rungs of steps (successive halving).
+
+    ``rung_steps[k]`` is how many steps every survivor trains in rung ``k``; ``keep[k]`` how
+    many survive it. The last rung keeps one: the round's winner. A round of one trial and one
+    rung is a plain training segment of the lineage.
+    """
+
+    round: int
+    trials: tuple[str, ...]
+    from_checkpoint: str | None
+    from_sha256: str | None
+    start_step: int
+    rung_steps: tuple[int, ...]
+    keep: tuple[int, ...]
+    reason: str
+    evidence: Evidence
+
+
+@event(decision=True)
 class TrialPruned(Message):
     trial_id: str
     step: int
@@ -215,22 +235,28 @@ class ChampionPromoted(Message):
 
 @event(decision=True)
 class GuardTripped(Message):
+    """A guard rail saw a pathology; ``hparams`` are the changes it asks of every later segment."""
+
     guard: str
     segment_id: str | None
     step: int | None
     action: str
     reason: str
     evidence: Evidence
+    hparams: Hparams = field(default_factory=dict)
 
 
 @event(decision=True)
 class RollbackPerformed(Message):
+    """Training goes back to a good checkpoint; ``segment_id`` is the failed segment it replaces."""
+
     to_checkpoint: str
     to_sha256: str
     to_step: int
     hparams: Hparams
     reason: str
     evidence: Evidence
+    segment_id: str | None = None
 
 
 @event()

@@ -124,18 +124,70 @@ class SearchParam(_Frozen):
 
 
 class Budget(_Frozen):
-    """Hard limits on the whole run; None means unlimited."""
+    """Hard limits on the whole run; None means unlimited. 600 steps: the demo's budget (~10 min on 2 cores)."""
 
     max_hours: float | None = Field(default=None, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=600, gt=0)
     max_gpu_hours: float | None = Field(default=None, gt=0)
 
 
 class StopRules(_Frozen):
-    """Early stopping: stop after `patience` evaluations without a `min_delta` improvement."""
+    """Early stopping: stop after `patience` tuning rounds without a `min_delta` improvement.
+
+    ``patience`` is adapted to the phase of training: doubled while the attention is not
+    yet aligned (``alignment``), as written while the objective still falls fast
+    (``learning``), halved (at least 1) once the gains are small (``fine_tuning``).
+    Quality targets stop the run as soon as the champion reaches both.
+    """
 
     min_delta: float = Field(default=0.002, ge=0)
     patience: int = Field(default=4, ge=1)
+    target_objective: float | None = Field(default=None, gt=0)  # unweighted val objective "good enough"
+    target_diagonality: float = Field(default=0.9, ge=0, le=1)  # the alignment a target also needs
+
+
+HparamValue = bool | int | float | str
+
+
+class TrainerSection(_Frozen):
+    """The trainer the tuner drives: the reference Tacotron2 worker, its data and its start."""
+
+    preset: Literal["demo", "tiny", "nvidia"] = "demo"
+    dataset: str = "demo"  # demo, tiny, an LJSpeech folder or an NVIDIA filelist
+    data_dir: str | None = None  # where demo/tiny corpora and mel caches go (default: the user cache)
+    threads: int | None = Field(default=None, ge=1)  # torch threads per worker (default: torch's choice)
+    val_count: int = Field(default=16, ge=1)
+    hparams: dict[str, HparamValue] = Field(default_factory=dict)  # the starting point, over the preset
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)  # workers a segment may lose before it fails
+
+    @field_validator("hparams")
+    @classmethod
+    def _check_hparam_names(cls, hparams: dict[str, HparamValue]) -> dict[str, HparamValue]:
+        for name in hparams:
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"hyperparameter name {name!r} is not an identifier")
+        return hparams
+
+
+class ForksConfig(_Frozen):
+    """The ``forks`` strategy: rounds of candidates forked from the champion's checkpoint.
+
+    A round starts every candidate from the champion's checkpoint for ``probe_steps``
+    steps, keeps the best and drops the rest (successive halving, one rung); between
+    rounds the champion trains on alone for ``exploit_steps``. The first round is the
+    wide one (``first_round_candidates``), later ones are small (``candidates``).
+    """
+
+    warmup_steps: int = Field(default=30, ge=1)  # from scratch with the starting hparams: nothing is decided before
+    first_round_candidates: int = Field(default=4, ge=1)
+    candidates: int = Field(default=2, ge=1)
+    probe_steps: int = Field(default=30, ge=1)
+    exploit_steps: int = Field(default=150, ge=1)
+    margin: float = Field(default=0.02, ge=0, lt=1)  # relative gain a challenger needs to replace the champion
+    min_diagonality: float = Field(default=0.5, ge=0, le=1)  # the alignment a candidate needs to win
+    wide_factor: float = Field(default=10.0, gt=1)  # the wide candidate: champion x factor^u, u in [-1, 1]
 
 
 def _is_loopback(host: str) -> bool:
@@ -202,6 +254,8 @@ class TunerConfig(_Frozen):
     n_gpus: int = Field(default=0, ge=0)  # 0: CPU only
     budget: Budget = Field(default_factory=Budget)
     stop: StopRules = Field(default_factory=StopRules)
+    trainer: TrainerSection = Field(default_factory=TrainerSection)
+    forks: ForksConfig = Field(default_factory=ForksConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)

@@ -17,7 +17,7 @@ from typing import Literal
 
 from ..protocol import Json
 
-STATE_SCHEMA = 1  # bump when the shape changes; snapshots of another schema are ignored
+STATE_SCHEMA = 2  # bump when the shape changes; snapshots of another schema are ignored
 
 Phase = Literal["new", "running", "stopping", "finished"]
 SegmentStatus = Literal["scheduled", "running", "finished", "failed"]
@@ -90,6 +90,7 @@ class Segment:
     failure: str | None = None
     failure_detail: str | None = None
     applied: Mapping[str, Json] = field(default_factory=dict)
+    rollback: Mapping[str, Json] | None = None  # once failed: the hparams a rollback re-runs it with
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +119,21 @@ class Champion:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Round:
+    """A race of ``trials`` from one checkpoint over rungs of steps; ``winner`` once decided."""
+
+    round: int
+    trials: tuple[str, ...]
+    from_checkpoint: str | None
+    from_sha256: str | None
+    start_step: int
+    rung_steps: tuple[int, ...]
+    keep: tuple[int, ...]
+    planned_seq: int
+    winner: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Worker:
     worker_id: str
     pid: int
@@ -134,6 +150,8 @@ class Tuning:
     trials: Mapping[str, Trial] = field(default_factory=dict)
     champion: Champion | None = None
     promotions: int = 0
+    rounds: tuple[Round, ...] = ()
+    adjustments: Mapping[str, Json] = field(default_factory=dict)  # hparams the guard rails asked for
     workers: Mapping[str, Worker] = field(default_factory=dict)
 
 

@@ -24,6 +24,7 @@ from .model import (
     Decision,
     Incident,
     Progress,
+    Round,
     RunInfo,
     Segment,
     StopInfo,
@@ -350,10 +351,14 @@ def _champion_promoted(state: TunerState, e: m.ChampionPromoted, seq: int, ts: f
     _segment(state, e.segment_id)
     tuning = state.tuning
     old = tuning.champion
-    if e.kept:
+    if e.kept:  # the champion's hyperparameters stood; its lineage moved on to this checkpoint
         if old is None:
             raise InvalidTransition("cannot keep a champion before one was promoted")
-        tuning = replace(tuning, champion=replace(old, kept_count=old.kept_count + 1))
+        champion = replace(
+            old, segment_id=e.segment_id, checkpoint=e.checkpoint, checkpoint_sha256=e.checkpoint_sha256,
+            objective=e.objective, step=e.step, kept_count=old.kept_count + 1,
+        )  # fmt: skip
+        tuning = replace(tuning, champion=champion)
     else:
         champion = Champion(
             segment_id=e.segment_id, trial_id=e.trial_id, checkpoint=e.checkpoint,
@@ -363,7 +368,30 @@ def _champion_promoted(state: TunerState, e: m.ChampionPromoted, seq: int, ts: f
         tuning = replace(tuning, champion=champion, promotions=tuning.promotions + 1)
     if e.trial_id is not None and e.trial_id in tuning.trials:
         tuning = _put_trial(tuning, replace(tuning.trials[e.trial_id], status="evaluated", value=e.objective))
+        last = tuning.rounds[-1] if tuning.rounds else None
+        if last is not None and last.winner is None and e.trial_id in last.trials:
+            tuning = replace(tuning, rounds=(*tuning.rounds[:-1], replace(last, winner=e.trial_id)))
     return {"tuning": tuning}
+
+
+@reducer(m.RoundPlanned)
+def _round_planned(state: TunerState, e: m.RoundPlanned, seq: int, ts: float) -> Changes:
+    tuning = state.tuning
+    if tuning.rounds and tuning.rounds[-1].winner is None:
+        raise InvalidTransition(f"round {e.round} planned while round {tuning.rounds[-1].round} is undecided")
+    if e.round != len(tuning.rounds):
+        raise InvalidTransition(f"round {e.round} planned, but the next round is {len(tuning.rounds)}")
+    unknown = [t for t in e.trials if t not in tuning.trials]
+    if unknown or not e.trials:
+        what = f"names unknown trials {unknown}" if unknown else "has no trials"
+        raise InvalidTransition(f"round {e.round} {what}")
+    if not e.rung_steps or len(e.keep) != len(e.rung_steps) or e.keep[-1] != 1:
+        raise InvalidTransition(f"round {e.round}: rung_steps {e.rung_steps} and keep {e.keep} do not end in one")
+    rnd = Round(
+        round=e.round, trials=e.trials, from_checkpoint=e.from_checkpoint, from_sha256=e.from_sha256,
+        start_step=e.start_step, rung_steps=e.rung_steps, keep=e.keep, planned_seq=seq,
+    )  # fmt: skip
+    return {"tuning": replace(tuning, rounds=(*tuning.rounds, rnd))}
 
 
 # --- guard rails, rollbacks, alerts, workers --------------------------------------------
@@ -372,13 +400,23 @@ def _champion_promoted(state: TunerState, e: m.ChampionPromoted, seq: int, ts: f
 @reducer(m.GuardTripped)
 def _guard_tripped(state: TunerState, e: m.GuardTripped, seq: int, ts: float) -> Changes:
     inc = Incident(seq=seq, kind=e.guard, subject=e.segment_id or "-", detail=f"{e.action}: {e.reason}")
-    return {"health": replace(state.health, guards=(*state.health.guards, inc))}
+    changes: Changes = {"health": replace(state.health, guards=(*state.health.guards, inc))}
+    if e.hparams:
+        tuning = state.tuning
+        changes["tuning"] = replace(tuning, adjustments={**tuning.adjustments, **e.hparams})
+    return changes
 
 
 @reducer(m.RollbackPerformed)
 def _rollback(state: TunerState, e: m.RollbackPerformed, seq: int, ts: float) -> Changes:
     inc = Incident(seq=seq, kind="rollback", subject=e.to_checkpoint, detail=f"to step {e.to_step}: {e.reason}")
-    return {"health": replace(state.health, rollbacks=(*state.health.rollbacks, inc))}
+    changes: Changes = {"health": replace(state.health, rollbacks=(*state.health.rollbacks, inc))}
+    if e.segment_id is not None:
+        seg = _segment(state, e.segment_id)
+        if seg.status != "failed":
+            raise InvalidTransition(f"rollback of segment {e.segment_id!r}, which has not failed")
+        changes["tuning"] = _put_segment(state.tuning, replace(seg, rollback=dict(e.hparams)))
+    return changes
 
 
 @reducer(m.AlertSent)

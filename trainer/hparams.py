@@ -96,7 +96,9 @@ class HParams:
     seed: int = _h(1234, "cold", "seed for weights, data order and dropout", 0, 2**31 - 1)
     fp16_run: bool = _h(False, "cold", "mixed precision (CUDA only)")
     # --- testing (hot) --------------------------------------------------------------
-    inject_nan_at_step: int = _h(-1, "hot", "tests only: make the loss NaN at this global step (-1: never)", -1, 2**62)
+    inject_nan_at_step: int = _h(
+        -1, "hot", "tests only: make the loss NaN at this global step, once per trainer (-1: never)", -1, 2**62
+    )
 
     def replace(self, **changes: Any) -> HParams:
         """A copy with ``changes`` applied; every name and value is checked."""

@@ -63,6 +63,8 @@ class Worker:
         self.cancelled: set[str] = set()  # queued segments aborted before they started
         self.stopping = asyncio.Event()
         self.dropped_reports = 0
+        self.parent = os.getppid()  # the supervisor's process: if it dies, so does this worker
+        self.orphaned = False
 
     async def run(self) -> None:
         device = str(self.trainer.device)
@@ -79,6 +81,10 @@ class Worker:
     async def _listen(self) -> None:
         while True:
             env = await self.client.recv_command(0.5)
+            if self.orphaned:
+                log.warning("the supervisor's process is gone: stopping", parent=self.parent)
+                self.abort.set()
+                return
             if env is None:
                 continue
             cmd = env.data
@@ -101,6 +107,9 @@ class Worker:
 
     async def _heartbeats(self) -> None:
         while not self.stopping.is_set():
+            # A killed coordinator cannot stop its workers (each has a process group of its own);
+            # re-parenting tells them, so a resumed run never meets an orphan still training.
+            self.orphaned = os.getppid() != self.parent
             with contextlib.suppress(SupervisorUnreachable):  # a missed beat is the supervisor's signal, not ours
                 beat = m.Heartbeat(worker_id=self.client.worker_id, step=self.trainer.step)
                 await self.client.send(beat, timeout_s=1)

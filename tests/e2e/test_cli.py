@@ -3,8 +3,9 @@
 Each test works in its own scratch directory (``runs/`` is created there) with real ZeroMQ ipc
 sockets, real journals and real signals; nothing is mocked. Tests wait for observable facts
 (events in the journal, lines on a process's output, a process's exit) with deadlines, never
-for time to pass. A ``strategy: none`` config keeps a run alive until it is stopped; the default
-config finishes by itself ("nothing to tune" in this build).
+for time to pass. Runs train the tiny model with a real worker process: ``KEEPALIVE`` is one
+segment far longer than any test (the run lives until it is stopped), ``TINY_RUN`` a whole
+tuning run on a 40-step budget that finishes by itself.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ from smart_tuner.protocol import messages as m
 from smart_tuner.state.journal import FRAME, MAGIC, writer_active
 from tests.e2e.cliharness import SECRET_ENV, Cli, Spawned
 
-KEEPALIVE = "strategy: none\n"
-ACTORS = {"lifecycle", "stopper"}
+TINY_TRAINER = "trainer: {preset: tiny, dataset: tiny, data_dir: data, threads: 1, val_count: 4, heartbeat_s: 0.5}\n"
+KEEPALIVE = "strategy: none\nbudget: {max_steps: null}\nforks: {warmup_steps: 1000000}\n" + TINY_TRAINER
+TINY_RUN = (
+    "budget: {max_steps: 40}\nforks: {warmup_steps: 10, probe_steps: 5, exploit_steps: 10, first_round_candidates: 3}\n"
+    + TINY_TRAINER
+)
+ACTORS = {"lifecycle", "stopper", "tuner", "guards", "supervisor"}
 N_ALERTS = 300  # enough that tail sees the live feed and the log interleave, small enough for a few seconds
 SECRET_URL = "tgram://SECRET_TOKEN_123/chat"
 
@@ -37,13 +43,13 @@ SECRET_URL = "tgram://SECRET_TOKEN_123/chat"
 
 
 def ready_since(cli: Cli, root: Path, after_seq: int = 0) -> bool:
-    """Both actors recorded ActorReady after ``after_seq``."""
+    """Every actor recorded ActorReady after ``after_seq``."""
     ready = {e.data.actor for e in cli.events(root) if isinstance(e.data, m.ActorReady) and e.seq > after_seq}
     return ready >= ACTORS
 
 
 def start_keepalive(cli: Cli, name: str = "coordinator", run_dir: str = "runs/live") -> tuple[Spawned, Path]:
-    """A ``strategy: none`` run in the background, once both its actors are ready."""
+    """A run that trains until it is stopped, in the background, once its actors are ready."""
     config = cli.write_config("keepalive.yaml", KEEPALIVE)
     proc = cli.spawn(name, "run", "--config", config, "--run-dir", run_dir)
     root = cli.cwd / run_dir
@@ -91,8 +97,8 @@ def only_run(cli: Cli) -> Path:
 # --- 1. the default run and the read-side commands --------------------------------------------
 
 
-def test_default_run_finishes_and_every_read_command_shows_it(cli: Cli) -> None:
-    result = cli.run()
+def test_a_tuning_run_finishes_by_itself_and_every_read_command_shows_it(cli: Cli) -> None:
+    result = cli.run("run", "--config", cli.write_config("tiny.yaml", TINY_RUN))
     assert result.returncode == 0, result.stderr
     root = only_run(cli)
     rel = f"runs/{root.name}"
@@ -109,7 +115,7 @@ def test_default_run_finishes_and_every_read_command_shows_it(cli: Cli) -> None:
 
     # the summary names the run and the commands to look at it
     assert f"Run {root.name}: completed - " in result.stdout
-    assert "nothing to tune" in result.stdout
+    assert "step budget spent: 40 of 40 steps" in result.stdout
     for command in ("status", "tail", "replay"):
         assert f"python run_tuner.py {command} {rel}" in result.stdout
     assert f"{rel} --verify" in result.stdout
@@ -121,6 +127,8 @@ def test_default_run_finishes_and_every_read_command_shows_it(cli: Cli) -> None:
     assert types.count("StopDecided") == 1 and types.count("RunFinished") == 1
     finished = next(e.data for e in events if isinstance(e.data, m.RunFinished))
     assert finished.status == "completed"
+    for kind in ("WorkerHello", "RoundPlanned", "TrialProposed", "SegmentFinished", "ChampionPromoted"):
+        assert kind in types
 
     assert_verifies(cli, root)
 
@@ -130,8 +138,8 @@ def test_default_run_finishes_and_every_read_command_shows_it(cli: Cli) -> None:
     kinds = ("RunStarted", "StopDecided", "RunFinished", "ActorReady")
     by_type = {kind: [line for line in lines if re.search(rf"\s{kind}\s", line)] for kind in kinds}
     assert len(by_type["RunStarted"]) == 1 and root.name in by_type["RunStarted"][0]
-    assert len(by_type["StopDecided"]) == 1 and "strategy 'forks' is not available" in by_type["StopDecided"][0]
-    assert len(by_type["RunFinished"]) == 1 and "completed - strategy 'forks'" in by_type["RunFinished"][0]
+    assert len(by_type["StopDecided"]) == 1 and "step budget spent" in by_type["StopDecided"][0]
+    assert len(by_type["RunFinished"]) == 1 and "completed - step budget spent" in by_type["RunFinished"][0]
     assert by_type["ActorReady"] == []  # lifecycle noise is not part of the timeline
 
     until = cli.run("replay", rel, "--until", "1")
@@ -339,7 +347,7 @@ def test_commands_on_a_stopped_run_or_no_run(cli: Cli) -> None:
     no_runs = cli.run("status")
     assert no_runs.returncode == 2 and "no runs under runs/" in no_runs.stderr
 
-    assert cli.run().returncode == 0
+    assert cli.run("run", "--config", cli.write_config("tiny.yaml", TINY_RUN)).returncode == 0
     root = only_run(cli)
     stop = cli.run("stop", root)
     assert stop.returncode == 2
@@ -378,7 +386,7 @@ def test_top_level_help_lists_every_command(cli: Cli) -> None:
 
 
 def test_secret_from_the_environment_never_reaches_disk_or_console(cli: Cli) -> None:
-    config = cli.write_config("secret.yaml", 'alerts:\n  urls: ["${' + SECRET_ENV + '}"]\n')
+    config = cli.write_config("secret.yaml", TINY_RUN + 'alerts:\n  urls: ["${' + SECRET_ENV + '}"]\n')
     result = cli.run("run", "--config", config, "--log-level", "debug", env={SECRET_ENV: SECRET_URL})
     assert result.returncode == 0, result.stderr
     root = only_run(cli)
@@ -412,7 +420,7 @@ def record_offsets(data: bytes) -> list[tuple[int, int]]:
 
 
 def test_salvage_cuts_a_damaged_log_and_keeps_the_damaged_copy(cli: Cli) -> None:
-    assert cli.run().returncode == 0
+    assert cli.run("run", "--config", cli.write_config("tiny.yaml", TINY_RUN)).returncode == 0
     root = only_run(cli)
     journal = root / "events.log"
     healthy = cli.run("salvage", root)

@@ -288,10 +288,11 @@ def test_segment_failure_and_retry() -> None:
 
 def test_champion_kept_and_replaced() -> None:
     s = state_after(run_started(), scheduled("s1"), scheduled("s2"), promoted("s1", None, 0.5))
-    s = apply_next(s, promoted("s2", None, 0.6, kept=True))
+    s = apply_next(s, promoted("s2", None, 0.45, kept=True))
     champ = s.tuning.champion
-    assert champ is not None
-    assert (champ.segment_id, champ.objective, champ.kept_count, s.tuning.promotions) == ("s1", 0.5, 1, 1)
+    assert champ is not None  # kept: same hyperparameters, the lineage moved on to s2's checkpoint
+    assert (champ.segment_id, champ.objective, champ.kept_count, s.tuning.promotions) == ("s2", 0.45, 1, 1)
+    assert champ.promoted_seq == s.tuning.champion.promoted_seq
     s = apply_next(s, promoted("s2", None, 0.3))
     champ = s.tuning.champion
     assert champ is not None
@@ -356,6 +357,17 @@ def test_every_decision_event_lands_in_recent_decisions() -> None:
     history: list[Message] = [
         run_started(),
         m.TrialProposed(trial_id="t0", number=0, hparams={}, sampler="tpe", reason="why TrialProposed", evidence={}),
+        m.RoundPlanned(
+            round=0,
+            trials=("t0",),
+            from_checkpoint=None,
+            from_sha256=None,
+            start_step=0,
+            rung_steps=(1,),
+            keep=(1,),
+            reason="why RoundPlanned",
+            evidence={},
+        ),
         scheduled("s1", "t0"),
         m.TrialPruned(trial_id="t0", step=1, value=None, reason="why TrialPruned", evidence={}),
         promoted("s1", None, 1.0),
@@ -379,3 +391,38 @@ def test_envelope_seq_and_ts_are_stamped() -> None:
     s = apply(TunerState(), env)
     assert (s.last_seq, s.last_ts) == (1, 123.25)
     assert fold([]) == TunerState()
+
+
+def _proposed(tid: str, number: int) -> m.TrialProposed:
+    return m.TrialProposed(trial_id=tid, number=number, hparams={"learning_rate": 1e-3}, sampler="tpe",
+                           reason="test", evidence={})  # fmt: skip
+
+
+def _round(n: int, *trials: str) -> m.RoundPlanned:
+    return m.RoundPlanned(round=n, trials=trials, from_checkpoint=None, from_sha256=None, start_step=0,
+                          rung_steps=(10,), keep=(1,), reason="test", evidence={})  # fmt: skip
+
+
+def test_a_round_is_decided_by_its_winner_and_only_then_is_the_next_one_planned() -> None:
+    s = state_after(run_started(), _proposed("t0", 0), _proposed("t1", 1), _round(0, "t0", "t1"))
+    assert s.tuning.rounds[0].winner is None
+    with pytest.raises(InvalidTransition, match="undecided"):
+        apply_next(s, _round(1, "t0"))
+    s = apply_next(s, scheduled("s1"))
+    s = apply_next(s, m.ChampionPromoted(segment_id="s1", trial_id="t1", checkpoint="c", checkpoint_sha256="x",
+                                         objective=0.4, previous_objective=None, step=10, hparams={}, kept=False,
+                                         reason="test", evidence={}))  # fmt: skip
+    assert s.tuning.rounds[0].winner == "t1" and s.tuning.trials["t1"].status == "evaluated"
+    with pytest.raises(InvalidTransition, match="next round is 1"):
+        apply_next(s, _round(3, "t0"))
+    with pytest.raises(InvalidTransition, match="unknown trials"):
+        apply_next(s, _round(1, "t9"))
+    assert apply_next(s, _round(1, "t0")).tuning.rounds[1].planned_seq == s.last_seq + 1
+
+
+def test_guard_adjustments_accumulate() -> None:
+    def trip(**hp: object) -> m.GuardTripped:
+        return m.GuardTripped(guard="g", segment_id=None, step=None, action="a", reason="r", evidence={}, hparams=hp)
+
+    s = state_after(run_started(), trip(guided_attn_weight=2.0), trip(batch_size=8), trip(guided_attn_weight=4.0))
+    assert s.tuning.adjustments == {"guided_attn_weight": 4.0, "batch_size": 8}

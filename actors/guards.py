@@ -1,0 +1,229 @@
+"""Guard rails: TTS training pathologies recognised from the metrics, each a decision with evidence.
+
+    GuardRails()     # an actor core; folds its own MetricStore from the log
+
+Consumes: ``MetricsObserved`` (train-time telemetry), ``SegmentFinished`` (validation),
+``SegmentFailed`` (NaN, out-of-memory), ``SegmentScheduled`` (the hyperparameters in force).
+Emits: ``GuardTripped`` (guard, evidence, action, and the hyperparameter changes that
+every later segment gets: ``hparams``) and ``RollbackPerformed`` (the failed segment is
+re-run from its starting checkpoint with safer hyperparameters).
+
+| guard | seen as | action |
+|---|---|---|
+| ``nan`` | the worker stopped on a NaN/Inf loss or gradient | roll back, halve the learning rate |
+| ``oom`` | the worker ran out of memory | roll back, halve the batch, lr x sqrt(1/2) |
+| ``loss_spike`` | train loss >= 3x the median of the reports before | halve ``grad_clip_thresh`` |
+| ``grad_explode`` | mean grad norm > 100 in 3 reports in a row | halve ``grad_clip_thresh`` |
+| ``grad_vanish`` | grad norm < 1e-6 in 3 reports in a row | recorded (nothing to undo) |
+| ``attention`` | diagonality < 0.5 after the alignment phase | double ``guided_attn_weight`` |
+| ``gate`` | gate accuracy < 0.8 after the alignment phase | double ``gate_pos_weight`` |
+| ``divergence`` | val objective up >= 5% while train objective fell | weight decay x 10 |
+
+Each guard trips at most once per segment (and the validation guards at most once per
+``COOLDOWN_STEPS``), so a persistent condition cannot flood the log. Rules read only
+committed metrics and hyperparameters, so ``replay`` reproduces every trip.
+
+Imports the standard library, ``protocol``, ``state`` and the actors package only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..protocol import Envelope, Message
+from ..protocol import messages as m
+from ..state.model import Segment, TunerState
+from .runtime import ActorCore, Out
+from .store import MetricStore
+
+ALIGNMENT_PHASE_STEPS = 300  # global steps after which attention should be diagonal (demo: ~100-300)
+COOLDOWN_STEPS = 200  # between two trips of a validation guard
+SPIKE_FACTOR, SPIKE_WINDOW = 3.0, 5
+GRAD_EXPLODE, GRAD_VANISH, GRAD_REPORTS = 100.0, 1e-6, 3
+MIN_DIAGONALITY, MIN_GATE_ACCURACY, DIVERGENCE = 0.5, 0.8, 0.05
+MIN_STEPS = 20  # start-up noise: no train-time guard before this global step
+
+
+class GuardRails(ActorCore):
+    name = "guards"
+    replays_history = True
+
+    def __init__(self) -> None:
+        self.store = MetricStore()
+
+    def observe(self, env: Envelope) -> None:
+        self.store.observe(env)
+
+    def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
+        msg = env.data
+        if state.control.phase != "running":
+            return ()
+        if isinstance(msg, m.SegmentFailed) and msg.reason in ("nan", "oom"):
+            return [Out(x) for x in self._failure(state, msg)]
+        if (
+            isinstance(msg, m.MetricsObserved)
+            and msg.segment_id is not None
+            and msg.segment_id in state.tuning.segments
+        ):
+            return [Out(x) for x in self._telemetry(state, state.tuning.segments[msg.segment_id], msg)]
+        if isinstance(msg, m.SegmentFinished):
+            return [Out(x) for x in self._validation(state, state.tuning.segments[msg.segment_id])]
+        return ()
+
+    def resume(self, state: TunerState) -> Sequence[Out]:
+        """A failure that the last run saw but never rolled back is rolled back now."""
+        out: list[Out] = []
+        for seg in state.tuning.segments.values():
+            if seg.status == "failed" and seg.failure in ("nan", "oom") and seg.rollback is None:
+                reason: m.FailureReason = "nan" if seg.failure == "nan" else "oom"
+                failed = m.SegmentFailed(segment_id=seg.segment_id, reason=reason, detail=seg.failure_detail or "",
+                                         step=seg.last_step)  # fmt: skip
+                out += [Out(x) for x in self._failure(state, failed)]
+        return out
+
+    # --- failures: roll back -------------------------------------------------------------
+
+    def _failure(self, state: TunerState, e: m.SegmentFailed) -> list[Message]:
+        seg = state.tuning.segments[e.segment_id]
+        hp = _in_force(state, seg)
+        lr = float(hp.get("learning_rate", 1e-3))
+        loss = self.store.metric(seg.segment_id, "train_loss").last_finite
+        evidence: dict[str, Any] = {"failure": e.reason, "detail": e.detail[:500], "step": e.step,
+                                    "learning_rate": lr, "last_finite_train_loss": loss}  # fmt: skip
+        if e.reason == "nan":
+            change: dict[str, Any] = {"learning_rate": lr * 0.5}
+            action = f"roll back to step {seg.start_step} and halve the learning rate ({lr:.3g} -> {lr * 0.5:.3g})"
+            lasting: dict[str, Any] = {}
+        else:
+            batch = int(hp.get("batch_size", 16))
+            if batch <= 1:
+                action = "nothing left to halve: batch size is 1"
+                return [self._trip("oom", seg, e.step, action, f"out of memory at batch size {batch}", evidence)]
+            change = {"batch_size": batch // 2, "learning_rate": lr * math.sqrt((batch // 2) / batch)}
+            action = f"roll back to step {seg.start_step}, batch {batch} -> {batch // 2}, lr x sqrt(1/2)"
+            lasting = {"batch_size": batch // 2}
+        trip = self._trip(e.reason, seg, e.step, action, f"{e.reason} in {seg.segment_id}: {e.detail[:200]}",
+                          evidence, lasting)  # fmt: skip
+        rollback = m.RollbackPerformed(
+            to_checkpoint=seg.from_checkpoint or "(initial weights)", to_sha256=seg.from_sha256 or "",
+            to_step=seg.start_step, hparams=change, segment_id=seg.segment_id,
+            reason=f"{e.reason} at step {e.step}: re-run {seg.segment_id} from step {seg.start_step} with {change}",
+            evidence=evidence,
+        )  # fmt: skip
+        return [trip, rollback]
+
+    # --- while training ----------------------------------------------------------------------
+
+    def _telemetry(self, state: TunerState, seg: Segment, e: m.MetricsObserved) -> list[Message]:
+        if e.step < MIN_STEPS or "val_objective" in e.metrics:
+            return []
+        tripped = self._tripped(state, seg.segment_id)
+        hp = _in_force(state, seg)
+        clip = float(hp.get("grad_clip_thresh", 1.0))
+        out: list[Message] = []
+        loss = self.store.metric(seg.segment_id, "train_loss")
+        ratio = loss.spike(SPIKE_FACTOR, SPIKE_WINDOW)
+        if ratio is not None and "loss_spike" not in tripped:
+            out.append(self._trip("loss_spike", seg, e.step, f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
+                                  f"train loss {loss.last:.4g} is {ratio:.1f}x the median of the {SPIKE_WINDOW} "
+                                  "reports before it", {"ratio": ratio, "train_loss": loss.last,
+                                                "median": loss.median(SPIKE_WINDOW + 1)},
+                                  {"grad_clip_thresh": clip / 2}))  # fmt: skip
+        grads = [v for _, v in self.store.metric(seg.segment_id, "grad_norm").finite(GRAD_REPORTS)]
+        if len(grads) == GRAD_REPORTS and "grad_explode" not in tripped and min(grads) > GRAD_EXPLODE:
+            out.append(self._trip("grad_explode", seg, e.step, f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
+                                  f"gradient norm above {GRAD_EXPLODE:g} in {GRAD_REPORTS} reports in a row",
+                                  {"grad_norms": grads}, {"grad_clip_thresh": clip / 2}))  # fmt: skip
+        if len(grads) == GRAD_REPORTS and "grad_vanish" not in tripped and max(grads) < GRAD_VANISH:
+            out.append(self._trip("grad_vanish", seg, e.step, "recorded: the lineage's next decision sees it",
+                                  f"gradient norm below {GRAD_VANISH:g} in {GRAD_REPORTS} reports in a row",
+                                  {"grad_norms": grads}))  # fmt: skip
+        return out
+
+    # --- after validation ----------------------------------------------------------------------
+
+    def _validation(self, state: TunerState, seg: Segment) -> list[Message]:
+        step = seg.end_step or 0
+        if step < ALIGNMENT_PHASE_STEPS:
+            return []
+        hp = _in_force(state, seg)
+        met = seg.metrics
+        out: list[Message] = []
+        diag = met.get("diagonality")
+        if diag is not None and diag < MIN_DIAGONALITY and self._cool(state, "attention", step):
+            w = float(hp.get("guided_attn_weight", 1.0))
+            new = max(w * 2, 0.5)
+            out.append(self._trip("attention", seg, step, f"raise guided_attn_weight {w:g} -> {new:g}",
+                                  f"attention diagonality {diag:.2f} < {MIN_DIAGONALITY} after step {step}",
+                                  {"diagonality": diag, "focus_rate": met.get("focus_rate")},
+                                  {"guided_attn_weight": new}))  # fmt: skip
+        acc = met.get("gate_accuracy")
+        if acc is not None and acc < MIN_GATE_ACCURACY and self._cool(state, "gate", step):
+            pw = float(hp.get("gate_pos_weight", 1.0))
+            out.append(self._trip("gate", seg, step, f"raise gate_pos_weight {pw:g} -> {pw * 2:g}",
+                                  f"gate accuracy {acc:.2f} < {MIN_GATE_ACCURACY} after step {step}",
+                                  {"gate_accuracy": acc, "val_gate_loss": met.get("val_gate_loss")},
+                                  {"gate_pos_weight": pw * 2}))  # fmt: skip
+        out += self._divergence(state, seg, hp)
+        return out
+
+    def _divergence(self, state: TunerState, seg: Segment, hp: Mapping[str, Any]) -> list[Message]:
+        parent = next((s for s in state.tuning.segments.values()
+                       if s.checkpoint and s.checkpoint == seg.from_checkpoint), None)  # fmt: skip
+        if parent is None or not self._cool(state, "divergence", seg.end_step or 0):
+            return []
+        val0, val1 = parent.metrics.get("val_objective"), seg.metrics.get("val_objective")
+        tr0 = self.store.metric(parent.segment_id, "train_objective").median(3)
+        tr1 = self.store.metric(seg.segment_id, "train_objective").median(3)
+        if None in (val0, val1, tr0, tr1):
+            return []
+        assert val0 is not None and val1 is not None and tr0 is not None and tr1 is not None
+        if not (val1 > val0 * (1 + DIVERGENCE) and tr1 < tr0):
+            return []
+        wd = float(hp.get("weight_decay", 1e-6))
+        new = min(max(wd * 10, 1e-6), 1e-2)
+        return [self._trip("divergence", seg, seg.end_step, f"more regularisation: weight_decay {wd:g} -> {new:g}",
+                           f"val objective rose {val0:.4f} -> {val1:.4f} while train objective fell "
+                           f"{tr0:.4f} -> {tr1:.4f}", {"val": [val0, val1], "train": [tr0, tr1]},
+                           {"weight_decay": new})]  # fmt: skip
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _tripped(self, state: TunerState, segment_id: str) -> set[str]:
+        return {g.kind for g in state.health.guards if g.subject == segment_id}
+
+    def _cool(self, state: TunerState, guard: str, step: int) -> bool:
+        """No trip of ``guard`` within COOLDOWN_STEPS before ``step``."""
+        for g in state.health.guards:
+            if g.kind == guard:
+                seg = state.tuning.segments.get(g.subject)
+                if seg is not None and step - (seg.end_step or seg.start_step) < COOLDOWN_STEPS:
+                    return False
+        return True
+
+    def _trip(self, guard: str, seg: Segment, step: int | None, action: str, reason: str,
+              evidence: Mapping[str, Any], hparams: Mapping[str, Any] | None = None) -> m.GuardTripped:  # fmt: skip
+        return m.GuardTripped(guard=guard, segment_id=seg.segment_id, step=step, action=action, reason=reason,
+                              evidence=_finite(evidence), hparams=dict(hparams or {}))  # fmt: skip
+
+
+def _in_force(state: TunerState, seg: Segment) -> dict[str, Any]:
+    """The hyperparameters a segment trains with: the worker's defaults, then what it was given."""
+    workers = sorted(state.tuning.workers.values(), key=lambda w: w.worker_id)
+    defaults = {k: v.get("default") for k, v in workers[0].hparams.items() if isinstance(v, Mapping)} if workers else {}
+    return {**defaults, **seg.hparams}
+
+
+def _finite(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    """Evidence as recorded: non-finite floats become strings ("nan"), which every reader can show."""
+    out: dict[str, Any] = {}
+    for k, v in evidence.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            out[k] = str(v)
+        elif isinstance(v, list):
+            out[k] = [str(x) if isinstance(x, float) and not math.isfinite(x) else x for x in v]
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,366 @@
+"""The ``forks`` strategy (the default): rounds of candidates forked from the champion's checkpoint.
+
+    ForksStrategy(settings).decide(state) -> [TrialProposed, RoundPlanned, SegmentScheduled, ...]
+
+A run is a sequence of rounds (``RoundPlanned``), each a race of trials from one
+checkpoint over rungs of steps (successive halving); the last rung keeps one winner,
+whose checkpoint becomes the champion's (``ChampionPromoted``; ``kept=True`` when the
+champion's own hyperparameters won). Three kinds of round:
+
+* **warm-up** (round 0): the starting hyperparameters from scratch (or from
+  ``resume_from_checkpoint``) for ``warmup_steps``: nothing is decided in the first
+  steps, where every curve is start-up noise.
+* **explore**: the incumbent (the champion's hyperparameters), Optuna-sampled
+  candidates and one wide random one (the champion's value x ``wide_factor``^u), each
+  ``probe_steps`` from the champion. The first one is wide (``first_round_candidates``),
+  later ones small (``candidates``): losers' steps are the price of tuning, so explore
+  mostly early (DESIGN.md section 5).
+* **exploit**: the champion alone for ``exploit_steps``; the steps stay on the lineage.
+
+Why a winner wins: candidates are compared on the unweighted validation objective
+(``objectives.score``), never on the training loss with its tunable weights. A
+challenger must beat the incumbent by ``margin`` (relative; gaps under the seed noise
+are ties, and ties keep the champion), and its attention must be diagonal: at least
+``min_diagonality``, or, while the champion itself is not aligned yet, no worse than
+the champion's minus 0.1. Every prune and promotion records the numbers compared.
+
+Failures: a segment that failed with NaN or out-of-memory waits for the guard rails'
+``RollbackPerformed`` and is re-run from its own starting checkpoint with the
+hyperparameters the guard chose (at most ``MAX_RERUNS`` times, then the trial is
+pruned); a lost or broken challenger is pruned; a lost or broken incumbent stops the
+run (``StopDecided`` rule ``fatal_error``).
+
+Imports the standard library, ``protocol``, ``state`` and the tuner package only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...protocol import Message
+from ...protocol import messages as m
+from ...state.model import Round, Segment, Trial, TunerState
+from ._base import Strategy, TuningSettings, segments_of, steps_spent
+from .objectives import Score, score
+from .space import Result, SearchSpace, ask, rebuild_study
+
+MAX_RERUNS = 2  # rollbacks of one rung of one trial before the trial is given up
+INCUMBENT = "incumbent"
+WIDE = "wide-random"
+
+
+class ForksStrategy(Strategy):
+    name = "forks"
+
+    def __init__(self, settings: TuningSettings) -> None:
+        super().__init__(settings)
+        self.space = SearchSpace.from_config(settings.search_space)
+
+    def decide(self, state: TunerState) -> Sequence[Message]:
+        if state.control.phase != "running" or state.run is None:
+            return []
+        announced = _announced(state)
+        if announced is None:
+            return []  # no worker has said what it can do yet
+        rounds = state.tuning.rounds
+        if not rounds:
+            problems = self.space.check(announced)
+            if problems:
+                return [m.StopDecided(rule="fatal_error", reason="the search space does not fit the trainer: "
+                                      + "; ".join(problems), evidence={"problems": problems})]  # fmt: skip
+            return self._warmup(state, announced)
+        if rounds[-1].winner is None:
+            return self._advance(state, rounds[-1])
+        return self._next_round(state, announced)
+
+    # --- planning rounds ------------------------------------------------------------------
+
+    def _warmup(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+        hp = {**{n: announced[n]["default"] for n in self.space.names}, **self.settings.base_hparams}
+        trial = _trial_proposed(0, hp, INCUMBENT, "the starting hyperparameters (config and trainer defaults)", {})
+        steps = self._fit(self.settings.forks.warmup_steps, state)
+        start = self.settings.start_checkpoint
+        plan = m.RoundPlanned(round=0, trials=(trial.trial_id,), from_checkpoint=start, from_sha256=None,
+                              start_step=0, rung_steps=(steps,), keep=(1,),
+                              reason=f"warm-up: {steps} steps with the starting hyperparameters before any decision",
+                              evidence={"kind": "warmup", "budget_steps": self.settings.budget_steps})  # fmt: skip
+        return [trial, plan]
+
+    def _fit(self, steps: int, state: TunerState) -> int:
+        budget = self.settings.budget_steps
+        return steps if budget is None else max(1, min(steps, budget - steps_spent(state)))
+
+    def _next_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+        f = self.settings.forks
+        champion = state.tuning.champion
+        assert champion is not None  # a decided round always promoted or kept one
+        budget = self.settings.budget_steps
+        remaining = math.inf if budget is None else budget - steps_spent(state)
+        if remaining <= 0:
+            return []  # the budget is spent: the stop controller ends the run
+        explored = [r for r in state.tuning.rounds if len(r.trials) > 1]
+        k = f.first_round_candidates if not explored else f.candidates
+        challengers = sum(1 for t in state.tuning.trials.values() if t.sampler != INCUMBENT)
+        last_explored = len(state.tuning.rounds[-1].trials) > 1
+        room = remaining >= k * f.probe_steps + f.exploit_steps
+        if k > 1 and self.space.params and not last_explored and room and challengers + k - 1 <= self.settings.n_trials:
+            return self._explore(state, k, champion.hparams, announced)
+        steps = f.exploit_steps
+        if budget is not None and remaining - steps < f.candidates * f.probe_steps + f.exploit_steps:
+            steps = int(remaining)  # no explore round would fit after this one: the lineage takes the rest
+        return self._exploit(state, int(min(steps, remaining)), champion.hparams)
+
+    def _exploit(self, state: TunerState, steps: int, hp: Mapping[str, Any]) -> list[Message]:
+        number = len(state.tuning.trials)
+        n = len(state.tuning.rounds)
+        trial = _trial_proposed(number, hp, INCUMBENT, "the champion trains on with its hyperparameters", {})
+        champion = state.tuning.champion
+        assert champion is not None
+        plan = m.RoundPlanned(round=n, trials=(trial.trial_id,), from_checkpoint=champion.checkpoint,
+                              from_sha256=champion.checkpoint_sha256, start_step=champion.step, rung_steps=(steps,),
+                              keep=(1,), reason=f"exploit: the champion trains {steps} steps on its lineage",
+                              evidence={"kind": "exploit", "steps_spent": steps_spent(state),
+                                        "budget_steps": self.settings.budget_steps})  # fmt: skip
+        return [trial, plan]
+
+    def _explore(self, state: TunerState, k: int, hp: Mapping[str, Any], announced: Mapping[str, Any]) -> list[Message]:
+        f, s = self.settings.forks, self.settings
+        champion = state.tuning.champion
+        assert champion is not None
+        number = len(state.tuning.trials)
+        n_round = len(state.tuning.rounds)
+        adjusted = set(state.tuning.adjustments)
+        out: list[Message] = [
+            _trial_proposed(number, hp, INCUMBENT, "the incumbent: the champion's hyperparameters", {})
+        ]
+        n_wide = 1 if k >= 3 else 0
+        study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._results(state))
+        for i in range(1, k - n_wide):
+            params, inputs = ask(study, self.space)
+            params = {n: v for n, v in params.items() if n not in adjusted}
+            out.append(_trial_proposed(number + i, {**hp, **params}, s.sampler,
+                                       f"sampled by {inputs['sampler']} from {inputs['trials_seen']} evaluated trials: "
+                                       + _changed(params, {}),
+                                       {"inputs": inputs, "outputs": params}))  # fmt: skip
+        if n_wide:
+            rng = random.Random(s.seed * 1_000_003 + number + k)
+            wide = {p.name: p.wide(hp.get(p.name, announced[p.name]["default"]), f.wide_factor, rng)
+                    for p in self.space.params if p.name not in adjusted}  # fmt: skip
+            out.append(_trial_proposed(number + k - 1, {**hp, **wide}, WIDE,
+                                       f"wide random (the champion's values x {f.wide_factor:g}^u, u in [-1, 1]): "
+                                       + _changed(wide, {}),
+                                       {"around": {n: hp.get(n) for n in wide}, "outputs": wide}))  # fmt: skip
+        trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
+        plan = m.RoundPlanned(round=n_round, trials=trials, from_checkpoint=champion.checkpoint,
+                              from_sha256=champion.checkpoint_sha256, start_step=champion.step,
+                              rung_steps=(f.probe_steps,), keep=(1,),
+                              reason=f"explore: {len(trials)} candidates race {f.probe_steps} steps from the champion",
+                              evidence={"kind": "explore", "steps_spent": steps_spent(state),
+                                        "budget_steps": s.budget_steps, "margin": f.margin})  # fmt: skip
+        return [*out, plan]
+
+    def _results(self, state: TunerState) -> list[Result]:
+        """Every explored trial's first-rung objective relative to its round's incumbent (< 1: better)."""
+        results = []
+        for rnd in state.tuning.rounds:
+            if len(rnd.trials) < 2 or rnd.winner is None:
+                continue
+            trials = [state.tuning.trials[t] for t in rnd.trials]
+            firsts = {t.trial_id: _finished(state, t.trial_id) for t in trials}
+            inc = next((t for t in trials if t.sampler == INCUMBENT), None)
+            inc_score = score(firsts[inc.trial_id][0].metrics) if inc and firsts[inc.trial_id] else None
+            for t in trials:
+                if t.sampler == INCUMBENT:
+                    continue
+                first = firsts[t.trial_id]
+                value = None
+                if first and inc_score is not None and inc_score.objective > 0:
+                    value = score(first[0].metrics).objective / inc_score.objective
+                results.append(Result(number=t.number, params=t.hparams, value=value))
+        return results
+
+    # --- running a round ---------------------------------------------------------------------
+
+    def _advance(self, state: TunerState, rnd: Round) -> list[Message]:
+        trials = [state.tuning.trials[t] for t in rnd.trials]
+        alive = [t for t in trials if t.status != "pruned"]
+        segs = {t.trial_id: segments_of(state, t.trial_id) for t in alive}
+        if any(s.status in ("scheduled", "running") for ss in segs.values() for s in ss):
+            return []  # a segment of this round is still on its way
+        done = {t.trial_id: sum(1 for s in segs[t.trial_id] if s.status == "finished") for t in alive}
+        if not alive:
+            return [m.StopDecided(rule="fatal_error", reason=f"every trial of round {rnd.round} failed",
+                                  evidence={"round": rnd.round, "trials": list(rnd.trials)})]  # fmt: skip
+        low = min(done.values())
+        if low > 0 and all(d == low for d in done.values()):
+            rung = low - 1
+            if len(alive) > 1 or rung == len(rnd.rung_steps) - 1:
+                return self._decide_rung(state, rnd, rung, alive)
+        out: list[Message] = []
+        for t in alive:
+            if done[t.trial_id] != low:
+                continue
+            last = segs[t.trial_id][-1] if segs[t.trial_id] else None
+            if last is not None and last.status == "failed":
+                out += self._after_failure(state, rnd, t, last, low, len(alive))
+            else:
+                out.append(self._schedule(state, rnd, t, low, segs[t.trial_id]))
+        return out
+
+    def _schedule(self, state: TunerState, rnd: Round, t: Trial, rung: int, segs: list[Segment],
+                  rerun: Mapping[str, Any] | None = None, attempt: int = 0) -> m.SegmentScheduled:  # fmt: skip
+        finished = [s for s in segs if s.status == "finished"]
+        if finished:
+            start, sha, step = finished[-1].checkpoint, finished[-1].checkpoint_sha256, finished[-1].end_step or 0
+        else:
+            start, sha, step = rnd.from_checkpoint, rnd.from_sha256, rnd.start_step
+        hp = {**t.hparams, **state.tuning.adjustments, **(rerun or {})}
+        sid = f"r{rnd.round}-{t.trial_id}-g{rung}" + (f"-rb{attempt}" if attempt else "")
+        why = f"round {rnd.round}, rung {rung}: {t.trial_id} trains {rnd.rung_steps[rung]} steps from step {step}"
+        if attempt:
+            why += f" (re-run {attempt} after a rollback)"
+        return m.SegmentScheduled(segment_id=sid, trial_id=t.trial_id, from_checkpoint=start, from_sha256=sha,
+                                  start_step=step, steps=rnd.rung_steps[rung], hparams=hp, reason=why,
+                                  evidence={"round": rnd.round, "rung": rung, "sampler": t.sampler,
+                                            "adjustments": dict(state.tuning.adjustments)})  # fmt: skip
+
+    def _after_failure(self, state: TunerState, rnd: Round, t: Trial, last: Segment, rung: int,
+                       n_alive: int) -> list[Message]:  # fmt: skip
+        segs = segments_of(state, t.trial_id)
+        failed_here = [s for s in segs if s.status == "failed" and s.scheduled_seq > _rung_start(segs, rung)]
+        if last.failure in ("nan", "oom") and len(failed_here) <= MAX_RERUNS:
+            if last.rollback is None:
+                return []  # the guard rails decide how to roll back
+            return [self._schedule(state, rnd, t, rung, segs, rerun=last.rollback, attempt=len(failed_here))]
+        if last.failure == "aborted":
+            return []  # the run is stopping
+        if t.sampler == INCUMBENT and n_alive == 1:
+            return [m.StopDecided(rule="fatal_error", reason=f"segment {last.segment_id} of the champion's lineage "
+                                  f"failed ({last.failure}: {last.failure_detail})",
+                                  evidence={"segment_id": last.segment_id, "failure": last.failure,
+                                            "failures": len(failed_here)})]  # fmt: skip
+        return [m.TrialPruned(trial_id=t.trial_id, step=last.last_step or last.start_step, value=None,
+                              reason=f"{t.trial_id} failed {len(failed_here)} time(s) ({last.failure}); given up",
+                              evidence={"segment_id": last.segment_id, "failure": last.failure,
+                                        "detail": (last.failure_detail or "")[:500]})]  # fmt: skip
+
+    def _decide_rung(self, state: TunerState, rnd: Round, rung: int, alive: list[Trial]) -> list[Message]:
+        f = self.settings.forks
+        scored = {t.trial_id: (t, _finished(state, t.trial_id)[rung]) for t in alive}
+        results = {tid: score(seg.metrics) for tid, (_, seg) in scored.items()}
+        champion = state.tuning.champion
+        inc = next((t for t in alive if t.sampler == INCUMBENT), None)
+        inc_score = results[inc.trial_id] if inc is not None else None
+        ref_diag = inc_score.diagonality if inc_score is not None else (champion_diag(state) or 0.0)
+        required = min(f.min_diagonality, ref_diag - 0.1)
+        keep = rnd.keep[rung]
+        ranked = sorted(alive, key=lambda t: (not _eligible(results[t.trial_id], required),
+                                              results[t.trial_id].objective, t.number))  # fmt: skip
+        last_rung = rung == len(rnd.rung_steps) - 1
+        if last_rung:
+            winner = self._winner(ranked, results, inc, required)
+            survivors = [winner]
+        else:
+            survivors = ranked[:keep]
+        table = [{"trial": t.trial_id, "sampler": t.sampler, "objective": results[t.trial_id].objective,
+                  "diagonality": results[t.trial_id].diagonality,
+                  "eligible": _eligible(results[t.trial_id], required)} for t in ranked]  # fmt: skip
+        evidence = {"round": rnd.round, "rung": rung, "candidates": table, "margin": f.margin,
+                    "required_diagonality": round(required, 4),
+                    "incumbent_objective": inc_score.objective if inc_score else None}  # fmt: skip
+        out: list[Message] = []
+        for t in ranked:
+            if t in survivors:
+                continue
+            r = results[t.trial_id]
+            rel = r.objective / inc_score.objective if inc_score and inc_score.objective > 0 else None
+            why = (
+                f"{t.trial_id} dropped at rung {rung}: objective {r.objective:.4f}, diagonality "
+                f"{r.diagonality:.2f}" + ("" if _eligible(r, required) else f" (< required {required:.2f})")
+            )
+            out.append(m.TrialPruned(trial_id=t.trial_id, step=scored[t.trial_id][1].end_step or 0, value=rel,
+                                     reason=why, evidence=evidence))  # fmt: skip
+        if not last_rung:
+            return out
+        w = survivors[0]
+        seg = scored[w.trial_id][1]
+        r = results[w.trial_id]
+        kept = champion is not None and w.sampler == INCUMBENT
+        if champion is None:
+            why = f"first champion: {w.trial_id} after {seg.end_step} steps, objective {r.objective:.4f}"
+        elif kept and len(alive) == 1:
+            why = f"the champion trained on: objective {champion.objective:.4f} -> {r.objective:.4f}"
+        elif kept:
+            best = next((t for t in ranked if t is not w), None)
+            bs = results[best.trial_id] if best else None
+            why = (
+                f"the champion stood: best challenger {best.trial_id if best else '-'} "
+                f"{bs.objective if bs else math.nan:.4f} does not beat {r.objective:.4f} by {f.margin:.0%}"
+            )
+        else:
+            assert inc_score is not None or champion is not None
+            ref = inc_score.objective if inc_score else champion.objective
+            why = (
+                f"{w.trial_id} ({_changed(w.hparams, champion.hparams)}) beat the champion: {r.objective:.4f} < "
+                f"{ref:.4f} x (1 - {f.margin:g})"
+            )
+        out.append(m.ChampionPromoted(segment_id=seg.segment_id, trial_id=w.trial_id, checkpoint=seg.checkpoint or "",
+                                      checkpoint_sha256=seg.checkpoint_sha256 or "", objective=r.objective,
+                                      previous_objective=champion.objective if champion else None,
+                                      step=seg.end_step or 0, hparams=dict(seg.hparams), kept=kept, reason=why,
+                                      evidence={**evidence, "diagonality": r.diagonality}))  # fmt: skip
+        return out
+
+    def _winner(self, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None, required: float) -> Trial:
+        if inc is None:
+            return ranked[0]
+        best = ranked[0]
+        if best is inc:
+            return inc
+        b, i = results[best.trial_id], results[inc.trial_id]
+        if _eligible(b, required) and b.objective < i.objective * (1 - self.settings.forks.margin):
+            return best
+        return inc
+
+
+def champion_diag(state: TunerState) -> float | None:
+    champion = state.tuning.champion
+    seg = state.tuning.segments.get(champion.segment_id) if champion else None
+    return score(seg.metrics).diagonality if seg is not None else None
+
+
+def _eligible(s: Score, required: float) -> bool:
+    return math.isfinite(s.objective) and s.diagonality >= required
+
+
+def _finished(state: TunerState, trial_id: str) -> list[Segment]:
+    return [s for s in segments_of(state, trial_id) if s.status == "finished"]
+
+
+def _rung_start(segs: list[Segment], rung: int) -> int:
+    """The scheduled_seq of the last finished segment before ``rung`` (0 for rung 0)."""
+    finished = [s for s in segs if s.status == "finished"]
+    return finished[rung - 1].scheduled_seq if rung > 0 and len(finished) >= rung else 0
+
+
+def _announced(state: TunerState) -> Mapping[str, Any] | None:
+    workers = sorted(state.tuning.workers.values(), key=lambda w: w.worker_id)
+    return workers[0].hparams if workers else None
+
+
+def _changed(new: Mapping[str, Any], old: Mapping[str, Any]) -> str:
+    diff = [f"{k}={_fmt(v)}" for k, v in new.items() if old.get(k) != v]
+    return ", ".join(diff) or "same hyperparameters"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _trial_proposed(number: int, hp: Mapping[str, Any], sampler: str, reason: str,
+                    evidence: Mapping[str, Any]) -> m.TrialProposed:  # fmt: skip
+    return m.TrialProposed(trial_id=f"t{number}", number=number, hparams=dict(hp), sampler=sampler, reason=reason,
+                           evidence=dict(evidence))  # fmt: skip

@@ -1,0 +1,223 @@
+"""The deciding actors together over the in-process bus, with a scripted trainer in place of workers.
+
+The scripted supervisor answers each ``SegmentScheduled`` as a worker would (started,
+metrics, finished or failed) from a response surface where a higher learning rate
+trains faster up to 1e-2; the tuner, guard rails, stop controller and lifecycle run
+unchanged. No sockets, no torch: the decisions are what is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smart_tuner.actors.guards import GuardRails
+from smart_tuner.actors.lifecycle import Lifecycle
+from smart_tuner.actors.runtime import ActorCore, ActorShell, Out
+from smart_tuner.actors.stopper import Stopper
+from smart_tuner.actors.tuner import STRATEGIES, Tuner
+from smart_tuner.actors.tuner._base import steps_spent
+from smart_tuner.protocol import Envelope
+from smart_tuner.protocol import messages as m
+from smart_tuner.state import history
+from smart_tuner.state.config import load_config
+from smart_tuner.state.model import TunerState
+from smart_tuner.state.reducers import replay
+from tests.unit.busharness import harness, propose
+
+ANNOUNCED = {
+    "learning_rate": {"type": "float", "low": 1e-6, "high": 1.0, "default": 1e-3, "class": "hot"},
+    "batch_size": {"type": "int", "low": 1, "high": 4096, "default": 16, "class": "warm"},
+    "guided_attn_weight": {"type": "float", "low": 0.0, "high": 1e3, "default": 1.0, "class": "hot"},
+    "n_mel_channels": {"type": "int", "low": 8, "high": 512, "default": 80, "class": "cold"},
+}
+
+
+def speed(lr: float) -> float:
+    return math.exp(-((math.log10(lr) + 2.0) ** 2))  # fastest at 1e-2
+
+
+Surface = Callable[[m.SegmentScheduled, int], dict[str, Any]]
+
+
+def default_surface(seg: m.SegmentScheduled, attempt: int) -> dict[str, Any]:
+    end = seg.start_step + seg.steps
+    lr = float(seg.hparams.get("learning_rate", ANNOUNCED["learning_rate"]["default"]))
+    progress = end * speed(lr)
+    return {"val_objective": 1.0 / (1.0 + progress / 50.0), "diagonality": min(1.0, end / 100.0)}
+
+
+class ScriptedSupervisor(ActorCore):
+    """Runs every scheduled segment at once: announce, start, report, finish (or fail as the script says)."""
+
+    name = "supervisor"
+
+    def __init__(self, surface: Surface = default_surface, fail: Callable[[m.SegmentScheduled, int], str | None] = (
+            lambda s, a: None)) -> None:  # fmt: skip
+        self.surface, self.fail = surface, fail
+        self.attempts: dict[str, int] = {}
+
+    def resume(self, state: TunerState) -> Sequence[Out]:
+        hello = m.WorkerHello(worker_id="w1", pid=1, device="cpu", hparams=ANNOUNCED, metrics=("val_objective",))
+        return [Out(hello)] if not state.tuning.workers else []
+
+    def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
+        seg = env.data
+        if not isinstance(seg, m.SegmentScheduled):
+            return ()
+        n = self.attempts[seg.segment_id] = self.attempts.get(seg.segment_id, 0) + 1
+        out = [Out(m.SegmentStarted(segment_id=seg.segment_id, worker_id="w1", device="cpu", pid=1))]
+        failure = self.fail(seg, n)
+        end = seg.start_step + seg.steps
+        if failure is not None:
+            out.append(Out(m.SegmentFailed(segment_id=seg.segment_id, reason=failure, detail="scripted",  # type: ignore[arg-type]
+                                           step=seg.start_step + 1)))  # fmt: skip
+            return out
+        metrics = self.surface(seg, n)
+        telemetry = {"train_loss": metrics["val_objective"], "grad_norm": 0.5}
+        out.append(Out(m.MetricsObserved(segment_id=seg.segment_id, source="worker", step=end, metrics=telemetry)))
+        out.append(Out(m.SegmentFinished(segment_id=seg.segment_id, end_step=end, metrics=metrics,
+                                         checkpoint=f"/ckpt/{seg.segment_id}.pt", checkpoint_sha256="ab" * 32,
+                                         duration_s=1.0)))  # fmt: skip
+        return out
+
+
+def config(**changes: Any) -> dict[str, Any]:
+    cfg = load_config(None).recordable()
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            cfg[section][name] = value
+        else:
+            cfg[section] = value
+    return cfg
+
+
+def started(cfg: dict[str, Any], strategy: str = "forks") -> m.RunStarted:
+    return m.RunStarted(run_id="r1", config_hash="h" * 64, config=cfg, strategy=strategy, seed=0, host="t", pid=1,
+                        version="t")  # fmt: skip
+
+
+async def run_loop(tmp_path: Path, cfg: dict[str, Any], supervisor: ActorCore, strategy: str = "forks",
+                   timeout_s: float = 60) -> tuple[TunerState, list[Envelope]]:  # fmt: skip
+    async with harness("inproc", tmp_path) as h:
+        await propose(h.client(), started(cfg, strategy))
+        cores = [Lifecycle(), Stopper(available_strategies=STRATEGIES), Tuner(), GuardRails(), supervisor]
+        shells = [ActorShell(c, h.client(), h.journal, poll_s=0.05) for c in cores]
+        tasks = [asyncio.create_task(s.run(lambda: None)) for s in shells]
+        try:
+            finished = asyncio.Event()
+            h.sequencer.on_commit(lambda env: finished.set() if isinstance(env.data, m.RunFinished) else None)
+            async with asyncio.timeout(timeout_s):
+                await finished.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        events = list(history.events(h.journal))
+        return h.sequencer.state, events
+
+
+def of(events: list[Envelope], kind: type) -> list[Any]:
+    return [e.data for e in events if isinstance(e.data, kind)]
+
+
+def test_forks_spends_the_budget_exactly_and_moves_the_learning_rate_towards_the_better_one(tmp_path: Path) -> None:
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor()))
+    assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
+    assert steps_spent(state) == 600
+    rounds = of(events, m.RoundPlanned)
+    kinds = [r.evidence["kind"] for r in rounds]
+    assert kinds[0] == "warmup" and "explore" in kinds and kinds[-1] == "exploit"
+    assert len(rounds[1].trials) == 4  # the wide first round
+    promos = of(events, m.ChampionPromoted)
+    assert len(promos) == len(rounds)  # every round decided, each with its evidence
+    assert all("candidates" in p.evidence and p.reason for p in promos)
+    champion = state.tuning.champion
+    assert champion is not None and champion.hparams["learning_rate"] > 1e-3  # lr moved towards 1e-2
+    lineage_steps = sum(s.steps for s in state.tuning.segments.values() if s.trial_id in {r.winner for r in
+                        state.tuning.rounds})  # fmt: skip
+    assert lineage_steps >= 0.75 * 600  # losers' probes are the only steps off the lineage
+    for p in of(events, m.TrialPruned):
+        assert p.value is not None and p.evidence["candidates"]
+    assert replay(events) == state
+
+
+def test_none_strategy_trains_one_lineage_with_the_starting_hyperparameters(tmp_path: Path) -> None:
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(), strategy="none"))
+    assert steps_spent(state) == 600
+    assert all(s.hparams == {} for s in state.tuning.segments.values())  # the trainer's own defaults
+    assert all(len(r.trials) == 1 for r in state.tuning.rounds)
+    assert of(events, m.TrialPruned) == []
+
+
+def test_a_nan_rolls_back_and_reruns_with_half_the_learning_rate(tmp_path: Path) -> None:
+    def fail(seg: m.SegmentScheduled, attempt: int) -> str | None:
+        return "nan" if float(seg.hparams["learning_rate"]) > 5e-3 and "-rb" not in seg.segment_id else None
+
+    state, events = asyncio.run(run_loop(tmp_path, config(search_space={"learning_rate": {
+        "type": "loguniform", "low": 6e-3, "high": 9e-3}}), ScriptedSupervisor(fail=fail)))  # fmt: skip
+    trips = [g for g in of(events, m.GuardTripped) if g.guard == "nan"]
+    rollbacks = of(events, m.RollbackPerformed)
+    assert trips and len(rollbacks) == len(trips)
+    for rb in rollbacks:
+        failed = state.tuning.segments[rb.segment_id]
+        assert failed.status == "failed" and rb.hparams["learning_rate"] == failed.hparams["learning_rate"] * 0.5
+        rerun = state.tuning.segments[rb.segment_id + "-rb1"]
+        assert rerun.status == "finished" and rerun.hparams["learning_rate"] == rb.hparams["learning_rate"]
+        assert rerun.from_checkpoint == failed.from_checkpoint
+    assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
+    assert replay(events) == state
+
+
+def test_a_challenger_that_does_not_align_never_wins(tmp_path: Path) -> None:
+    def surface(seg: m.SegmentScheduled, attempt: int) -> dict[str, Any]:
+        base = default_surface(seg, attempt)
+        if float(seg.hparams["learning_rate"]) > 2e-3 and seg.start_step > 0:  # fast, but attention never forms
+            return {"val_objective": base["val_objective"] * 0.5, "diagonality": 0.1}
+        return base
+
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(surface=surface)))
+    for p in of(events, m.ChampionPromoted):
+        assert p.evidence["diagonality"] >= 0.5 or p.trial_id == "t0"
+    assert state.tuning.champion is not None and state.tuning.champion.hparams["learning_rate"] <= 2e-3
+
+
+def test_a_search_space_the_trainer_cannot_tune_stops_the_run_before_any_segment(tmp_path: Path) -> None:
+    cfg = config(search_space={"n_mel_channels": {"type": "int", "low": 40, "high": 80},
+                               "nope": {"type": "uniform", "low": 0.0, "high": 1.0}})  # fmt: skip
+    state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor()))
+    assert state.control.stop is not None and state.control.stop.rule == "fatal_error"
+    assert (
+        "n_mel_channels is cold" in state.control.stop.reason
+        and "no hyperparameter 'nope'" in state.control.stop.reason
+    )
+    assert of(events, m.SegmentScheduled) == [] and state.control.status == "failed"
+
+
+@pytest.mark.parametrize(("diagonality", "phase", "patience"), [(1.0, "fine_tuning", 2), (0.3, "alignment", 8)])
+def test_a_plateau_ends_an_unbudgeted_run_with_the_patience_of_its_phase(
+    tmp_path: Path, diagonality: float, phase: str, patience: int
+) -> None:
+    def flat(seg: m.SegmentScheduled, attempt: int) -> dict[str, Any]:
+        return {"val_objective": 0.5, "diagonality": diagonality}
+
+    cfg = config(budget={"max_hours": None, "max_steps": None, "max_gpu_hours": None})
+    state, _ = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(surface=flat)))
+    assert state.control.stop is not None and state.control.stop.rule == "plateau"
+    assert (state.control.stop.evidence["phase"], state.control.stop.evidence["patience"]) == (phase, patience)
+    assert list(state.control.stop.evidence["recent"]) == [0.5] * (
+        patience + 1
+    )  # the best, then `patience` without gain
+
+
+def test_a_quality_target_ends_the_run_early(tmp_path: Path) -> None:
+    cfg = config(stop={"min_delta": 0.002, "patience": 4, "target_objective": 0.5, "target_diagonality": 0.9})
+    state, _ = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor()))
+    assert state.control.stop is not None and state.control.stop.rule == "quality_target"
+    assert steps_spent(state) < 600
