@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..state.config import ConfigError, LoadedConfig, load_config
+from ..state.config import QUICK, ConfigError, LoadedConfig, load_config, with_overrides
 from ..state.journal import JournalError, writer_active
 from . import tools
 from .rundir import RUNS_DIR, RunPaths, latest_run, new_run_id, resolve_run_dir
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, help="smart_tuner.yaml (default: the embedded demo config)")
     run.add_argument("--resume", action="store_true", help="continue the run in --run-dir (or the latest run)")
+    run.add_argument("--quick", action="store_true",
+                     help="a short run (120 steps, a few minutes on 2 cores): to see it work, not to tune")  # fmt: skip
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="console log level")
 
     tail = sub.add_parser("tail", help="follow a run's events from another terminal", description=tools.tail.__doc__)
@@ -144,6 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         paths = RunPaths(args.run_dir or RUNS_DIR / new_run_id())
         config_path = args.config
     loaded = load_config(config_path)  # refuses bad config before anything is created
+    if args.quick and not args.resume:
+        loaded = with_overrides(loaded, QUICK)
     level = args.log_level or loaded.raw.log_level
     refusal = _refusal(paths, loaded, args)
     if refusal:  # before any output or logging goes into another process's run

@@ -48,6 +48,7 @@ from .launcher import WorkerSpec
 from .lifecycle import Lifecycle
 from .rundir import RunPaths
 from .runtime import ActorCore, ActorShell, RestartPolicy, supervise
+from .scheduler import Scheduler
 from .sequencer import Sequencer, SequencerSettings
 from .stopper import Stopper
 from .supervisor import Supervisor, SupervisorIO, SupervisorPolicy
@@ -80,6 +81,7 @@ class Coordinator:
             Stopper(available_strategies=AVAILABLE_STRATEGIES),
             Tuner(),
             GuardRails(),
+            Scheduler(paths.root),
         ]
         self._finished = asyncio.Event()
         self._stop_requested: str | None = None
@@ -144,6 +146,9 @@ class Coordinator:
         )
         sequencer = Sequencer(journal, port, state, settings)
         sequencer.on_commit(self._on_commit)
+        for core in self.cores:
+            if isinstance(core, Scheduler):
+                core.journal = journal
         clients: list[ZmqClient] = []
         server = WorkerServer(ctx, endpoints.workers, opts)  # type: ignore[arg-type]
         self.cores.append(self._supervisor(server, ZmqClient(ctx, endpoints, opts), clients))  # type: ignore[arg-type]

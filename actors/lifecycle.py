@@ -17,6 +17,7 @@ from ..protocol import Envelope
 from ..protocol import messages as m
 from ..state.model import TunerState
 from .runtime import ActorCore, Out
+from .tuner._base import steps_spent
 
 FAILURE_RULES = frozenset({"actor_failure", "fatal_error"})
 
@@ -32,16 +33,28 @@ def summarize(state: TunerState) -> dict[str, Any]:
     tuning = state.tuning
     segments = tuning.segments.values()
     champion = tuning.champion
+    seg = tuning.segments.get(champion.segment_id) if champion else None
+    winners = {r.winner for r in tuning.rounds}
+    start = tuning.trials.get("t0")
+    changed = (
+        {k: v for k, v in champion.hparams.items() if start is None or start.hparams.get(k) != v} if champion else {}
+    )
     return {
         "segments": len(tuning.segments),
+        "forks": sum(1 for s in segments if s.trial_id not in winners),
         "segments_failed": sum(1 for s in segments if s.status == "failed"),
         "trials": len(tuning.trials),
+        "rounds": len(tuning.rounds),
         "promotions": tuning.promotions,
         "rollbacks": len(state.health.rollbacks),
         "guard_trips": len(state.health.guards),
+        "steps_spent": steps_spent(state),
         "global_step": state.progress.global_step,
         "champion_checkpoint": champion.checkpoint if champion else None,
         "champion_objective": champion.objective if champion else None,
+        "champion_diagonality": seg.metrics.get("diagonality") if seg else None,
+        "champion_hparams": dict(champion.hparams) if champion else None,
+        "changed_hparams": changed,
     }
 
 

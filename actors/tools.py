@@ -312,13 +312,33 @@ def print_summary(paths: RunPaths, state: TunerState) -> None:
     print()
     print(f"Run {paths.run_id}: {c.status or c.phase} - {c.finish_reason or 'not finished'}")
     summary = dict(c.summary)
+    hparams, changed = summary.pop("champion_hparams", None), summary.pop("changed_hparams", None)
+    checkpoint = summary.pop("champion_checkpoint", None)
     if summary:
-        print("  " + ", ".join(f"{k}={v}" for k, v in summary.items() if v is not None))
+        print("  " + ", ".join(f"{k}={_short(v)}" for k, v in summary.items() if v is not None))
+    if checkpoint:
+        print(f"  best checkpoint: {checkpoint}")
+        print(f"  best hyperparameters: {_hparams_line(hparams)}")
+        print(f"  changed from the start: {_hparams_line(changed) if changed else 'none (the start stood)'}")
     print(f"  {state.last_seq} events in {paths.journal}")
     print("  look at it:")
     print(f"    python run_tuner.py status {paths.root}")
     print(f"    python run_tuner.py tail {paths.root} --no-follow")
     print(f"    python run_tuner.py replay {paths.root} --timeline")
     print(f"    python run_tuner.py replay {paths.root} --verify")
+    if (paths.root / "mlflow.db").is_file():
+        print(f"    mlflow ui --backend-store-uri sqlite:///{(paths.root / 'mlflow.db').resolve()}")
+    if (paths.root / "tensorboard").is_dir():
+        print(f"    tensorboard --logdir {paths.root / 'tensorboard'}")
     if c.phase != "finished":
         print(f"  continue it: python run_tuner.py run --resume --run-dir {paths.root}")
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _hparams_line(hparams: object) -> str:
+    if not isinstance(hparams, dict) or not hparams:
+        return "the trainer's defaults"
+    return ", ".join(f"{k}={_short(v)}" for k, v in sorted(hparams.items()))

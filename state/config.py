@@ -458,3 +458,25 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
     expanded = _expand(document, environ, source, (), used)
     resolved = _validate(expanded, source, raw_document=document, secrets=used)
     return LoadedConfig(raw=raw, resolved=resolved, source=source, config_hash=hash_config(raw))
+
+
+# ``run --quick``: the embedded demo cut to a few minutes on two cores (a look, not a result).
+QUICK = {
+    "budget": {"max_steps": 120},
+    "forks": {"warmup_steps": 20, "first_round_candidates": 3, "probe_steps": 15, "exploit_steps": 40},
+}
+
+
+def with_overrides(loaded: LoadedConfig, overrides: Mapping[str, Mapping[str, Any]]) -> LoadedConfig:
+    """``loaded`` with whole sections' keys replaced (validated again, hashed again)."""
+
+    def apply(cfg: TunerConfig) -> TunerConfig:
+        changes = {}
+        for section, values in overrides.items():
+            current = getattr(cfg, section)
+            changes[section] = type(current).model_validate({**current.model_dump(), **values})
+        return cfg.model_copy(update=changes)
+
+    raw = apply(loaded.raw)
+    return LoadedConfig(raw=raw, resolved=apply(loaded.resolved), source=loaded.source + " (--quick)",
+                        config_hash=hash_config(raw))  # fmt: skip

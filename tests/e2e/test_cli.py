@@ -88,6 +88,31 @@ def assert_verifies(cli: Cli, root: Path) -> None:
     assert verify.stdout.startswith("OK: replaying events 1..")
 
 
+def assert_projections(root: Path, events: list[Envelope]) -> None:
+    """MLflow: one parent, one child per segment (tags, params, metrics); TensorBoard: a folder each."""
+    from mlflow.tracking import MlflowClient
+
+    scheduled = [e.data for e in events if isinstance(e.data, m.SegmentScheduled)]
+    pruned = {e.data.trial_id for e in events if isinstance(e.data, m.TrialPruned)}
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smart-tuner")
+    assert experiment is not None and experiment.artifact_location.startswith((root / "mlartifacts").as_uri())
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("smart_tuner.kind") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and parents[0].info.run_name == root.name
+    children = {r.data.tags["smart_tuner.segment_id"]: r for r in runs if r not in parents}
+    assert sorted(children) == sorted(s.segment_id for s in scheduled)  # one each, no duplicate
+    for seg in scheduled:
+        child = children[seg.segment_id]
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.data.tags["trial"] == seg.trial_id and child.data.tags["decision"] == seg.reason
+        assert child.data.tags["pruned"] == ("true" if seg.trial_id in pruned else "false")
+        assert child.data.tags["fork_of"]  # "scratch" or the segment whose checkpoint it continued
+        assert child.data.params["steps"] == str(seg.steps) and "val_objective" in child.data.metrics
+        assert (root / "tensorboard" / "segments" / seg.segment_id).is_dir()
+    assert any((root / "tensorboard" / "champion").iterdir())
+
+
 def only_run(cli: Cli) -> Path:
     runs = sorted((cli.cwd / "runs").iterdir())
     assert len(runs) == 1, runs
@@ -129,6 +154,7 @@ def test_a_tuning_run_finishes_by_itself_and_every_read_command_shows_it(cli: Cl
     assert finished.status == "completed"
     for kind in ("WorkerHello", "RoundPlanned", "TrialProposed", "SegmentFinished", "ChampionPromoted"):
         assert kind in types
+    assert_projections(root, events)
 
     assert_verifies(cli, root)
 
