@@ -33,6 +33,7 @@ from ..state.config import LoadedConfig
 from ..state.journal import FileJournal
 from ..state.model import TunerState
 from ..state.reducers import ReducerError
+from .alerter import AlertChannels, Alerter
 from .bus.zmqbus import (
     BusEndpoints,
     SocketOptions,
@@ -82,6 +83,13 @@ class Coordinator:
             Tuner(),
             GuardRails(),
             Scheduler(paths.root),
+            Alerter(
+                AlertChannels(
+                    [u.get_secret_value() for u in config.resolved.alerts.urls],
+                    min_severity=config.resolved.alerts.min_severity,
+                    rate_limit_per_min=config.resolved.alerts.rate_limit_per_min,
+                )
+            ),
         ]
         self._finished = asyncio.Event()
         self._stop_requested: str | None = None
@@ -146,10 +154,14 @@ class Coordinator:
         )
         sequencer = Sequencer(journal, port, state, settings)
         sequencer.on_commit(self._on_commit)
-        for core in self.cores:
-            if isinstance(core, Scheduler):
-                core.journal = journal
         clients: list[ZmqClient] = []
+        for core in self.cores:
+            if isinstance(core, Scheduler | Alerter):
+                core.journal = journal
+            if isinstance(core, Alerter):
+                alerts = ZmqClient(ctx, endpoints, opts, subscribe=False)  # type: ignore[arg-type]
+                core.client = alerts
+                clients.append(alerts)
         server = WorkerServer(ctx, endpoints.workers, opts)  # type: ignore[arg-type]
         self.cores.append(self._supervisor(server, ZmqClient(ctx, endpoints, opts), clients))  # type: ignore[arg-type]
         try:

@@ -25,6 +25,7 @@ Metrics = Mapping[str, float]
 Evidence = Mapping[str, Json]
 FailureReason = Literal["nan", "oom", "error", "aborted", "lost", "timeout"]
 RunStatus = Literal["completed", "stopped", "failed"]
+Severity = Literal["info", "warning", "error", "critical"]
 
 
 # --- run lifecycle --------------------------------------------------------------
@@ -262,7 +263,7 @@ class RollbackPerformed(Message):
 @event()
 class AlertSent(Message):
     channel: str
-    severity: Literal["info", "warning", "error", "critical"]
+    severity: Severity
     title: str
     dedup_key: str
     ok: bool
