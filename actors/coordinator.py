@@ -54,6 +54,7 @@ from .sequencer import Sequencer, SequencerSettings
 from .stopper import Stopper
 from .supervisor import Supervisor, SupervisorIO, SupervisorPolicy
 from .tuner import STRATEGIES, Tuner
+from .view import LiveView
 
 log = structlog.get_logger("coordinator")
 
@@ -154,6 +155,8 @@ class Coordinator:
         )
         sequencer = Sequencer(journal, port, state, settings)
         sequencer.on_commit(self._on_commit)
+        view = LiveView(lambda: sequencer.state, self.config.raw.budget.max_steps)
+        sequencer.on_commit(view.on_commit)
         clients: list[ZmqClient] = []
         for core in self.cores:
             if isinstance(core, Scheduler | Alerter):
@@ -169,6 +172,7 @@ class Coordinator:
                 seq_task = tg.create_task(sequencer.run(), name="sequencer")
                 await sequencer.ready.wait()
                 await self._record_start(sequencer)
+                view.start()
                 actor_tasks = self._start_actors(tg, sequencer, ctx, endpoints, opts, clients)
                 self._install_signals()
                 await self._wait_for_end(sequencer)
@@ -178,6 +182,7 @@ class Coordinator:
                 sequencer.stop()
                 await seq_task
         finally:
+            view.stop()
             self._remove_signals()
             for client in clients:
                 await client.aclose()

@@ -221,3 +221,25 @@ def test_a_quality_target_ends_the_run_early(tmp_path: Path) -> None:
     state, _ = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor()))
     assert state.control.stop is not None and state.control.stop.rule == "quality_target"
     assert steps_spent(state) < 600
+
+
+def test_the_live_view_shows_the_phase_the_champion_curve_and_the_decisions(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from smart_tuner.actors.view import LiveView, render
+
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor()))
+    console = Console(record=True, width=140)
+    console.print(render(state, 600))
+    text = console.export_text()
+    champion = state.tuning.champion
+    assert champion is not None and f"{champion.objective:.4f} at step {champion.step}" in text
+    assert "600 of 600" in text and "StopDecided: step budget spent" in text
+    assert any(ch in text for ch in "▁▂▃▄▅▆▇█")  # the champion's curve
+    plain = LiveView(lambda: state, 600, live=False)
+    plain.console = Console(record=True, width=200)
+    for env in events:
+        plain.on_commit(env)
+    lines = plain.console.export_text().splitlines()
+    assert len(lines) == sum(1 for e in events if e.type in ("RoundPlanned", "TrialPruned", "ChampionPromoted",
+                                                            "StopDecided", "RunFinished"))  # fmt: skip

@@ -1,0 +1,90 @@
+"""The live terminal view of a running tuner: phase, segment, champion curve, recent decisions.
+
+    view = LiveView(lambda: sequencer.state, budget_steps=600)
+    view.start(); sequencer.on_commit(view.on_commit); ...; view.stop()
+
+On a terminal it is a ``rich`` panel redrawn twice a second (log lines scroll above
+it); elsewhere (a pipe, CI, a file) it prints one plain line per decision as it is
+committed, which is also what ``tail`` shows. Reads the committed state only.
+
+Imports the standard library, rich, ``protocol``, ``state`` and the actors package.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..protocol import Envelope
+from ..state.model import TunerState
+from .stopper import champion_curve, phase_of
+from .tuner._base import steps_spent
+
+SPARK = "▁▂▃▄▅▆▇█"
+SHOWN = ("RoundPlanned", "TrialPruned", "ChampionPromoted", "GuardTripped", "RollbackPerformed", "StopDecided",
+         "WorkerLost", "RunFinished")  # fmt: skip
+
+
+def sparkline(values: list[float]) -> str:
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = hi - lo or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))] for v in values)
+
+
+def render(state: TunerState, budget_steps: int | None) -> Panel:
+    curve = champion_curve(state)
+    running = [s for s in state.tuning.segments.values() if s.status == "running"]
+    champion = state.tuning.champion
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    spent = steps_spent(state)
+    grid.add_row("phase", f"{state.control.phase} / training: {phase_of(curve[1:])}")
+    grid.add_row("steps", f"{spent}" + (f" of {budget_steps}" if budget_steps else "") +
+                 f" (global step {state.progress.global_step})")  # fmt: skip
+    if running:
+        seg = running[0]
+        lr = seg.hparams.get("learning_rate")
+        grid.add_row("segment", f"{seg.segment_id} ({seg.trial_id}, {seg.steps} steps" +
+                     (f", lr {lr:.3g})" if isinstance(lr, float) else ")"))  # fmt: skip
+    if champion is not None:
+        grid.add_row("champion", f"{champion.objective:.4f} at step {champion.step} ({champion.segment_id})")
+        grid.add_row("curve", sparkline([o for _, o, _ in curve]))
+    decisions = Text()
+    for d in state.recent_decisions[-8:]:
+        decisions.append(f"#{d.seq} {d.type}: ", style="cyan")
+        decisions.append(d.reason[:110] + "\n")
+    title = f"Smart Tuner - {state.run.run_id}" if state.run else "Smart Tuner"
+    return Panel(Group(grid, Text(""), decisions), title=title)
+
+
+class LiveView:
+    def __init__(self, state: Callable[[], TunerState], budget_steps: int | None, *, live: bool | None = None) -> None:
+        self.state, self.budget_steps = state, budget_steps
+        self.console = Console(stderr=True, highlight=False)
+        self.live_mode = sys.stderr.isatty() if live is None else live
+        self._live: Live | None = None
+
+    def start(self) -> None:
+        if self.live_mode:
+            self._live = Live(get_renderable=lambda: render(self.state(), self.budget_steps), console=self.console,
+                              refresh_per_second=2, transient=False)  # fmt: skip
+            self._live.start()
+
+    def on_commit(self, env: Envelope) -> None:
+        if self._live is None and env.type in SHOWN:
+            reason = getattr(env.data, "reason", "")
+            self.console.print(f"  #{env.seq} {env.type}: {reason}", markup=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
