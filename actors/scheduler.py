@@ -162,7 +162,15 @@ class _Writer:
         from .tensorboard import TensorBoardWriter
 
         self.tb = TensorBoardWriter(self.run_dir / "tensorboard")
-        self.client = MlflowClient(tracking_uri=f"sqlite:///{(self.run_dir / 'mlflow.db').resolve()}")
+        db = (self.run_dir / "mlflow.db").resolve()
+        if not db.exists():
+            # A fresh store takes seconds of schema migrations; a crash in the middle would leave a
+            # half-made database that MLflow cannot open again. Make it aside, then rename it in place.
+            fresh = db.with_name("mlflow.db.creating")
+            fresh.unlink(missing_ok=True)
+            MlflowClient(tracking_uri=f"sqlite:///{fresh}").search_experiments()
+            os.replace(fresh, db)
+        self.client = MlflowClient(tracking_uri=f"sqlite:///{db}")
         exp = self.client.get_experiment_by_name(EXPERIMENT)
         artifacts = (self.run_dir / "mlartifacts").resolve().as_uri()  # never ./mlruns in the user's cwd
         self.experiment = exp.experiment_id if exp is not None else self.client.create_experiment(EXPERIMENT, artifacts)
