@@ -186,8 +186,11 @@ class ForksConfig(_Frozen):
     probe_steps: int = Field(default=30, ge=1)
     exploit_steps: int = Field(default=150, ge=1)
     margin: float = Field(default=0.02, ge=0, lt=1)  # relative gain a challenger needs to replace the champion
+    tie_margin: float = Field(default=0.03, ge=0, lt=1)  # challengers this close to the best tie: least change wins
     min_diagonality: float = Field(default=0.5, ge=0, le=1)  # the alignment a candidate needs to win
-    wide_factor: float = Field(default=10.0, gt=1)  # the wide candidate: champion x factor^u, u in [-1, 1]
+    ladder_factor: float = Field(default=3.0, gt=1)  # first round: the champion's log-scale values x this
+    wide_factor: float = Field(default=10.0, gt=1)  # first round: ... and x this
+    cooldown_at: float = Field(default=0.7, ge=0, le=1)  # share of the budget before which no lr decrease wins
 
 
 def _is_loopback(host: str) -> bool:

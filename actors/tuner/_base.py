@@ -31,8 +31,11 @@ class ForksSettings:
     probe_steps: int = 30
     exploit_steps: int = 150
     margin: float = 0.02
+    tie_margin: float = 0.03
     min_diagonality: float = 0.5
+    ladder_factor: float = 3.0
     wide_factor: float = 10.0
+    cooldown_at: float = 0.7
 
 
 @dataclass(frozen=True, slots=True)

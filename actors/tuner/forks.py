@@ -36,7 +36,6 @@ Imports the standard library, ``protocol``, ``state`` and the tuner package only
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,7 +48,7 @@ from .space import Result, SearchSpace, ask, rebuild_study
 
 MAX_RERUNS = 2  # rollbacks of one rung of one trial before the trial is given up
 INCUMBENT = "incumbent"
-WIDE = "wide-random"
+LADDER, WIDE, COOLDOWN = "ladder", "wide", "cool-down"
 
 
 class ForksStrategy(Strategy):
@@ -94,24 +93,38 @@ class ForksStrategy(Strategy):
         return steps if budget is None else max(1, min(steps, budget - steps_spent(state)))
 
     def _next_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+        """Explore once wide after the warm-up, exploit up to the cool-down point, race a cool-down, exploit the rest.
+
+        Without a step budget there is no cool-down point: explore and exploit rounds alternate,
+        and lower learning rates may win once the champion's gains are small (fine-tuning).
+        """
         f = self.settings.forks
         champion = state.tuning.champion
         assert champion is not None  # a decided round always promoted or kept one
         budget = self.settings.budget_steps
-        remaining = math.inf if budget is None else budget - steps_spent(state)
-        if remaining <= 0:
+        spent = steps_spent(state)
+        if budget is not None and spent >= budget:
             return []  # the budget is spent: the stop controller ends the run
         explored = [r for r in state.tuning.rounds if len(r.trials) > 1]
         k = f.first_round_candidates if not explored else f.candidates
         challengers = sum(1 for t in state.tuning.trials.values() if t.sampler != INCUMBENT)
-        last_explored = len(state.tuning.rounds[-1].trials) > 1
-        room = remaining >= k * f.probe_steps + f.exploit_steps
-        if k > 1 and self.space.params and not last_explored and room and challengers + k - 1 <= self.settings.n_trials:
+        may = k > 1 and bool(self.space.params) and len(state.tuning.rounds[-1].trials) == 1
+        may = may and challengers + k - 1 <= self.settings.n_trials
+        if budget is None:
+            return self._explore(state, k, champion.hparams, announced) if may else self._exploit(
+                state, f.exploit_steps, champion.hparams)  # fmt: skip
+        remaining = budget - spent
+        cool_point = f.cooldown_at * budget
+        cooling = self._cooling(state)
+        if may and (not explored or cooling) and remaining >= k * f.probe_steps + (f.probe_steps if cooling else
+                                                                                f.exploit_steps):  # fmt: skip
             return self._explore(state, k, champion.hparams, announced)
         steps = f.exploit_steps
-        if budget is not None and remaining - steps < f.candidates * f.probe_steps + f.exploit_steps:
-            steps = int(remaining)  # no explore round would fit after this one: the lineage takes the rest
-        return self._exploit(state, int(min(steps, remaining)), champion.hparams)
+        if not cooling:
+            steps = min(steps, max(f.probe_steps, math.ceil(cool_point - spent)))  # end on the cool-down point
+        if remaining - steps < f.candidates * f.probe_steps + f.probe_steps:
+            steps = remaining  # no round would fit after this one: the lineage takes the rest
+        return self._exploit(state, min(steps, remaining), champion.hparams)
 
     def _exploit(self, state: TunerState, steps: int, hp: Mapping[str, Any]) -> list[Message]:
         number = len(state.tuning.trials)
@@ -131,36 +144,52 @@ class ForksStrategy(Strategy):
         champion = state.tuning.champion
         assert champion is not None
         number = len(state.tuning.trials)
-        n_round = len(state.tuning.rounds)
+        first = not any(len(r.trials) > 1 for r in state.tuning.rounds)
         adjusted = set(state.tuning.adjustments)
-        out: list[Message] = [
-            _trial_proposed(number, hp, INCUMBENT, "the incumbent: the champion's hyperparameters", {})
+        logs = [p for p in self.space.params if p.type == "loguniform" and p.name not in adjusted]
+        current = {p.name: hp.get(p.name, announced[p.name]["default"]) for p in self.space.params}
+        # (hparams, sampler, reason, evidence) of each candidate, the incumbent first
+        cands: list[tuple[dict[str, Any], str, str, dict[str, Any]]] = [
+            (dict(hp), INCUMBENT, "the incumbent: the champion's hyperparameters", {})
         ]
-        n_wide = 1 if k >= 3 else 0
-        study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._results(state))
-        for i in range(1, k - n_wide):
-            params, inputs = ask(study, self.space)
-            params = {n: v for n, v in params.items() if n not in adjusted}
-            out.append(_trial_proposed(number + i, {**hp, **params}, s.sampler,
-                                       f"sampled by {inputs['sampler']} from {inputs['trials_seen']} evaluated trials: "
-                                       + _changed(params, {}),
-                                       {"inputs": inputs, "outputs": params}))  # fmt: skip
-        if n_wide:
-            rng = random.Random(s.seed * 1_000_003 + number + k)
-            wide = {p.name: p.wide(hp.get(p.name, announced[p.name]["default"]), f.wide_factor, rng)
-                    for p in self.space.params if p.name not in adjusted}  # fmt: skip
-            out.append(_trial_proposed(number + k - 1, {**hp, **wide}, WIDE,
-                                       f"wide random (the champion's values x {f.wide_factor:g}^u, u in [-1, 1]): "
-                                       + _changed(wide, {}),
-                                       {"around": {n: hp.get(n) for n in wide}, "outputs": wide}))  # fmt: skip
+        if self._cooling(state) and logs:
+            cool = {p.name: p.clip(current[p.name] / f.ladder_factor) for p in logs}
+            cands.append(({**hp, **cool}, COOLDOWN, f"cool-down: log-scale values / {f.ladder_factor:g}: "
+                          + _changed(cool, {}),
+                          {"around": {n: current[n] for n in cool}, "outputs": cool}))  # fmt: skip
+        if first and logs:
+            for factor, name in ((f.ladder_factor, LADDER), (f.wide_factor, WIDE)):
+                up = {p.name: p.clip(current[p.name] * factor) for p in logs}
+                cands.append(({**hp, **up}, name, f"{name}: log-scale values x {factor:g}: " + _changed(up, {}),
+                              {"around": {n: current[n] for n in up}, "outputs": up}))  # fmt: skip
+        cands = cands[:k]
+        if len(cands) < k:
+            study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._results(state))
+            while len(cands) < k:
+                params, inputs = ask(study, self.space)
+                params = {n: v for n, v in params.items() if n not in adjusted}
+                cands.append(({**hp, **params}, s.sampler, f"sampled by {inputs['sampler']} from "
+                              f"{inputs['trials_seen']} evaluated trials: " + _changed(params, {}),
+                              {"inputs": inputs, "outputs": params}))  # fmt: skip
+        out: list[Message] = [_trial_proposed(number + i, c[0], c[1], c[2], c[3]) for i, c in enumerate(cands)]
         trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
-        plan = m.RoundPlanned(round=n_round, trials=trials, from_checkpoint=champion.checkpoint,
+        plan = m.RoundPlanned(round=len(state.tuning.rounds), trials=trials, from_checkpoint=champion.checkpoint,
                               from_sha256=champion.checkpoint_sha256, start_step=champion.step,
                               rung_steps=(f.probe_steps,), keep=(1,),
                               reason=f"explore: {len(trials)} candidates race {f.probe_steps} steps from the champion",
                               evidence={"kind": "explore", "steps_spent": steps_spent(state),
-                                        "budget_steps": s.budget_steps, "margin": f.margin})  # fmt: skip
+                                        "budget_steps": s.budget_steps, "margin": f.margin,
+                                        "cooling": self._cooling(state)})  # fmt: skip
         return [*out, plan]
+
+    def _cooling(self, state: TunerState) -> bool:
+        """Past ``cooldown_at`` of the budget (without one: in fine-tuning): a lower learning rate may win now."""
+        budget = self.settings.budget_steps
+        if budget is None:
+            from ..stopper import champion_curve, phase_of
+
+            return phase_of(champion_curve(state)[1:]) == "fine_tuning"
+        return steps_spent(state) >= self.settings.forks.cooldown_at * budget
 
     def _results(self, state: TunerState) -> list[Result]:
         """Every explored trial's first-rung objective relative to its round's incumbent (< 1: better)."""
@@ -260,8 +289,9 @@ class ForksStrategy(Strategy):
         ranked = sorted(alive, key=lambda t: (not _eligible(results[t.trial_id], required),
                                               results[t.trial_id].objective, t.number))  # fmt: skip
         last_rung = rung == len(rnd.rung_steps) - 1
+        notes: dict[str, Any] = {}
         if last_rung:
-            winner = self._winner(ranked, results, inc, required)
+            winner, notes = self._winner(state, ranked, results, inc, required)
             survivors = [winner]
         else:
             survivors = ranked[:keep]
@@ -270,7 +300,7 @@ class ForksStrategy(Strategy):
                   "eligible": _eligible(results[t.trial_id], required)} for t in ranked]  # fmt: skip
         evidence = {"round": rnd.round, "rung": rung, "candidates": table, "margin": f.margin,
                     "required_diagonality": round(required, 4),
-                    "incumbent_objective": inc_score.objective if inc_score else None}  # fmt: skip
+                    "incumbent_objective": inc_score.objective if inc_score else None, **notes}  # fmt: skip
         out: list[Message] = []
         for t in ranked:
             if t in survivors:
@@ -314,16 +344,51 @@ class ForksStrategy(Strategy):
                                       evidence={**evidence, "diagonality": r.diagonality}))  # fmt: skip
         return out
 
-    def _winner(self, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None, required: float) -> Trial:
+    def _winner(self, state: TunerState, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None,
+                required: float) -> tuple[Trial, dict[str, Any]]:  # fmt: skip
+        """The round's winner and why: a challenger must beat the incumbent by ``margin``; among
+        challengers within ``tie_margin`` of the best, the smallest change wins; before the
+        cool-down share of the budget, no challenger with a lower learning rate wins."""
+        f = self.settings.forks
         if inc is None:
-            return ranked[0]
-        best = ranked[0]
-        if best is inc:
-            return inc
-        b, i = results[best.trial_id], results[inc.trial_id]
-        if _eligible(b, required) and b.objective < i.objective * (1 - self.settings.forks.margin):
-            return best
-        return inc
+            return ranked[0], {}
+        i = results[inc.trial_id]
+        cooling = self._cooling(state)
+        lr = inc.hparams.get("learning_rate")
+        deferred = [t.trial_id for t in ranked if t is not inc and not cooling and _lower(t.hparams, lr)]
+        good = [t for t in ranked if t is not inc and t.trial_id not in deferred
+                and _eligible(results[t.trial_id], required)
+                and results[t.trial_id].objective < i.objective * (1 - f.margin)]  # fmt: skip
+        notes: dict[str, Any] = {"deferred_lr_decreases": deferred} if deferred else {}
+        if not good:
+            return inc, notes
+        best = min(results[t.trial_id].objective for t in good)
+        ties = [t for t in good if results[t.trial_id].objective <= best * (1 + f.tie_margin)]
+        winner = min(ties, key=lambda t: (self._distance(t.hparams, inc.hparams), t.number))
+        if len(ties) > 1:
+            notes["ties"] = [t.trial_id for t in ties]
+            notes["tie_rule"] = f"within {f.tie_margin:.0%} of the best: the smallest change wins"
+        return winner, notes
+
+    def _distance(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
+        """How far two candidates lie apart in the search space (log scale where the space is)."""
+        d = 0.0
+        for p in self.space.params:
+            x, y = a.get(p.name), b.get(p.name)
+            if x == y:
+                continue
+            if p.type == "loguniform" and isinstance(x, int | float) and isinstance(y, int | float) and x > 0 < y:
+                d += abs(math.log10(x / y))
+            elif p.type in ("uniform", "int") and p.low is not None and p.high is not None:
+                d += abs(float(x or 0) - float(y or 0)) / (p.high - p.low)
+            else:
+                d += 1.0
+        return d
+
+
+def _lower(hp: Mapping[str, Any], lr: Any) -> bool:
+    new = hp.get("learning_rate")
+    return isinstance(new, int | float) and isinstance(lr, int | float) and new < lr
 
 
 def champion_diag(state: TunerState) -> float | None:
