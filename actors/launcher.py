@@ -40,10 +40,13 @@ class WorkerSpec:
     val_count: int = 16
     heartbeat_s: float = 1.0
     hparams: str = ""
+    module: str = (
+        "smart_tuner.trainer.worker"  # the worker program (``python -m``); another one speaks the same protocol
+    )
 
 
 def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease) -> list[str]:
-    cmd = [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", endpoint, "--worker-id", worker_id,
+    cmd = [sys.executable, "-m", spec.module, "--endpoint", endpoint, "--worker-id", worker_id,
            "--dataset", spec.dataset, "--preset", spec.preset, "--output-dir", str(spec.output_dir),
            "--device", lease.device, "--val-count", str(spec.val_count),
            "--heartbeat-s", str(spec.heartbeat_s)]  # fmt: skip

@@ -122,3 +122,40 @@ def test_a_trainer_that_cannot_start_fails_its_segment_with_the_reason(tmp_path:
             assert io.pool.in_use == 0
 
     asyncio.run(main())
+
+
+def test_never_more_workers_than_devices_each_pinned_to_its_own(tmp_path: Path) -> None:
+    """n_gpus=2 of a fake device list "3,5,7": five segments, at most two at once, on devices 3 and 5 only."""
+
+    async def main() -> list[Envelope]:
+        async with harness("inproc", tmp_path) as h:
+            ctx = new_context()
+            server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
+            spec = WorkerSpec(module="tests.helpers.stub_worker", output_dir=tmp_path / "t")
+            pool = DevicePool.create(2, visible="3,5,7")
+            io = SupervisorIO(server, pool, spec, h.client(), tmp_path, SupervisorPolicy(heartbeat_timeout_s=10))
+            c = h.client()
+            await propose(c, run_started())
+            shell = ActorShell(Supervisor(io), h.client(), h.journal, poll_s=0.05)
+            task = asyncio.create_task(shell.run(lambda: None))
+            try:
+                for i in range(5):
+                    await propose(c, scheduled(f"s{i}", 10))
+                return await wait_for(h, lambda ev: len(of(ev, m.SegmentFinished)) == 5, timeout_s=120)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await server.aclose()
+                ctx.term()
+
+    events = asyncio.run(main())
+    hellos = of(events, m.WorkerHello)
+    assert {h.device for h in hellos} == {"3", "5"} and len(hellos) == 2  # type: ignore[attr-defined]
+    running, most = set(), 0
+    for e in events:
+        if isinstance(e.data, m.SegmentStarted):
+            running.add(e.data.segment_id)
+            most = max(most, len(running))
+        elif isinstance(e.data, m.SegmentFinished):
+            running.discard(e.data.segment_id)
+    assert most == 2  # both devices used at once, never a third
