@@ -7,10 +7,11 @@ wake it when a decision was deferred). Emits what its strategy decides:
 ``TrialProposed``, ``RoundPlanned``, ``SegmentScheduled``, ``TrialPruned``,
 ``ChampionPromoted``, and ``StopDecided`` (``fatal_error``) when tuning cannot go on.
 
-Strategies (one module each, ``_base.Strategy``): ``forks`` (the default) and ``none``
-(the same machinery with an empty search space: one lineage trained with the starting
-hyperparameters, which is also the control arm of ``bench/tuning_gain.py``). ``pbt``
-and ``trials`` are not built yet; the stop controller ends such a run as "nothing to tune".
+Strategies (one module each, ``_base.Strategy``): ``forks`` (the default), ``trials``
+(from scratch, successive halving) and ``none`` (the forks machinery with an empty
+search space: one lineage trained with the starting hyperparameters, which is also the
+control arm of ``bench/tuning_gain.py``). ``pbt`` is not built yet; the stop controller
+ends such a run as "nothing to tune".
 
 After proposing, the tuner waits until its own proposals are in the state it sees
 (``proposed_seq``) before deciding again, so one decision is never taken twice; after a
@@ -30,13 +31,16 @@ from ...state.model import TunerState
 from ..runtime import ActorCore, Out
 from ._base import Strategy, TuningSettings
 from .forks import ForksStrategy
+from .trials import TrialsStrategy
 
-STRATEGIES = frozenset({"forks", "none"})
+STRATEGIES = frozenset({"forks", "trials", "none"})
 
 
 def make_strategy(name: str, settings: TuningSettings) -> Strategy | None:
     if name == "forks":
         return ForksStrategy(settings)
+    if name == "trials":
+        return TrialsStrategy(settings)
     if name == "none":
         return ForksStrategy(replace(settings, search_space={}))
     return None

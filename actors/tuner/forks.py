@@ -226,8 +226,9 @@ class ForksStrategy(Strategy):
         low = min(done.values())
         if low > 0 and all(d == low for d in done.values()):
             rung = low - 1
-            if len(alive) > 1 or rung == len(rnd.rung_steps) - 1:
+            if len(alive) > rnd.keep[rung] or rung == len(rnd.rung_steps) - 1:
                 return self._decide_rung(state, rnd, rung, alive)
+            # the survivors of this rung go on to the next one
         out: list[Message] = []
         for t in alive:
             if done[t.trial_id] != low:
@@ -283,7 +284,8 @@ class ForksStrategy(Strategy):
         champion = state.tuning.champion
         inc = next((t for t in alive if t.sampler == INCUMBENT), None)
         inc_score = results[inc.trial_id] if inc is not None else None
-        ref_diag = inc_score.diagonality if inc_score is not None else (champion_diag(state) or 0.0)
+        # the alignment to match: the incumbent's; in a race without one (trials), the best candidate's
+        ref_diag = inc_score.diagonality if inc_score is not None else max(r.diagonality for r in results.values())
         required = min(f.min_diagonality, ref_diag - 0.1)
         keep = rnd.keep[rung]
         ranked = sorted(alive, key=lambda t: (not _eligible(results[t.trial_id], required),

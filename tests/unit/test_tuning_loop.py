@@ -243,3 +243,25 @@ def test_the_live_view_shows_the_phase_the_champion_curve_and_the_decisions(tmp_
     lines = plain.console.export_text().splitlines()
     assert len(lines) == sum(1 for e in events if e.type in ("RoundPlanned", "TrialPruned", "ChampionPromoted",
                                                             "StopDecided", "RunFinished"))  # fmt: skip
+
+
+def test_trials_race_from_scratch_with_successive_halving_within_the_budget(tmp_path: Path) -> None:
+    from smart_tuner.actors.tuner.trials import rungs
+
+    assert rungs(9, 600) == ((33, 99), (3, 1))  # 9 x 33 + 3 x 99 = 594 steps
+    cfg = config(n_trials=9)
+    state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(), strategy="trials"))
+    (race, *rest) = of(events, m.RoundPlanned)
+    assert len(race.trials) == 9 and race.rung_steps == (33, 99) and race.keep == (3, 1)
+    assert all(len(r.trials) == 1 for r in rest)  # what rounding left: the champion alone
+    first_rung = [
+        s for s in state.tuning.segments.values() if s.segment_id.startswith("r0-") and s.segment_id.endswith("-g0")
+    ]
+    assert len(first_rung) == 9 and all(s.from_checkpoint is None for s in first_rung)  # all from scratch
+    pruned = of(events, m.TrialPruned)
+    assert len(pruned) == 8 and {p.evidence["rung"] for p in pruned} == {0, 1}
+    winner = state.tuning.rounds[0].winner
+    lrs = {t.trial_id: float(t.hparams["learning_rate"]) for t in state.tuning.trials.values()}
+    assert winner is not None and speed(lrs[winner]) == max(speed(lrs[t]) for t in race.trials)
+    assert steps_spent(state) == 600 and state.control.stop is not None
+    assert state.control.stop.rule == "budget_steps"
