@@ -146,8 +146,9 @@ class GuardRails(ActorCore):
 
     def _validation(self, state: TunerState, seg: Segment) -> list[Message]:
         step = seg.end_step or 0
-        if step < ALIGNMENT_PHASE_STEPS:
-            return []
+        trial = state.tuning.trials.get(seg.trial_id or "")
+        if step < ALIGNMENT_PHASE_STEPS or (trial is not None and trial.sampler != "incumbent"):
+            return []  # a challenger's validation is the tuner's business; the guards watch the lineage
         hp = _in_force(state, seg)
         met = seg.metrics
         out: list[Message] = []

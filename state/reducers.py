@@ -214,7 +214,10 @@ def _run_resumed(state: TunerState, e: m.RunResumed, seq: int, ts: float) -> Cha
         state.control, phase="running", status=None, finish_reason=None, finished_ts=None, stop=None,
         stop_requests=(), ready_actors=(), resumes=state.control.resumes + 1,
     )  # fmt: skip
-    return {"control": control}
+    # the earlier coordinator's workers went with it (they stop when their parent is gone)
+    workers = {k: w if w.status == "lost" else replace(w, status="lost", lost_reason="coordinator restarted")
+               for k, w in state.tuning.workers.items()}  # fmt: skip
+    return {"control": control, "tuning": replace(state.tuning, workers=workers)}
 
 
 @reducer(m.ActorReady)

@@ -241,17 +241,18 @@ class ForksStrategy(Strategy):
         return out
 
     def _schedule(self, state: TunerState, rnd: Round, t: Trial, rung: int, segs: list[Segment],
-                  rerun: Mapping[str, Any] | None = None, attempt: int = 0) -> m.SegmentScheduled:  # fmt: skip
+                  rerun: Mapping[str, Any] | None = None, attempt: int = 0,
+                  kind: str = "rb") -> m.SegmentScheduled:  # fmt: skip
         finished = [s for s in segs if s.status == "finished"]
         if finished:
             start, sha, step = finished[-1].checkpoint, finished[-1].checkpoint_sha256, finished[-1].end_step or 0
         else:
             start, sha, step = rnd.from_checkpoint, rnd.from_sha256, rnd.start_step
         hp = {**t.hparams, **state.tuning.adjustments, **(rerun or {})}
-        sid = f"r{rnd.round}-{t.trial_id}-g{rung}" + (f"-rb{attempt}" if attempt else "")
+        sid = f"r{rnd.round}-{t.trial_id}-g{rung}" + (f"-{kind}{attempt}" if attempt else "")
         why = f"round {rnd.round}, rung {rung}: {t.trial_id} trains {rnd.rung_steps[rung]} steps from step {step}"
         if attempt:
-            why += f" (re-run {attempt} after a rollback)"
+            why += f" (re-run {attempt} after " + ("a rollback)" if kind == "rb" else "it was aborted)")
         return m.SegmentScheduled(segment_id=sid, trial_id=t.trial_id, from_checkpoint=start, from_sha256=sha,
                                   start_step=step, steps=rnd.rung_steps[rung], hparams=hp, reason=why,
                                   evidence={"round": rnd.round, "rung": rung, "sampler": t.sampler,
@@ -261,12 +262,12 @@ class ForksStrategy(Strategy):
                        n_alive: int) -> list[Message]:  # fmt: skip
         segs = segments_of(state, t.trial_id)
         failed_here = [s for s in segs if s.status == "failed" and s.scheduled_seq > _rung_start(segs, rung)]
-        if last.failure in ("nan", "oom") and len(failed_here) <= MAX_RERUNS:
+        if last.failure in ("nan", "oom") and len([s for s in failed_here if s.failure != "aborted"]) <= MAX_RERUNS:
             if last.rollback is None:
                 return []  # the guard rails decide how to roll back
             return [self._schedule(state, rnd, t, rung, segs, rerun=last.rollback, attempt=len(failed_here))]
-        if last.failure == "aborted":
-            return []  # the run is stopping
+        if last.failure == "aborted":  # stopped by an operator; the run was resumed: the same rung again
+            return [self._schedule(state, rnd, t, rung, segs, attempt=len(failed_here), kind="re")]
         if t.sampler == INCUMBENT and n_alive == 1:
             return [m.StopDecided(rule="fatal_error", reason=f"segment {last.segment_id} of the champion's lineage "
                                   f"failed ({last.failure}: {last.failure_detail})",
