@@ -265,3 +265,15 @@ def test_trials_race_from_scratch_with_successive_halving_within_the_budget(tmp_
     assert winner is not None and speed(lrs[winner]) == max(speed(lrs[t]) for t in race.trials)
     assert steps_spent(state) == 600 and state.control.stop is not None
     assert state.control.stop.rule == "budget_steps"
+
+
+def test_a_segment_recorded_as_aborted_is_trained_again_under_a_new_id(tmp_path: Path) -> None:
+    def fail(seg: m.SegmentScheduled, attempt: int) -> str | None:
+        return "aborted" if seg.segment_id == "r2-t5-g0" else None  # the first exploit segment
+
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(fail=fail)))
+    again = state.tuning.segments["r2-t5-g0-re1"]
+    first = state.tuning.segments["r2-t5-g0"]
+    assert first.status == "failed" and again.status == "finished"
+    assert (again.from_checkpoint, again.steps, again.hparams) == (first.from_checkpoint, first.steps, first.hparams)
+    assert of(events, m.RollbackPerformed) == [] and steps_spent(state) == 600
