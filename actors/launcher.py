@@ -49,7 +49,7 @@ def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease
     cmd = [sys.executable, "-m", spec.module, "--endpoint", endpoint, "--worker-id", worker_id,
            "--dataset", spec.dataset, "--preset", spec.preset, "--output-dir", str(spec.output_dir),
            "--device", lease.device, "--val-count", str(spec.val_count),
-           "--heartbeat-s", str(spec.heartbeat_s)]  # fmt: skip
+           "--heartbeat-s", str(spec.heartbeat_s), "--parent-pid", str(os.getpid())]  # fmt: skip
     if spec.data_dir is not None:
         cmd += ["--data-dir", str(spec.data_dir)]
     if spec.threads:

@@ -54,7 +54,8 @@ OUTBOX = 1000
 
 
 class Worker:
-    def __init__(self, trainer: Trainer, client: SupervisorClient, heartbeat_s: float) -> None:
+    def __init__(self, trainer: Trainer, client: SupervisorClient, heartbeat_s: float,
+                 parent: int | None = None) -> None:  # fmt: skip
         self.trainer, self.client, self.heartbeat_s = trainer, client, heartbeat_s
         self.commands: asyncio.Queue[Envelope] = asyncio.Queue(16)  # RunSegments queue here one after another
         self.outbox: asyncio.Queue[Message] = asyncio.Queue(OUTBOX)
@@ -63,10 +64,15 @@ class Worker:
         self.cancelled: set[str] = set()  # queued segments aborted before they started
         self.stopping = asyncio.Event()
         self.dropped_reports = 0
-        self.parent = os.getppid()  # the supervisor's process: if it dies, so does this worker
+        # The supervisor's process, as it was when this process started (building the trainer takes
+        # seconds, in which the supervisor may die): if it is gone, so is the reason to train.
+        self.parent = os.getppid() if parent is None else parent
         self.orphaned = False
 
     async def run(self) -> None:
+        if os.getppid() != self.parent:
+            log.warning("the supervisor's process is gone before the start: not starting", parent=self.parent)
+            return
         device = str(self.trainer.device)
         await self.client.send(m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=device,
                                              hparams=announcement(), metrics=METRICS))  # fmt: skip
@@ -214,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-count", type=int, default=16, help="validation utterances")
     p.add_argument("--heartbeat-s", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--log-file", type=Path, help="JSON log file")
+    p.add_argument(
+        "--parent-pid", type=int, help="the supervisor's pid: the worker stops when it is no longer its parent"
+    )
     return p
 
 
@@ -225,7 +234,7 @@ async def serve(args: argparse.Namespace) -> None:
     ctx = new_context()
     client = SupervisorClient(ctx, args.endpoint, args.worker_id)
     try:
-        await Worker(trainer, client, args.heartbeat_s).run()
+        await Worker(trainer, client, args.heartbeat_s, parent=args.parent).run()
     finally:
         await client.aclose()
         ctx.term()
@@ -233,6 +242,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.parent = args.parent_pid or os.getppid()
     configure_logging(args.log_file, "warning")
     structlog.contextvars.bind_contextvars(actor=f"worker:{args.worker_id}")
     try:

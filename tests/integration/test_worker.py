@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -139,3 +140,35 @@ def test_worker_reports_bad_segments_and_keeps_working(tiny_data_dir: Path, tmp_
             assert await asyncio.to_thread(proc.wait, 60) == 0
 
     asyncio.run(main())
+
+
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen([*sys.argv[1:], "--parent-pid", str(os.getpid())], start_new_session=True,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(proc.pid, flush=True)
+"""  # starts a worker the way the supervisor does, then dies at once (as a kill -9'd coordinator would)
+
+
+def test_a_worker_whose_supervisor_died_stops_by_itself(tiny_data_dir: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", f"ipc://{tmp_path}/none",
+           "--worker-id", "orphan", "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(tiny_data_dir),
+           "--output-dir", str(tmp_path / "out"), "--threads", "1", "--val-count", "4",
+           "--heartbeat-s", "0.2"]  # fmt: skip
+    launcher = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], capture_output=True, text=True, check=True)
+    pid = int(launcher.stdout.strip())  # its parent is gone already: init (or a subreaper) adopted it
+    for _ in range(1200):  # 60 s: the trainer's start-up, then the worker notices and stops
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the orphaned worker was still running after 60 s")
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for whoever adopted it to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
