@@ -394,12 +394,6 @@ def _lower(hp: Mapping[str, Any], lr: Any) -> bool:
     return isinstance(new, int | float) and isinstance(lr, int | float) and new < lr
 
 
-def champion_diag(state: TunerState) -> float | None:
-    champion = state.tuning.champion
-    seg = state.tuning.segments.get(champion.segment_id) if champion else None
-    return score(seg.metrics).diagonality if seg is not None else None
-
-
 def _eligible(s: Score, required: float) -> bool:
     return math.isfinite(s.objective) and s.diagonality >= required
 
