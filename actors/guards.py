@@ -37,6 +37,7 @@ from ..protocol import messages as m
 from ..state.model import Segment, TunerState
 from .runtime import ActorCore, Out
 from .store import MetricStore
+from .tuner._base import announced_hparams
 
 ALIGNMENT_PHASE_STEPS = 300  # global steps after which attention should be diagonal (demo: ~100-300)
 COOLDOWN_STEPS = 200  # between two trips of a validation guard
@@ -212,8 +213,8 @@ class GuardRails(ActorCore):
 
 def _in_force(state: TunerState, seg: Segment) -> dict[str, Any]:
     """The hyperparameters a segment trains with: the worker's defaults, then what it was given."""
-    workers = sorted(state.tuning.workers.values(), key=lambda w: w.worker_id)
-    defaults = {k: v.get("default") for k, v in workers[0].hparams.items() if isinstance(v, Mapping)} if workers else {}
+    announced = announced_hparams(state) or {}
+    defaults = {k: v.get("default") for k, v in announced.items() if isinstance(v, Mapping)}
     return {**defaults, **seg.hparams}
 
 

@@ -75,6 +75,12 @@ def steps_spent(state: TunerState) -> int:
     return total
 
 
+def announced_hparams(state: TunerState) -> Mapping[str, Any] | None:
+    """The trainer's hyperparameter announcement (type, range, default, class by name), from its first worker."""
+    workers = sorted(state.tuning.workers.values(), key=lambda w: w.worker_id)
+    return workers[0].hparams if workers else None
+
+
 def segments_of(state: TunerState, trial_id: str) -> list[Segment]:
     return sorted((s for s in state.tuning.segments.values() if s.trial_id == trial_id), key=lambda s: s.scheduled_seq)
 

@@ -42,7 +42,7 @@ from typing import Any
 from ...protocol import Message
 from ...protocol import messages as m
 from ...state.model import Round, Segment, Trial, TunerState
-from ._base import Strategy, TuningSettings, segments_of, steps_spent
+from ._base import Strategy, TuningSettings, announced_hparams, segments_of, steps_spent
 from .objectives import Score, score
 from .space import Result, SearchSpace, ask, rebuild_study
 
@@ -61,7 +61,7 @@ class ForksStrategy(Strategy):
     def decide(self, state: TunerState) -> Sequence[Message]:
         if state.control.phase != "running" or state.run is None:
             return []
-        announced = _announced(state)
+        announced = announced_hparams(state)
         if announced is None:
             return []  # no worker has said what it can do yet
         rounds = state.tuning.rounds
@@ -406,11 +406,6 @@ def _rung_start(segs: list[Segment], rung: int) -> int:
     """The scheduled_seq of the last finished segment before ``rung`` (0 for rung 0)."""
     finished = [s for s in segs if s.status == "finished"]
     return finished[rung - 1].scheduled_seq if rung > 0 and len(finished) >= rung else 0
-
-
-def _announced(state: TunerState) -> Mapping[str, Any] | None:
-    workers = sorted(state.tuning.workers.values(), key=lambda w: w.worker_id)
-    return workers[0].hparams if workers else None
 
 
 def _changed(new: Mapping[str, Any], old: Mapping[str, Any]) -> str:
