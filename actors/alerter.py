@@ -30,12 +30,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from ..protocol import Envelope, decode, encode
+from ..protocol import Envelope, encode
 from ..protocol import messages as m
 from ..state.model import TunerState
-from ..state.reducers import ReducerError, apply
 from .bus import BusClient
-from .runtime import ActorCore, HeadReader, Out
+from .runtime import ActorCore, Out
 
 log = structlog.get_logger("alerter")
 
@@ -197,16 +196,13 @@ class AlertChannels:
 class Alerter(ActorCore):
     name = "alerter"
 
-    def __init__(self, channels: AlertChannels, client: BusClient | None = None,
-                 journal: HeadReader | None = None) -> None:  # fmt: skip
+    follows_tail = True  # the run's last events (finished, stop decided) are the ones people wait for
+
+    def __init__(self, channels: AlertChannels, client: BusClient | None = None) -> None:
         self.channels = channels
         self.client = client
-        self.journal = journal  # at teardown: the events committed after the last one this actor saw
-        self.seen_seq = 0
-        self.state = TunerState()
 
     def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
-        self.seen_seq, self.state = env.seq, state
         alert = alert_for(env, state)
         if alert is not None:
             self.channels.offer(alert)
@@ -214,7 +210,6 @@ class Alerter(ActorCore):
 
     def resume(self, state: TunerState) -> Sequence[Out]:
         """The run (re)started: the events up to here were caught up with, not announced."""
-        self.seen_seq, self.state = state.last_seq, state
         if state.run is not None and state.control.phase == "running":
             how = "started" if state.control.resumes == 0 else f"resumed (resume {state.control.resumes})"
             self.channels.offer(Alert("info", f"Smart Tuner run {state.run.run_id} {how}",
@@ -227,11 +222,4 @@ class Alerter(ActorCore):
             await self.channels.start(self.client)
 
     async def teardown(self) -> None:
-        if self.journal is not None and self.seen_seq:  # the run's last events may not have reached us yet
-            with contextlib.suppress(Exception):  # a damaged tail is the journal's business, not ours
-                for _, payload in self.journal.read(self.seen_seq + 1):
-                    env = decode(payload)
-                    with contextlib.suppress(ReducerError):
-                        self.state = apply(self.state, env)
-                    self.react(env, self.state)
         await self.channels.close()

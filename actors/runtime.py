@@ -34,7 +34,7 @@ from typing import ClassVar, Protocol
 
 import structlog
 
-from ..protocol import Envelope, Message
+from ..protocol import Envelope, Message, decode
 from ..protocol import messages as m
 from ..state.model import TunerState
 from ..state.reducers import apply
@@ -57,6 +57,10 @@ class ActorCore(abc.ABC):
     name: ClassVar[str]
     # A core with a projection of its own (``observe``) must see the log from seq 1 on every start.
     replays_history: ClassVar[bool] = False
+    # A core that reports on the run (projections, alerts) must see its last events: at
+    # teardown the shell reads what was committed after the last event it received and
+    # hands each to ``observe`` and ``react`` (whose proposals are dropped: the run is over).
+    follows_tail: ClassVar[bool] = False
     # The highest seq of this actor's own proposals so far (set by the shell): a core that
     # decides from the state waits until the state has caught up with its own decisions.
     proposed_seq: int = 0
@@ -132,8 +136,21 @@ class ActorShell:
                     continue
                 await self._propose(self.core.react(env, self.state), env)
         finally:
+            if self.core.follows_tail and self.phase == "running":
+                self._read_tail()
             self.phase = "teardown"
             await self.core.teardown()
+
+    def _read_tail(self) -> None:
+        """The events committed after the last one received (the run's end may not have reached us)."""
+        try:
+            for _, payload in self.journal.read(self.state.last_seq + 1):
+                env = decode(payload)
+                self.state = apply(self.state, env)
+                self.core.observe(env)
+                self.core.react(env, self.state)
+        except Exception as exc:  # a damaged tail is the journal's business; a report on it is best effort
+            log.warning("could not read the journal's tail at teardown", actor=self.core.name, error=repr(exc))
 
     async def _become_ready(self, on_ready: Callable[[], None]) -> None:
         await self._propose(self.core.resume(self.state), None)

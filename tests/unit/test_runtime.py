@@ -116,6 +116,57 @@ def test_start_state_skips_refolding(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+class Reporter(Echo):
+    """A core that reports on the run: it must see every event up to the end, each once."""
+
+    name = "reporter"
+    follows_tail = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observed: list[int] = []
+
+    def observe(self, env: Envelope) -> None:
+        self.observed.append(env.seq)
+
+
+class Deaf:
+    """A bus client whose live feed never delivers (it proposes as usual)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def recv(self, timeout_s: float) -> bytes | None:
+        await asyncio.sleep(timeout_s)
+        return None
+
+
+def test_a_reporting_core_sees_the_events_committed_just_before_it_stopped_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with harness("inproc", tmp_path) as h:
+            c = h.client()
+            await propose(c, run_started())
+            core = Reporter()
+            ready = asyncio.Event()
+            # a feed that stays quiet and a long poll: what is committed from now on reaches it only at teardown
+            shell = ActorShell(core, Deaf(h.client()), h.journal, poll_s=3600)  # type: ignore[arg-type]
+            task = asyncio.create_task(shell.run(ready.set))
+            await ready.wait()
+            before, seen = list(core.reacted), shell.state.last_seq
+            last = [await propose(c, alert(f"last-{i}")) for i in range(5)]
+            assert core.reacted == before and seen < last[0]  # not delivered
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert core.reacted == [*before, *range(seen + 1, h.journal.last_seq + 1)]  # each once, in order
+            assert core.observed == list(range(1, h.journal.last_seq + 1))
+            assert core.torn_down == 1
+
+    asyncio.run(main())
+
+
 def test_malformed_feed_record_is_skipped_and_the_actor_keeps_working(tmp_path: Path) -> None:
     async def main() -> None:
         async with harness("inproc", tmp_path) as h:
