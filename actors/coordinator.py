@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from pydantic import SecretStr
 
 from ..protocol import Envelope
 from ..protocol import messages as m
@@ -59,8 +60,12 @@ from .view import LiveView
 log = structlog.get_logger("coordinator")
 
 VERSION = "0.1.0"
-AVAILABLE_STRATEGIES = STRATEGIES  # the others (pbt, trials) end the run as "nothing to tune"
+AVAILABLE_STRATEGIES = STRATEGIES  # a strategy not among them ends the run as "nothing to tune"
 FINISH_GRACE_S = 15.0  # after a stop decision, how long the actors get to record RunFinished
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
 
 
 class RunError(Exception):
@@ -83,7 +88,7 @@ class Coordinator:
             Stopper(available_strategies=AVAILABLE_STRATEGIES),
             Tuner(),
             GuardRails(),
-            Scheduler(paths.root),
+            Scheduler(paths.root, optuna_storage=_secret(config.resolved.optuna_storage)),
             Alerter(
                 AlertChannels(
                     [u.get_secret_value() for u in config.resolved.alerts.urls],
@@ -159,8 +164,6 @@ class Coordinator:
         sequencer.on_commit(view.on_commit)
         clients: list[ZmqClient] = []
         for core in self.cores:
-            if isinstance(core, Scheduler | Alerter):
-                core.journal = journal
             if isinstance(core, Alerter):
                 alerts = ZmqClient(ctx, endpoints, opts, subscribe=False)  # type: ignore[arg-type]
                 core.client = alerts

@@ -16,9 +16,13 @@ as ``SegmentScheduled``; this actor turns the log into what people browse:
 * TensorBoard (``tensorboard/`` in the run directory): ``segments/<id>`` per segment,
   ``champion`` for the lineage on the global step (written as each round is decided),
   alignment images, and each segment's hyperparameters as text.
+* Optuna (``optuna_storage`` in the config, optional): the run as a study in that
+  storage for optuna-dashboard (``optuna_mirror``), brought up to date as each round is
+  decided and after a restart.
 
 Consumes: RunStarted, SegmentScheduled, MetricsObserved, SegmentFinished,
-SegmentFailed, TrialPruned, ChampionPromoted, RunFinished. Emits nothing.
+SegmentFailed, TrialPruned, ChampionPromoted, RunFinished (and the state, for the
+Optuna mirror). Emits nothing.
 
 A projection is rebuilt from the log: the writer keeps a cursor (the last seq it
 wrote, in ``projections.cursor``) and skips what it already wrote after a restart;
@@ -38,16 +42,17 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from ..protocol import Envelope, decode
+from ..protocol import Envelope
 from ..protocol import messages as m
 from ..state.model import TunerState
-from .runtime import ActorCore, HeadReader
+from .optuna_mirror import OptunaMirror
+from .runtime import ActorCore, Out
 
 log = structlog.get_logger("scheduler")
 
@@ -60,16 +65,17 @@ PROJECTED = (m.RunStarted, m.SegmentScheduled, m.MetricsObserved, m.SegmentFinis
 class Scheduler(ActorCore):
     name = "scheduler"
     replays_history = True
+    follows_tail = True  # RunFinished, the summary, may be committed after the last event this actor received
 
-    def __init__(self, run_dir: Path, journal: HeadReader | None = None) -> None:
+    def __init__(self, run_dir: Path, optuna_storage: str | None = None) -> None:
         self.run_dir = run_dir
-        self.journal = journal  # at teardown: the events committed after the last one this actor saw
-        self.queue: queue.Queue[tuple[Envelope, TunerState | None] | None] = queue.Queue(QUEUE_LIMIT)
+        self.optuna_storage = optuna_storage
+        # (event, None): project the event; (cause or None, state): bring the Optuna mirror up to date
+        self.queue: queue.Queue[tuple[Envelope | None, TunerState | None] | None] = queue.Queue(QUEUE_LIMIT)
         self.cursor_path = run_dir / "projections.cursor"
         self.cursor = _read_cursor(self.cursor_path)
         self.dropped = 0
         self._thread: threading.Thread | None = None
-        self._state: TunerState | None = None
 
     def observe(self, env: Envelope) -> None:
         if env.seq <= self.cursor or not isinstance(env.data, PROJECTED):
@@ -82,18 +88,30 @@ class Scheduler(ActorCore):
             if self.dropped in (1, 100, 10_000):
                 log.warning("projection queue full: events not projected", dropped=self.dropped)
 
+    def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
+        if self.optuna_storage is not None and isinstance(env.data, m.ChampionPromoted | m.RunFinished):
+            self._mirror(env, state)  # a round was decided: its trials are final
+        return ()
+
+    def resume(self, state: TunerState) -> Sequence[Out]:
+        if self.optuna_storage is not None and state.run is not None:
+            self._mirror(None, state)  # what a crash kept from the mirror
+        return ()
+
+    def _mirror(self, env: Envelope | None, state: TunerState) -> None:
+        try:
+            self.queue.put_nowait((env, state))
+        except queue.Full:
+            self.dropped += 1
+
     async def setup(self) -> None:
-        writer = _Writer(self.run_dir, self.cursor_path)
+        writer = _Writer(self.run_dir, self.cursor_path, self.optuna_storage)
         self._thread = threading.Thread(target=writer.run, args=(self.queue,), name="projections", daemon=True)
         self._thread.start()
 
     async def teardown(self) -> None:
         if self._thread is None:
             return
-        if self.journal is not None:  # the run's last events (RunFinished) may not have reached us yet
-            with contextlib.suppress(Exception):  # a damaged tail is the journal's business, not ours
-                for _, payload in self.journal.read(self.cursor + 1):
-                    self.observe(decode(payload))
         self.queue.put(None)
         import asyncio
 
@@ -111,8 +129,9 @@ def _read_cursor(path: Path) -> int:
 class _Writer:
     """Runs in the projections thread: every MLflow and TensorBoard call happens here."""
 
-    def __init__(self, run_dir: Path, cursor_path: Path) -> None:
+    def __init__(self, run_dir: Path, cursor_path: Path, optuna_storage: str | None = None) -> None:
         self.run_dir, self.cursor_path = run_dir, cursor_path
+        self.mirror = OptunaMirror(optuna_storage) if optuna_storage else None
         self.client: Any = None
         self.parent: str | None = None
         self.children: dict[str, str] = {}
@@ -123,7 +142,7 @@ class _Writer:
         self.last_seq = 0
         self.written_at = 0.0
 
-    def run(self, q: queue.Queue[tuple[Envelope, TunerState | None] | None]) -> None:
+    def run(self, q: queue.Queue[tuple[Envelope | None, TunerState | None] | None]) -> None:
         try:
             self._open()
         except Exception as exc:  # a broken store must not take the run down: say so once and drain
@@ -133,7 +152,11 @@ class _Writer:
             item = q.get()
             if item is None:
                 break
-            env = item[0]
+            env, state = item
+            if state is not None:
+                self._sync_mirror(state)
+                continue
+            assert env is not None
             try:
                 self._project(env)
             except Exception as exc:  # the projection's loop boundary: log, keep going
@@ -144,6 +167,15 @@ class _Writer:
         self._save_cursor()
         if self.tb is not None:
             self.tb.close()
+
+    def _sync_mirror(self, state: TunerState) -> None:
+        if self.mirror is None:
+            return
+        try:
+            self.mirror.sync(state)
+        except Exception as exc:  # an unreachable Optuna storage costs the mirror, never the run
+            log.warning("Optuna storage mirror failed", error=repr(exc))
+            self.mirror.study = None  # open it again next time
 
     def _save_cursor(self) -> None:
         tmp = self.cursor_path.with_suffix(".tmp")

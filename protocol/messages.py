@@ -191,7 +191,8 @@ class RoundPlanned(Message):
 
     ``rung_steps[k]`` is how many steps every survivor trains in rung ``k``; ``keep[k]`` how
     many survive it. The last rung keeps one: the round's winner. A round of one trial and one
-    rung is a plain training segment of the lineage.
+    rung is a plain training segment of the lineage. ``starts`` maps a trial to the finished
+    segment whose checkpoint it starts from instead (a PBT generation: one start per member).
     """
 
     round: int
@@ -203,6 +204,7 @@ class RoundPlanned(Message):
     keep: tuple[int, ...]
     reason: str
     evidence: Evidence
+    starts: Mapping[str, str] = field(default_factory=dict)
 
 
 @event(decision=True)

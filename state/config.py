@@ -193,6 +193,22 @@ class ForksConfig(_Frozen):
     cooldown_at: float = Field(default=0.7, ge=0, le=1)  # share of the budget before which no lr decrease wins
 
 
+class PbtConfig(_Frozen):
+    """The ``pbt`` strategy: population-based training (Jaderberg et al. 2017), truncation selection.
+
+    ``population`` members train side by side for ``interval_steps``; then the worst
+    ``quantile`` of them copy the checkpoint of a member of the best ``quantile`` (exploit)
+    and perturb its hyperparameters by ``perturb_factor`` up or down, or resample one from
+    the sampler with ``resample_probability`` (explore). The rest train on unchanged.
+    """
+
+    population: int = Field(default=4, ge=2, le=64)
+    interval_steps: int = Field(default=50, ge=1)
+    quantile: float = Field(default=0.25, gt=0, le=0.5)
+    perturb_factor: float = Field(default=1.25, gt=1)
+    resample_probability: float = Field(default=0.25, ge=0, le=1)
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -259,9 +275,13 @@ class TunerConfig(_Frozen):
     stop: StopRules = Field(default_factory=StopRules)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     forks: ForksConfig = Field(default_factory=ForksConfig)
+    pbt: PbtConfig = Field(default_factory=PbtConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    # An Optuna storage URL (e.g. sqlite:////abs/path/optuna.db) to mirror the run into for
+    # optuna-dashboard; may hold a password, so keep it in the environment: ${OPTUNA_STORAGE}.
+    optuna_storage: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("search_space")
@@ -299,6 +319,8 @@ def to_recordable(cfg: TunerConfig) -> dict[str, Any]:
     """
     data = cfg.model_dump(mode="json")
     data["alerts"]["urls"] = [url.get_secret_value() for url in cfg.alerts.urls]
+    if cfg.optuna_storage is not None:
+        data["optuna_storage"] = cfg.optuna_storage.get_secret_value()
     return data
 
 

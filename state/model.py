@@ -17,7 +17,7 @@ from typing import Literal
 
 from ..protocol import Json
 
-STATE_SCHEMA = 2  # bump when the shape changes; snapshots of another schema are ignored
+STATE_SCHEMA = 3  # bump when the shape changes; snapshots of another schema are ignored
 
 Phase = Literal["new", "running", "stopping", "finished"]
 SegmentStatus = Literal["scheduled", "running", "finished", "failed"]
@@ -131,6 +131,7 @@ class Round:
     keep: tuple[int, ...]
     planned_seq: int
     winner: str | None = None
+    starts: Mapping[str, str] = field(default_factory=dict)  # trial -> the finished segment it starts from
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -390,9 +390,15 @@ def _round_planned(state: TunerState, e: m.RoundPlanned, seq: int, ts: float) ->
         raise InvalidTransition(f"round {e.round} {what}")
     if not e.rung_steps or len(e.keep) != len(e.rung_steps) or e.keep[-1] != 1:
         raise InvalidTransition(f"round {e.round}: rung_steps {e.rung_steps} and keep {e.keep} do not end in one")
+    for trial_id, segment_id in e.starts.items():
+        if trial_id not in e.trials:
+            raise InvalidTransition(f"round {e.round}: a start for {trial_id!r}, which is not in the round")
+        seg = tuning.segments.get(segment_id)
+        if seg is None or seg.status != "finished" or not seg.checkpoint:
+            raise InvalidTransition(f"round {e.round}: {trial_id} starts from {segment_id!r}, not a finished segment")
     rnd = Round(
         round=e.round, trials=e.trials, from_checkpoint=e.from_checkpoint, from_sha256=e.from_sha256,
-        start_step=e.start_step, rung_steps=e.rung_steps, keep=e.keep, planned_seq=seq,
+        start_step=e.start_step, rung_steps=e.rung_steps, keep=e.keep, planned_seq=seq, starts=dict(e.starts),
     )  # fmt: skip
     return {"tuning": replace(tuning, rounds=(*tuning.rounds, rnd))}
 

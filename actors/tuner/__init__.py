@@ -7,11 +7,10 @@ wake it when a decision was deferred). Emits what its strategy decides:
 ``TrialProposed``, ``RoundPlanned``, ``SegmentScheduled``, ``TrialPruned``,
 ``ChampionPromoted``, and ``StopDecided`` (``fatal_error``) when tuning cannot go on.
 
-Strategies (one module each, ``_base.Strategy``): ``forks`` (the default), ``trials``
-(from scratch, successive halving) and ``none`` (the forks machinery with an empty
-search space: one lineage trained with the starting hyperparameters, which is also the
-control arm of ``bench/tuning_gain.py``). ``pbt`` is not built yet; the stop controller
-ends such a run as "nothing to tune".
+Strategies (one module each, ``_base.Strategy``): ``forks`` (the default), ``pbt``
+(population-based training), ``trials`` (from scratch, successive halving) and ``none``
+(the forks machinery with an empty search space: one lineage trained with the starting
+hyperparameters, which is also the control arm of ``bench/tuning_gain.py``).
 
 After proposing, the tuner waits until its own proposals are in the state it sees
 (``proposed_seq``) before deciding again, so one decision is never taken twice; after a
@@ -31,9 +30,10 @@ from ...state.model import TunerState
 from ..runtime import ActorCore, Out
 from ._base import Strategy, TuningSettings
 from .forks import ForksStrategy
+from .pbt import PbtStrategy
 from .trials import TrialsStrategy
 
-STRATEGIES = frozenset({"forks", "trials", "none"})
+STRATEGIES = frozenset({"forks", "pbt", "trials", "none"})
 
 
 def make_strategy(name: str, settings: TuningSettings) -> Strategy | None:
@@ -41,6 +41,8 @@ def make_strategy(name: str, settings: TuningSettings) -> Strategy | None:
         return ForksStrategy(settings)
     if name == "trials":
         return TrialsStrategy(settings)
+    if name == "pbt":
+        return PbtStrategy(settings)
     if name == "none":
         return ForksStrategy(replace(settings, search_space={}))
     return None

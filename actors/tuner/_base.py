@@ -39,6 +39,15 @@ class ForksSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PbtSettings:
+    population: int = 4
+    interval_steps: int = 50
+    quantile: float = 0.25
+    perturb_factor: float = 1.25
+    resample_probability: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
 class TuningSettings:
     seed: int = 0
     sampler: str = "tpe"
@@ -49,18 +58,20 @@ class TuningSettings:
     search_space: Mapping[str, Any] = field(default_factory=dict)
     base_hparams: Mapping[str, Any] = field(default_factory=dict)
     forks: ForksSettings = field(default_factory=ForksSettings)
+    pbt: PbtSettings = field(default_factory=PbtSettings)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TuningSettings:
         """From the config as ``RunStarted`` recorded it (``state.run.config``)."""
         forks = ForksSettings(**{k: v for k, v in config.get("forks", {}).items() if k in ForksSettings.__slots__})
+        pbt = PbtSettings(**{k: v for k, v in config.get("pbt", {}).items() if k in PbtSettings.__slots__})
         return cls(
             seed=config.get("seed", 0), sampler=config.get("search_algorithm", "tpe"),
             n_startup_trials=config.get("n_startup_trials", 4), n_trials=config.get("n_trials", 20),
             budget_steps=config.get("budget", {}).get("max_steps"),
             start_checkpoint=config.get("resume_from_checkpoint"),
             search_space=config.get("search_space", {}), base_hparams=config.get("trainer", {}).get("hparams", {}),
-            forks=forks,
+            forks=forks, pbt=pbt,
         )  # fmt: skip
 
 

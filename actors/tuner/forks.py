@@ -246,6 +246,9 @@ class ForksStrategy(Strategy):
         finished = [s for s in segs if s.status == "finished"]
         if finished:
             start, sha, step = finished[-1].checkpoint, finished[-1].checkpoint_sha256, finished[-1].end_step or 0
+        elif t.trial_id in rnd.starts:  # a member of a PBT generation: its own starting point
+            origin = state.tuning.segments[rnd.starts[t.trial_id]]
+            start, sha, step = origin.checkpoint, origin.checkpoint_sha256, origin.end_step or 0
         else:
             start, sha, step = rnd.from_checkpoint, rnd.from_sha256, rnd.start_step
         hp = {**t.hparams, **state.tuning.adjustments, **(rerun or {})}

@@ -103,3 +103,29 @@ def test_kill_9_of_a_worker_mid_segment_restarts_it_and_the_run_completes(cli: C
     assert len(warmup) == 2 and warmup[0].worker_id != warmup[1].worker_id  # a new worker, the same segment
     assert isinstance(events[-1].data, m.RunFinished) and events[-1].data.status == "completed"
     assert_verifies(cli, root)
+
+
+def test_a_pbt_run_with_real_workers_mirrored_into_an_optuna_storage(cli: Cli) -> None:
+    import optuna
+
+    storage = f"sqlite:///{cli.cwd / 'optuna.db'}"
+    config = cli.write_config("pbt.yaml", (
+        f"strategy: pbt\noptuna_storage: '{storage}'\nbudget: {{max_steps: 48}}\n"
+        "pbt: {population: 3, interval_steps: 8}\n" + TINY_TRAINER))  # fmt: skip
+    result = cli.run("run", "--config", config, "--run-dir", "runs/pbt")
+    assert result.returncode == 0, result.stdout + result.stderr
+    root = cli.cwd / "runs/pbt"
+    events = cli.events(root)
+    plans = [p for p in of(events, m.RoundPlanned) if isinstance(p, m.RoundPlanned)]
+    assert [len(p.trials) for p in plans] == [3, 3]  # 2 generations x 3 members x 8 steps = 48
+    finished = {f.segment_id: f for f in of(events, m.SegmentFinished) if isinstance(f, m.SegmentFinished)}
+    scheduled = {s.trial_id: s for s in of(events, m.SegmentScheduled) if isinstance(s, m.SegmentScheduled)}
+    for trial_id, origin in plans[1].starts.items():  # each member continues from a real checkpoint
+        assert scheduled[trial_id].from_checkpoint == finished[origin].checkpoint
+        assert scheduled[trial_id].start_step == 8
+    stop = of(events, m.StopDecided)[-1]
+    assert isinstance(stop, m.StopDecided) and stop.rule == "budget_steps"
+    assert_projections(root, events)
+    study = optuna.load_study(study_name=root.name, storage=storage)
+    assert sorted(t.user_attrs["smart_tuner.trial_id"] for t in study.get_trials()) == sorted(scheduled)
+    assert_verifies(cli, root)

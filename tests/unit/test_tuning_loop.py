@@ -9,6 +9,8 @@ unchanged. No sockets, no torch: the decisions are what is tested.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -277,3 +279,64 @@ def test_a_segment_recorded_as_aborted_is_trained_again_under_a_new_id(tmp_path:
     assert first.status == "failed" and again.status == "finished"
     assert (again.from_checkpoint, again.steps, again.hparams) == (first.from_checkpoint, first.steps, first.hparams)
     assert of(events, m.RollbackPerformed) == [] and steps_spent(state) == 600
+
+
+def test_pbt_members_train_side_by_side_and_the_worst_copy_a_better_one(tmp_path: Path) -> None:
+    from smart_tuner.actors.tuner.pbt import CONTINUE, PERTURB, RESAMPLE
+
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(), strategy="pbt"))
+    assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
+    assert steps_spent(state) == 600  # 3 generations x 4 members x 50 steps
+    rounds = state.tuning.rounds
+    assert [len(r.trials) for r in rounds] == [4, 4, 4] and [r.rung_steps for r in rounds] == [(50,)] * 3
+    segs = {s.trial_id: s for s in state.tuning.segments.values()}
+    promos = of(events, m.ChampionPromoted)
+    assert len(promos) == 3
+    for rnd, promo in zip(rounds, promos, strict=True):
+        objectives = {t: segs[t].metrics["val_objective"] for t in rnd.trials}
+        assert promo.trial_id == min(objectives, key=objectives.__getitem__)  # the generation's best
+        if rnd.round == 0:
+            assert all(segs[t].from_checkpoint is None for t in rnd.trials)
+            continue
+        prev = rounds[rnd.round - 1]
+        prev_obj = {t: segs[t].metrics["val_objective"] for t in prev.trials}
+        worst, best = max(prev_obj, key=prev_obj.__getitem__), min(prev_obj, key=prev_obj.__getitem__)
+        for slot, tid in enumerate(rnd.trials):
+            trial, seg, origin = state.tuning.trials[tid], segs[tid], state.tuning.segments[rnd.starts[tid]]
+            assert seg.from_checkpoint == origin.checkpoint and seg.start_step == origin.end_step == 50 * rnd.round
+            if prev.trials[slot] == worst:  # exploit: the best member's weights, explore: changed hparams
+                assert trial.sampler in (PERTURB, RESAMPLE) and origin.trial_id == best
+                donor_lr, lr = float(segs[best].hparams["learning_rate"]), float(trial.hparams["learning_rate"])
+                if trial.sampler == PERTURB:
+                    assert math.isclose(lr, donor_lr * 1.25) or math.isclose(lr, donor_lr / 1.25)
+            else:  # the others train on from their own checkpoint, unchanged
+                assert trial.sampler == CONTINUE and origin.trial_id == prev.trials[slot]
+                assert trial.hparams == state.tuning.trials[prev.trials[slot]].hparams
+    assert {p.trial_id for p in of(events, m.TrialPruned)} == {
+        max(r.trials, key=lambda t: segs[t].metrics["val_objective"]) for r in rounds
+    }  # the worst of each generation, with the ranking as evidence
+    assert replay(events) == state
+
+
+def test_pbt_decisions_are_derived_again_from_the_log_alone(tmp_path: Path) -> None:
+    from smart_tuner.actors.tuner._base import TuningSettings
+    from smart_tuner.actors.tuner.pbt import PbtStrategy
+
+    def fail(seg: m.SegmentScheduled, attempt: int) -> str | None:
+        return "error" if seg.segment_id == "r1-t5-g0" else None  # a member of generation 1 breaks
+
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(fail=fail), strategy="pbt"))
+    second = next(i for i, e in enumerate(events) if isinstance(e.data, m.RoundPlanned) and e.data.round == 2)
+    first_proposal = next(i for i in range(second, 0, -1) if not isinstance(events[i - 1].data, m.TrialProposed))
+    before = replay(events[:first_proposal])
+    again = PbtStrategy(TuningSettings.from_config(before.run.config if before.run else {})).decide(before)
+
+    def plain(msgs: Sequence[Any]) -> list[str]:  # tuples and lists alike, as the codec records them
+        return [type(x).__name__ + json.dumps(dataclasses.asdict(x), sort_keys=True) for x in msgs]
+
+    recorded = [e.data for e in events[first_proposal : second + 1]]
+    assert plain(again) == plain(recorded) and len(recorded) == 5  # the same four proposals, the same plan
+    gen2 = state.tuning.rounds[2]
+    broken_slot = state.tuning.rounds[1].trials.index("t5")
+    assert state.tuning.trials[gen2.trials[broken_slot]].sampler != "pbt-continue"  # the broken member was replaced
+    assert state.tuning.trials["t5"].status == "pruned"

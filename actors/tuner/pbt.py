@@ -1,0 +1,248 @@
+"""The ``pbt`` strategy: population-based training (Jaderberg et al. 2017) with truncation selection.
+
+    PbtStrategy(settings).decide(state)
+
+A population of ``population`` members trains side by side, ``interval_steps`` at a
+time; each interval is one round (a *generation*), and every member of a generation is
+a trial of its own (its hyperparameters and its starting checkpoint,
+``RoundPlanned.starts``), so the log says exactly what each member did when.
+
+* **generation 0**: the starting hyperparameters and ``population - 1`` proposals of the
+  configured sampler, all from scratch (or from ``resume_from_checkpoint``).
+* **after each generation** the members are ranked (aligned first, then by the
+  unweighted validation objective; ``objectives.score``). The best becomes the champion
+  (``ChampionPromoted``, with the ranking as evidence). The worst ``quantile`` (and any
+  member that failed) are replaced (``TrialPruned``): each copies the checkpoint of a
+  member of the best ``quantile`` (*exploit*) and either multiplies or divides each searched
+  value by ``perturb_factor`` or, with ``resample_probability``, takes the sampler's
+  proposal (*explore*). The others train on from their own checkpoints unchanged.
+* **the end of the budget**: when a whole generation no longer fits, the champion alone
+  trains the rest (an exploit round, as in ``forks``). Every member's steps count.
+
+The random choices (which donor, up or down) come from a generator seeded by the run's
+seed and the generation number: a restarted tuner makes the same ones from the same log.
+Values a guard rail moved (``state.tuning.adjustments``) are not perturbed.
+
+Imports the standard library, ``protocol``, ``state`` and the tuner package only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from ...protocol import Message
+from ...protocol import messages as m
+from ...state.model import Round, Trial, TunerState
+from ._base import steps_spent
+from .forks import INCUMBENT, ForksStrategy, _changed, _eligible, _finished, _trial_proposed
+from .objectives import Score, score
+from .space import Param, Result, ask, rebuild_study
+
+CONTINUE, PERTURB, RESAMPLE = "pbt-continue", "pbt-perturb", "pbt-resample"
+
+
+class PbtStrategy(ForksStrategy):
+    name = "pbt"
+
+    # --- generation 0 ---------------------------------------------------------------------
+
+    def _warmup(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+        s, p = self.settings, self.settings.pbt
+        hp = {**{n: announced[n]["default"] for n in self.space.names}, **s.base_hparams}
+        size = p.population if self.space.params else 1
+        budget = s.budget_steps
+        steps = p.interval_steps if budget is None else max(1, min(p.interval_steps, budget // size))
+        out: list[Message] = [_trial_proposed(0, hp, INCUMBENT, "member 0: the starting hyperparameters",
+                                              {"member": 0, "generation": 0})]  # fmt: skip
+        if size > 1:
+            study = rebuild_study(self.space, s.sampler, s.seed, s.n_startup_trials, [])
+            for i in range(1, size):
+                params, inputs = ask(study, self.space)
+                out.append(_trial_proposed(i, {**hp, **params}, s.sampler, f"member {i}: sampled by "
+                                           f"{inputs['sampler']}: " + _changed(params, {}),
+                                           {"member": i, "generation": 0, "inputs": inputs,
+                                            "outputs": params}))  # fmt: skip
+        trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
+        plan = m.RoundPlanned(round=0, trials=trials, from_checkpoint=s.start_checkpoint, from_sha256=None,
+                              start_step=0, rung_steps=(steps,), keep=(1,),
+                              reason=f"PBT generation 0: {len(trials)} members train {steps} steps from the start",
+                              evidence={"kind": "pbt", "generation": 0, "population": len(trials),
+                                        "budget_steps": s.budget_steps})  # fmt: skip
+        return [*out, plan]
+
+    def _interval(self, state: TunerState, size: int) -> int:
+        """Steps for the next generation of ``size`` members; 0 when a whole one no longer fits."""
+        interval = self.settings.pbt.interval_steps
+        budget = self.settings.budget_steps
+        if budget is None:
+            return interval
+        remaining = budget - steps_spent(state)
+        return interval if remaining >= size * interval else 0
+
+    # --- the next generation --------------------------------------------------------------
+
+    def _next_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+        champion = state.tuning.champion
+        assert champion is not None
+        budget = self.settings.budget_steps
+        remaining = None if budget is None else budget - steps_spent(state)
+        if remaining is not None and remaining <= 0:
+            return []  # the budget is spent: the stop controller ends the run
+        prev = state.tuning.rounds[-1]
+        steps = self._interval(state, len(prev.trials))
+        if len(prev.trials) == 1 or steps == 0:  # no whole generation fits (or nothing to search): the champion
+            return self._exploit(state, self.settings.pbt.interval_steps if remaining is None else remaining,
+                                 champion.hparams)  # fmt: skip
+        return self._generation(state, prev, steps)
+
+    def _generation(self, state: TunerState, prev: Round, steps: int) -> list[Message]:
+        s, p = self.settings, self.settings.pbt
+        n = len(state.tuning.rounds)
+        members = [state.tuning.trials[t] for t in prev.trials]
+        ranked, results = self._ranking(state, members)
+        cut = max(1, math.floor(len(members) * p.quantile))
+        top = ranked[:cut]
+        replaced = {t.trial_id for t in ranked[len(ranked) - cut :]} | {
+            t.trial_id for t in members if t.trial_id not in results
+        }  # the worst quantile, and every member that failed
+        proposals = sum(1 for t in state.tuning.trials.values() if t.sampler not in (INCUMBENT, CONTINUE))
+        rng = random.Random(f"{s.seed}:pbt:{n}")
+        number = len(state.tuning.trials)
+        out: list[Message] = []
+        starts: dict[str, str] = {}
+        for slot, t in enumerate(members):
+            tid = f"t{number + slot}"
+            if t.trial_id in replaced and proposals < s.n_trials:
+                donor = rng.choice(top)
+                hp, sampler, why, evidence = self._explore_from(state, donor, rng, number + slot)
+                proposals += 1
+                own = results.get(t.trial_id)
+                lost = f"{own.objective:.4f}" if own else "failed"
+                reason = (f"member {slot}: {t.trial_id} ({lost}) replaced by a copy of {donor.trial_id} "
+                          f"({results[donor.trial_id].objective:.4f}); " + why)  # fmt: skip
+                evidence = {"member": slot, "generation": n, "parent": donor.trial_id, **evidence}
+                origin = _finished(state, donor.trial_id)[-1].segment_id
+            else:
+                source = t if t.trial_id in results else top[0]  # failed, with no proposals left: copy the best
+                hp, sampler = dict(source.hparams), CONTINUE
+                reason = f"member {slot}: {source.trial_id} trains on with its hyperparameters"
+                evidence = {"member": slot, "generation": n, "parent": source.trial_id}
+                origin = _finished(state, source.trial_id)[-1].segment_id
+            out.append(_trial_proposed(number + slot, hp, sampler, reason, evidence))
+            starts[tid] = origin
+        champion = state.tuning.champion
+        assert champion is not None
+        copied = sum(1 for o in out if isinstance(o, m.TrialProposed) and o.sampler != CONTINUE)
+        plan = m.RoundPlanned(round=n, trials=tuple(starts), from_checkpoint=champion.checkpoint,
+                              from_sha256=champion.checkpoint_sha256, start_step=champion.step, rung_steps=(steps,),
+                              keep=(1,), starts=starts,
+                              reason=f"PBT generation {n}: {len(starts)} members train {steps} steps; "
+                                     f"{copied} of them copied a better member",
+                              evidence={"kind": "pbt", "generation": n, "population": len(starts),
+                                        "ranking": [t.trial_id for t in ranked], "replaced": sorted(replaced),
+                                        "steps_spent": steps_spent(state), "budget_steps": s.budget_steps})  # fmt: skip
+        return [*out, plan]
+
+    def _explore_from(self, state: TunerState, donor: Trial, rng: random.Random,
+                      number: int) -> tuple[dict[str, Any], str, str, dict[str, Any]]:  # fmt: skip
+        """The donor's hyperparameters perturbed (or resampled), with the reason and the evidence."""
+        s, p = self.settings, self.settings.pbt
+        adjusted = set(state.tuning.adjustments)
+        params = [q for q in self.space.params if q.name not in adjusted]
+        if rng.random() < p.resample_probability:
+            study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._pbt_results(state))
+            proposal, inputs = ask(study, self.space)
+            change = {k: v for k, v in proposal.items() if k not in adjusted}
+            return ({**donor.hparams, **change}, RESAMPLE, f"resampled by {inputs['sampler']}: " + _changed(change, {}),
+                    {"inputs": inputs, "outputs": change})  # fmt: skip
+        change = {q.name: perturb(q, donor.hparams.get(q.name), p.perturb_factor, rng) for q in params}
+        change = {k: v for k, v in change.items() if v is not None}
+        return ({**donor.hparams, **change}, PERTURB, f"perturbed by x/÷ {p.perturb_factor:g}: "
+                + _changed(change, donor.hparams), {"around": {k: donor.hparams.get(k) for k in change},
+                                                    "outputs": change})  # fmt: skip
+
+    def _pbt_results(self, state: TunerState) -> list[Result]:
+        """Every member's objective relative to its generation's best (1: the best), for the sampler."""
+        out = []
+        for rnd in state.tuning.rounds:
+            if rnd.winner is None or len(rnd.trials) < 2:
+                continue
+            members = [state.tuning.trials[t] for t in rnd.trials]
+            _, results = self._ranking(state, members)
+            best = min((r.objective for r in results.values() if math.isfinite(r.objective)), default=None)
+            for t in members:
+                r = results.get(t.trial_id)
+                value = r.objective / best if r is not None and best and math.isfinite(r.objective) else None
+                out.append(Result(number=t.number, params=t.hparams, value=value))
+        return out
+
+    def _ranking(self, state: TunerState, members: list[Trial]) -> tuple[list[Trial], dict[str, Score]]:
+        """The members that finished, best first (aligned before unaligned), and their scores."""
+        results = {t.trial_id: score(f[0].metrics) for t in members if (f := _finished(state, t.trial_id))}
+        if not results:
+            return [], results
+        required = self._required(results)
+        ranked = sorted((t for t in members if t.trial_id in results),
+                        key=lambda t: (not _eligible(results[t.trial_id], required), results[t.trial_id].objective,
+                                       t.number))  # fmt: skip
+        return ranked, results
+
+    def _required(self, results: Mapping[str, Score]) -> float:
+        return min(self.settings.forks.min_diagonality, max(r.diagonality for r in results.values()) - 0.1)
+
+    # --- deciding a generation --------------------------------------------------------------
+
+    def _decide_rung(self, state: TunerState, rnd: Round, rung: int, alive: list[Trial]) -> list[Message]:
+        ranked, results = self._ranking(state, alive)
+        required = self._required(results)
+        best = ranked[0]
+        seg = _finished(state, best.trial_id)[0]
+        r = results[best.trial_id]
+        champion = state.tuning.champion
+        kept = champion is not None and dict(best.hparams) == dict(champion.hparams)
+        table = [{"trial": t.trial_id, "sampler": t.sampler, "objective": results[t.trial_id].objective,
+                  "diagonality": results[t.trial_id].diagonality,
+                  "eligible": _eligible(results[t.trial_id], required)} for t in ranked]  # fmt: skip
+        evidence: dict[str, Any] = {
+            "round": rnd.round,
+            "generation": rnd.round,
+            "candidates": table,
+            "required_diagonality": round(required, 4),
+            "diagonality": r.diagonality,
+        }
+        out: list[Message] = []
+        cut = max(1, math.floor(len(rnd.trials) * self.settings.pbt.quantile)) if len(rnd.trials) > 1 else 0
+        for t in ranked[len(ranked) - cut :] if cut and len(ranked) > cut else ():
+            out.append(m.TrialPruned(trial_id=t.trial_id, step=_finished(state, t.trial_id)[0].end_step or 0,
+                                     value=results[t.trial_id].objective / r.objective if r.objective > 0 else None,
+                                     reason=f"{t.trial_id} in the worst {self.settings.pbt.quantile:.0%} of generation "
+                                            f"{rnd.round} ({results[t.trial_id].objective:.4f}): replaced next",
+                                     evidence=evidence))  # fmt: skip
+        previous = champion.objective if champion else None
+        why = (f"generation {rnd.round}: {best.trial_id} is the best of {len(ranked)} members, objective "
+               f"{r.objective:.4f}" + (f" (champion was {previous:.4f})" if previous is not None else ""))  # fmt: skip
+        out.append(m.ChampionPromoted(segment_id=seg.segment_id, trial_id=best.trial_id,
+                                      checkpoint=seg.checkpoint or "", checkpoint_sha256=seg.checkpoint_sha256 or "",
+                                      objective=r.objective, previous_objective=previous, step=seg.end_step or 0,
+                                      hparams=dict(seg.hparams), kept=kept, reason=why, evidence=evidence))  # fmt: skip
+        return out
+
+
+def perturb(param: Param, value: Any, factor: float, rng: random.Random) -> Any:
+    """``value`` times or divided by ``factor`` (a neighbouring choice for a categorical), within range."""
+    up = rng.random() < 0.5
+    if param.type == "categorical":
+        choices = list(param.choices)
+        if value not in choices:
+            return rng.choice(choices)
+        i = choices.index(value) + (1 if up else -1)
+        return choices[min(max(i, 0), len(choices) - 1)]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    new = value * factor if up else value / factor
+    if param.type == "int" and round(new) == value:
+        new = value + (1 if up else -1) * (param.step or 1)
+    return param.clip(new)
