@@ -33,32 +33,7 @@ from ..protocol import messages as m
 from ..state.model import TunerState
 from .runtime import ActorCore, Out
 from .tuner._base import steps_spent
-from .tuner.objectives import score
-
-ALIGNED = 0.9
-FINE_TUNING_GAIN = 0.01
-
-
-def champion_curve(state: TunerState) -> list[tuple[int, float, float]]:
-    """``(round, objective, diagonality)`` of each decided round's winner, in round order."""
-    out = []
-    for rnd in state.tuning.rounds:
-        if rnd.winner is None:
-            continue
-        segs = [s for s in state.tuning.segments.values() if s.trial_id == rnd.winner and s.status == "finished"]
-        if segs:
-            last = max(segs, key=lambda s: s.scheduled_seq)
-            sc = score(last.metrics)
-            out.append((rnd.round, sc.objective, sc.diagonality))
-    return out
-
-
-def phase_of(curve: Sequence[tuple[int, float, float]]) -> str:
-    if not curve or curve[-1][2] < ALIGNED:
-        return "alignment"
-    if len(curve) >= 4 and curve[-4][1] > 0 and (curve[-4][1] - curve[-1][1]) / curve[-4][1] < FINE_TUNING_GAIN:
-        return "fine_tuning"
-    return "learning"
+from .tuner.objectives import ALIGNED, champion_curve, phase_of
 
 
 class Stopper(ActorCore):

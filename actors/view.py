@@ -23,8 +23,8 @@ from rich.text import Text
 
 from ..protocol import Envelope
 from ..state.model import TunerState
-from .stopper import champion_curve, phase_of
 from .tuner._base import steps_spent
+from .tuner.objectives import champion_curve, phase_of
 
 SPARK = "▁▂▃▄▅▆▇█"
 SHOWN = ("RoundPlanned", "TrialPruned", "ChampionPromoted", "GuardTripped", "RollbackPerformed", "StopDecided",

@@ -43,7 +43,7 @@ from ...protocol import Message
 from ...protocol import messages as m
 from ...state.model import Round, Segment, Trial, TunerState
 from ._base import Strategy, TuningSettings, announced_hparams, segments_of, steps_spent
-from .objectives import Score, score
+from .objectives import Score, champion_curve, phase_of, score
 from .space import Result, SearchSpace, ask, rebuild_study
 
 MAX_RERUNS = 2  # rollbacks of one rung of one trial before the trial is given up
@@ -186,8 +186,6 @@ class ForksStrategy(Strategy):
         """Past ``cooldown_at`` of the budget (without one: in fine-tuning): a lower learning rate may win now."""
         budget = self.settings.budget_steps
         if budget is None:
-            from ..stopper import champion_curve, phase_of
-
             return phase_of(champion_curve(state)[1:]) == "fine_tuning"
         return steps_spent(state) >= self.settings.forks.cooldown_at * budget
 
