@@ -257,7 +257,14 @@ class AlertsConfig(_Frozen):
 
 
 def _default_search_space() -> dict[str, SearchParam]:
-    return {"learning_rate": SearchParam(type="loguniform", low=1e-4, high=3e-2)}
+    return {
+        "learning_rate": SearchParam(type="loguniform", low=1e-4, high=3e-2),
+        "p_encoder_dropout": SearchParam(type="uniform", low=0.0, high=0.5),
+        "p_postnet_dropout": SearchParam(type="uniform", low=0.0, high=0.5),
+        "p_attention_dropout": SearchParam(type="uniform", low=0.0, high=0.3),
+        "p_decoder_dropout": SearchParam(type="uniform", low=0.0, high=0.3),
+        "adam_beta2": SearchParam(type="categorical", choices=[0.98, 0.999]),
+    }
 
 
 class TunerConfig(_Frozen):

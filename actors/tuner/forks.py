@@ -10,11 +10,15 @@ champion's own hyperparameters won). Three kinds of round:
 * **warm-up** (round 0): the starting hyperparameters from scratch (or from
   ``resume_from_checkpoint``) for ``warmup_steps``: nothing is decided in the first
   steps, where every curve is start-up noise.
-* **explore**: the incumbent (the champion's hyperparameters), Optuna-sampled
-  candidates and one wide random one (the champion's value x ``wide_factor``^u), each
-  ``probe_steps`` from the champion. The first one is wide (``first_round_candidates``),
-  later ones small (``candidates``): losers' steps are the price of tuning, so explore
-  mostly early (DESIGN.md section 5).
+* **explore**: the incumbent (the champion's hyperparameters) and candidates, each
+  ``probe_steps`` from the champion. The first round is wide
+  (``first_round_candidates``): ``ladder`` (the log-scale values, the learning rate,
+  x ``ladder_factor``), ``ladder-all`` (the same, and every other searched value one step
+  towards its low end: less regularisation, which a fixed budget rewards on the demo,
+  ``bench/hparam_screen.py``), ``wide`` (x ``wide_factor``), then Optuna proposals.
+  Later rounds are small (``candidates``): the cool-down candidate (/ ``ladder_factor``)
+  once ``cooldown_at`` of the budget is spent, Optuna proposals otherwise. Losers' steps
+  are the price of tuning, so explore mostly early (DESIGN.md section 5).
 * **exploit**: the champion alone for ``exploit_steps``; the steps stay on the lineage.
 
 Why a winner wins: candidates are compared on the unweighted validation objective
@@ -48,7 +52,7 @@ from .space import Result, SearchSpace, ask, rebuild_study
 
 MAX_RERUNS = 2  # rollbacks of one rung of one trial before the trial is given up
 INCUMBENT = "incumbent"
-LADDER, WIDE, COOLDOWN = "ladder", "wide", "cool-down"
+LADDER, STEP, WIDE, COOLDOWN = "ladder", "ladder-all", "wide", "cool-down"
 
 
 class ForksStrategy(Strategy):
@@ -157,11 +161,25 @@ class ForksStrategy(Strategy):
             cands.append(({**hp, **cool}, COOLDOWN, f"cool-down: log-scale values / {f.ladder_factor:g}: "
                           + _changed(cool, {}),
                           {"around": {n: current[n] for n in cool}, "outputs": cool}))  # fmt: skip
-        if first and logs:
-            for factor, name in ((f.ladder_factor, LADDER), (f.wide_factor, WIDE)):
-                up = {p.name: p.clip(current[p.name] * factor) for p in logs}
-                cands.append(({**hp, **up}, name, f"{name}: log-scale values x {factor:g}: " + _changed(up, {}),
-                              {"around": {n: current[n] for n in up}, "outputs": up}))  # fmt: skip
+        if first:
+            ups = {name: {p.name: p.clip(current[p.name] * factor) for p in logs}
+                   for factor, name in ((f.ladder_factor, LADDER), (f.wide_factor, WIDE))}  # fmt: skip
+            others = [p for p in self.space.params if p.type != "loguniform" and p.name not in adjusted]
+            down = {p.name: p.step_down(current[p.name], f.ladder_factor) for p in others}
+            down = {n: v for n, v in down.items() if v != current[n]}
+            if ups[LADDER]:
+                cands.append(({**hp, **ups[LADDER]}, LADDER, f"{LADDER}: log-scale values x {f.ladder_factor:g}: "
+                              + _changed(ups[LADDER], {}),
+                              {"around": {n: current[n] for n in ups[LADDER]}, "outputs": ups[LADDER]}))  # fmt: skip
+            if down:
+                both = {**ups[LADDER], **down}
+                cands.append(({**hp, **both}, STEP, f"{STEP}: log-scale values x {f.ladder_factor:g}, the others "
+                              f"a step towards their low end: " + _changed(both, {}),
+                              {"around": {n: current[n] for n in both}, "outputs": both}))  # fmt: skip
+            if ups[WIDE]:
+                cands.append(({**hp, **ups[WIDE]}, WIDE, f"{WIDE}: log-scale values x {f.wide_factor:g}: "
+                              + _changed(ups[WIDE], {}),
+                              {"around": {n: current[n] for n in ups[WIDE]}, "outputs": ups[WIDE]}))  # fmt: skip
         cands = cands[:k]
         if len(cands) < k:
             study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._results(state))

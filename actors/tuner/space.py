@@ -56,6 +56,18 @@ class Param:
         value = min(max(value, self.low), self.high)
         return round(value) if self.type == "int" else float(value)
 
+    def step_down(self, value: Any, factor: float) -> Any:
+        """One step towards the low end: ``low + (value - low) / factor``, or the previous choice."""
+        if self.type == "categorical":
+            i = self.choices.index(value) if value in self.choices else 0
+            return self.choices[max(i - 1, 0)]
+        assert self.low is not None and self.high is not None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return value
+        if self.type == "loguniform":
+            return self.clip(value / factor)
+        return self.clip(self.low + (value - self.low) / factor)
+
     def wide(self, around: Any, factor: float, rng: random.Random) -> Any:
         """A value far from ``around``: x factor^u (log scale) or anywhere in range, u uniform in [-1, 1]."""
         if self.type == "categorical":

@@ -50,7 +50,14 @@ def test_defaults_load_without_a_file() -> None:
     assert loaded.resolved == loaded.raw
     assert loaded.raw.strategy == "forks"
     assert loaded.raw.search_algorithm == "tpe"
-    assert loaded.raw.search_space == {"learning_rate": SearchParam(type="loguniform", low=1e-4, high=3e-2)}
+    assert loaded.raw.search_space == {
+        "learning_rate": SearchParam(type="loguniform", low=1e-4, high=3e-2),
+        "p_encoder_dropout": SearchParam(type="uniform", low=0.0, high=0.5),
+        "p_postnet_dropout": SearchParam(type="uniform", low=0.0, high=0.5),
+        "p_attention_dropout": SearchParam(type="uniform", low=0.0, high=0.3),
+        "p_decoder_dropout": SearchParam(type="uniform", low=0.0, high=0.3),
+        "adam_beta2": SearchParam(type="categorical", choices=[0.98, 0.999]),
+    }
     assert loaded.raw.bus.transport == "ipc"
     assert loaded.raw.stop.patience == 4
     assert loaded.raw.budget.max_hours is None

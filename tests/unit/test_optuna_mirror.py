@@ -29,7 +29,8 @@ def test_every_trial_is_mirrored_once_with_its_state_and_its_curve(tmp_path: Pat
         segs = [s for s in state.tuning.segments.values() if s.trial_id == tid and s.status == "finished"]
         curve = {s.end_step: score(s.metrics).objective for s in segs}
         assert mirrored.intermediate_values == curve
-        assert mirrored.params == {"learning_rate": trial.hparams["learning_rate"]}
+        space = state.run.config["search_space"]
+        assert mirrored.params == {k: v for k, v in trial.hparams.items() if k in space} and mirrored.params
         if trial.status == "pruned":
             assert mirrored.state == optuna.trial.TrialState.PRUNED and mirrored.value is None
         else:

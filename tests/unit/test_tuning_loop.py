@@ -36,6 +36,11 @@ ANNOUNCED = {
     "learning_rate": {"type": "float", "low": 1e-6, "high": 1.0, "default": 1e-3, "class": "hot"},
     "batch_size": {"type": "int", "low": 1, "high": 4096, "default": 16, "class": "warm"},
     "guided_attn_weight": {"type": "float", "low": 0.0, "high": 1e3, "default": 1.0, "class": "hot"},
+    "p_encoder_dropout": {"type": "float", "low": 0.0, "high": 0.9, "default": 0.5, "class": "hot"},
+    "p_postnet_dropout": {"type": "float", "low": 0.0, "high": 0.9, "default": 0.5, "class": "hot"},
+    "p_attention_dropout": {"type": "float", "low": 0.0, "high": 0.9, "default": 0.1, "class": "hot"},
+    "p_decoder_dropout": {"type": "float", "low": 0.0, "high": 0.9, "default": 0.1, "class": "hot"},
+    "adam_beta2": {"type": "float", "low": 0.0, "high": 0.999999, "default": 0.999, "class": "hot"},
     "n_mel_channels": {"type": "int", "low": 8, "high": 512, "default": 80, "class": "cold"},
 }
 
@@ -340,3 +345,34 @@ def test_pbt_decisions_are_derived_again_from_the_log_alone(tmp_path: Path) -> N
     broken_slot = state.tuning.rounds[1].trials.index("t5")
     assert state.tuning.trials[gen2.trials[broken_slot]].sampler != "pbt-continue"  # the broken member was replaced
     assert state.tuning.trials["t5"].status == "pruned"
+
+
+def test_the_wide_round_also_steps_every_other_searched_value_down_and_that_can_win(tmp_path: Path) -> None:
+    def surface(seg: m.SegmentScheduled, attempt: int) -> dict[str, Any]:
+        base = default_surface(seg, attempt)  # less dropout trains faster, as on the demo corpus
+        dropout = float(seg.hparams.get("p_encoder_dropout", 0.5)) + float(seg.hparams.get("p_postnet_dropout", 0.5))
+        return {**base, "val_objective": base["val_objective"] * (0.5 + 0.5 * dropout)}
+
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(surface=surface)))
+    wide = of(events, m.RoundPlanned)[1]
+    proposed = {t.trial_id: t for t in of(events, m.TrialProposed)}
+    cands = [proposed[t] for t in wide.trials]
+    assert [c.sampler for c in cands] == ["incumbent", "ladder", "ladder-all", "wide"]
+    step = cands[2].hparams
+    assert math.isclose(float(step["learning_rate"]), 3e-3)  # the ladder's rate, and each other value
+    assert math.isclose(float(step["p_encoder_dropout"]), 0.5 / 3) and math.isclose(
+        float(step["p_postnet_dropout"]), 0.5 / 3
+    )
+    assert state.tuning.rounds[1].winner == cands[2].trial_id
+    assert state.tuning.champion is not None and math.isclose(
+        float(state.tuning.champion.hparams["p_encoder_dropout"]), 0.5 / 3
+    )
+
+
+def test_a_step_down_goes_a_third_of_the_way_to_the_low_end_or_to_the_previous_choice() -> None:
+    from smart_tuner.actors.tuner.space import Param
+
+    p = Param("d", "uniform", 0.0, 0.5)
+    assert math.isclose(p.step_down(0.5, 3.0), 0.5 / 3) and p.step_down(0.0, 3.0) == 0.0
+    assert Param("b", "categorical", choices=(0.98, 0.999)).step_down(0.999, 3.0) == 0.98
+    assert Param("n", "int", 2, 10).step_down(8, 3.0) == 4
