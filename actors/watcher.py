@@ -64,7 +64,19 @@ CANONICAL: Mapping[tuple[str, str, str], str] = {
     # NVIDIA's stdout line: "Train loss <i> <loss> Grad Norm <g> <dt>s/it"
     ("stdout", "", "loss"): "train_loss",
     ("stdout", "", "grad_norm"): "grad_norm",
+    ("stdout", "", "lr"): "learning_rate",
+    # MLflow keys as scripts commonly log them (canonical names pass as they are)
+    ("mlflow", "", "loss"): "train_loss",
+    ("mlflow", "", "training.loss"): "train_loss",
+    ("mlflow", "", "validation.loss"): "val_loss",
+    ("mlflow", "", "valid_loss"): "val_loss",
+    ("mlflow", "", "grad.norm"): "grad_norm",
+    ("mlflow", "", "learning.rate"): "learning_rate",
+    ("mlflow", "", "lr"): "learning_rate",
 }
+
+# Names the tuner reads; a source may pass them through unmapped.
+CANONICAL_NAMES = frozenset({*CANONICAL.values(), "val_objective", "diagonality", "gate_accuracy", "train_objective"})
 
 
 def canonical(source: str, tag: str, directory: str = "") -> str | None:

@@ -18,7 +18,8 @@ def test_canonical_names_match_on_directory_and_tag() -> None:
     assert canonical("tensorboard", "loss", "exp/tensorboard/train") == "train_loss"  # ESPnet2
     assert canonical("tensorboard", "loss", "exp/tensorboard/valid/") == "val_loss"
     assert canonical("tensorboard", "loss") is None  # ambiguous without its directory
-    assert canonical("mlflow", "training.loss") is None
+    assert canonical("mlflow", "training.loss") == "train_loss"  # an MLflow key as NVIDIA names it
+    assert canonical("stdout", "training.loss") is None  # each source has its own names
 
 
 class Scripted(MetricSource):
