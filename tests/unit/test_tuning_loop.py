@@ -376,3 +376,17 @@ def test_a_step_down_goes_a_third_of_the_way_to_the_low_end_or_to_the_previous_c
     assert math.isclose(p.step_down(0.5, 3.0), 0.5 / 3) and p.step_down(0.0, 3.0) == 0.0
     assert Param("b", "categorical", choices=(0.98, 0.999)).step_down(0.999, 3.0) == 0.98
     assert Param("n", "int", 2, 10).step_down(8, 3.0) == 4
+
+
+def test_among_ties_the_smaller_learning_rate_step_wins_whatever_else_changed(tmp_path: Path) -> None:
+    def surface(seg: m.SegmentScheduled, attempt: int) -> dict[str, Any]:
+        if seg.start_step != 30:  # the wide round starts after the 30-step warm-up
+            return default_surface(seg, attempt)
+        lr, dropout = float(seg.hparams["learning_rate"]), float(seg.hparams["p_encoder_dropout"])
+        value = 0.97 if lr < 2e-3 else 0.75 if lr > 5e-3 else 0.76 if dropout < 0.5 else 0.80
+        return {"val_objective": value, "diagonality": 1.0}  # the wide rate first by 1.3 %: a tie
+
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(surface=surface)))
+    promo = of(events, m.ChampionPromoted)[1]
+    assert list(promo.evidence["ties"]) == ["t4", "t3"] and "learning rate" in promo.evidence["tie_rule"]
+    assert state.tuning.trials[promo.trial_id].sampler == "ladder-all"  # x3 and the dropouts, not x10
