@@ -18,9 +18,10 @@ from pathlib import Path
 from ..state.config import QUICK, ConfigError, LoadedConfig, load_config, with_overrides
 from ..state.journal import JournalError, writer_active
 from . import tools
+from .probe import ProbeError
 from .rundir import RUNS_DIR, RunPaths, latest_run, new_run_id, resolve_run_dir
 
-COMMANDS = ("run", "tail", "replay", "status", "stop", "salvage")
+COMMANDS = ("run", "tail", "replay", "status", "stop", "salvage", "probe")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "salvage", help="cut a damaged journal after its last good record", description=tools.salvage.__doc__
     )
     salvage.add_argument("run_dir", help="run directory or run id")
+
+    from .probe import probe
+
+    prb = sub.add_parser("probe", help="what Smart Tuner can read from a training's logs", description=probe.__doc__)
+    prb.add_argument("target", help="TensorBoard log directory, console log file, or MLflow tracking URI")
+    prb.add_argument("--run", dest="run_id", metavar="RUN_ID", help="MLflow: this run")
+    prb.add_argument("--experiment", metavar="NAME", help="MLflow: the newest run of this experiment")
+    prb.add_argument("--preset", help="TensorBoard: read with this preset instead of the detected one")
     return parser
 
 
@@ -97,7 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                               timeout_s=args.timeout_s)  # fmt: skip
         if args.command == "salvage":
             return tools.salvage(_run_dir(args.run_dir))
-    except (ConfigError, JournalError, FileNotFoundError, tools.ToolError) as exc:
+        if args.command == "probe":
+            from .probe import probe
+
+            return probe(args.target, run_id=args.run_id, experiment=args.experiment, preset=args.preset)
+    except (ConfigError, JournalError, FileNotFoundError, tools.ToolError, ProbeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -32,35 +32,25 @@ import structlog
 from ..protocol import Envelope, encode
 from ..protocol import messages as m
 from .bus import BusClient
+from .presets import GENERIC, PRESETS
 from .runtime import ActorCore
 
 log = structlog.get_logger("watcher")
 
-# (source, directory, tag) -> canonical name; directory "" matches a tag anywhere.
+# Tags that two trainers use for different things: only a known preset may map them.
+_AMBIGUOUS = frozenset({("", "mel_loss"), ("", "lr"), ("", "grad_norm"), ("", "learning_rate")})
+
+# (source, directory, tag) -> canonical name; directory "" matches a tag anywhere. For
+# TensorBoard: every preset's rules together (presets.py; a source that knows its preset
+# uses that one alone); for stdout and MLflow: the keys as scripts commonly write them.
 CANONICAL: Mapping[tuple[str, str, str], str] = {
-    # NVIDIA tacotron2 (TensorBoard, every iteration / every iters_per_checkpoint)
-    ("tensorboard", "", "training.loss"): "train_loss",
-    ("tensorboard", "", "validation.loss"): "val_loss",
-    ("tensorboard", "", "grad.norm"): "grad_norm",
-    ("tensorboard", "", "learning.rate"): "learning_rate",
-    # Coqui trainer
-    ("tensorboard", "", "TrainIterStats/loss"): "train_loss",
-    ("tensorboard", "", "EvalStats/avg_loss"): "val_loss",
-    ("tensorboard", "", "TrainIterStats/grad_norm"): "grad_norm",
-    ("tensorboard", "", "TrainIterStats/current_lr"): "learning_rate",
-    ("tensorboard", "", "EvalStats/avg_postnet_loss"): "val_mel_post_loss",
-    ("tensorboard", "", "EvalStats/avg_stopnet_loss"): "val_gate_loss",
-    ("tensorboard", "", "EvalStats/avg_ga_loss"): "val_guided_attn_loss",
-    # ESPnet2: the same tag in train/ and valid/
-    ("tensorboard", "train", "loss"): "train_loss",
-    ("tensorboard", "valid", "loss"): "val_loss",
-    ("tensorboard", "train", "grad_norm"): "grad_norm",
-    ("tensorboard", "train", "optim0_lr0"): "learning_rate",
-    ("tensorboard", "valid", "bce_loss"): "val_gate_loss",
-    ("tensorboard", "valid", "attn_loss"): "val_guided_attn_loss",
-    # VITS
-    ("tensorboard", "", "loss/g/total"): "train_loss",
-    ("tensorboard", "", "grad_norm_g"): "grad_norm",
+    **{
+        ("tensorboard", d, t): name
+        for p in PRESETS.values()
+        if p is not GENERIC
+        for (d, t), name in p.tensorboard.items()
+        if (d, t) not in _AMBIGUOUS
+    },
     # NVIDIA's stdout line: "Train loss <i> <loss> Grad Norm <g> <dt>s/it"
     ("stdout", "", "loss"): "train_loss",
     ("stdout", "", "grad_norm"): "grad_norm",

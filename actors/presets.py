@@ -1,0 +1,110 @@
+"""Log layouts of the trainers people use, as rules from (directory, tag) to canonical metric names.
+
+    preset = PRESETS["espnet2"]
+    preset.name_of("loss", "exp/tensorboard/valid")     # -> "val_loss"
+    detect({("", "training.loss"), ("", "grad.norm")})  # -> [Match(preset=nvidia_tacotron2, confidence=…), …]
+
+One ``Preset`` per trainer family (REFERENCE.md, "Metric names in other frameworks"):
+``nvidia_tacotron2``, ``coqui``, ``espnet2``, ``vits``, ``indextts`` and ``generic``
+(canonical names and common spellings). Rules match on the directory's last component
+*and* the tag, because ESPnet logs ``loss`` under both ``train/`` and ``valid/``; a rule
+with directory ``""`` matches the tag anywhere. Each preset says whether its x-axis is
+iterations or epochs (ESPnet's TensorBoard logs are per epoch).
+
+``detect`` ranks the presets for a set of observed (directory, tag) pairs by how much of
+each preset's *signature* (its characteristic tags) was seen: the confidence is that
+share, so a run that has logged only a few steps already names its trainer, and a log
+with nothing characteristic falls to ``generic`` at a low confidence.
+
+Imports the standard library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+Rule = tuple[str, str]  # (directory's last component or "", tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    tensorboard: Mapping[Rule, str]
+    x_axis: str  # "iteration" or "epoch"
+    signature: frozenset[Rule]  # the tags that identify this trainer
+    notes: str = ""
+
+    def name_of(self, tag: str, directory: str = "") -> str | None:
+        leaf = directory.rstrip("/").rsplit("/", 1)[-1]
+        return self.tensorboard.get((leaf, tag)) or self.tensorboard.get(("", tag))
+
+
+def _preset(name: str, x_axis: str, rules: Mapping[Rule, str], signature: Iterable[Rule], notes: str = "") -> Preset:
+    return Preset(name=name, tensorboard=dict(rules), x_axis=x_axis, signature=frozenset(signature), notes=notes)
+
+
+NVIDIA = _preset("nvidia_tacotron2", "iteration", {
+    ("", "training.loss"): "train_loss", ("", "validation.loss"): "val_loss", ("", "grad.norm"): "grad_norm",
+    ("", "learning.rate"): "learning_rate",
+}, [("", "training.loss"), ("", "validation.loss"), ("", "grad.norm"), ("", "learning.rate"), ("", "duration")],
+    "NVIDIA/tacotron2 and its forks; stdout: Train loss <i> <loss> Grad Norm <g> <dt>s/it")  # fmt: skip
+
+COQUI = _preset("coqui", "iteration", {
+    ("", "TrainIterStats/loss"): "train_loss", ("", "TrainIterStats/loss_0"): "train_loss",
+    ("", "EvalStats/avg_loss"): "val_loss", ("", "EvalStats/avg_loss_0"): "val_loss",
+    ("", "TrainIterStats/grad_norm"): "grad_norm", ("", "TrainIterStats/current_lr"): "learning_rate",
+    ("", "EvalStats/avg_postnet_loss"): "val_mel_post_loss", ("", "EvalStats/avg_stopnet_loss"): "val_gate_loss",
+    ("", "EvalStats/avg_ga_loss"): "val_guided_attn_loss",
+}, [("", "TrainIterStats/loss"), ("", "TrainIterStats/grad_norm"), ("", "TrainIterStats/current_lr"),
+    ("", "EvalStats/avg_loss")], "Coqui TTS's trainer (several optimizers: loss_0, loss_1, ...)")  # fmt: skip
+
+ESPNET2 = _preset("espnet2", "epoch", {
+    ("train", "loss"): "train_loss", ("valid", "loss"): "val_loss", ("train", "grad_norm"): "grad_norm",
+    ("train", "optim0_lr0"): "learning_rate", ("valid", "bce_loss"): "val_gate_loss",
+    ("valid", "attn_loss"): "val_guided_attn_loss",
+}, [("train", "loss"), ("valid", "loss"), ("train", "optim0_lr0"), ("train", "grad_norm")],
+    "ESPnet2: tensorboard/train and tensorboard/valid, x = epoch")  # fmt: skip
+
+VITS = _preset("vits", "iteration", {
+    ("", "loss/g/total"): "train_loss", ("", "grad_norm_g"): "grad_norm", ("", "learning_rate"): "learning_rate",
+    ("", "loss/g/mel"): "train_mel_loss",
+}, [("", "loss/g/total"), ("", "loss/d/total"), ("", "grad_norm_g"), ("", "grad_norm_d")],
+    "VITS (original): generator/discriminator losses; no validation loss")  # fmt: skip
+
+INDEXTTS = _preset("indextts", "iteration", {
+    ("", "mel_loss"): "train_loss", ("", "text_loss"): "train_text_loss", ("", "mel_top1"): "train_mel_top1",
+    ("", "grad_norm"): "grad_norm", ("", "lr"): "learning_rate",
+}, [("", "text_loss"), ("", "mel_loss"), ("", "mel_top1")],
+    "IndexTTS-style GPT trainers (text and mel token losses); train_loss is the mel loss")  # fmt: skip
+
+GENERIC = _preset("generic", "iteration", {
+    ("", "train_loss"): "train_loss", ("", "val_loss"): "val_loss", ("", "grad_norm"): "grad_norm",
+    ("", "learning_rate"): "learning_rate", ("", "lr"): "learning_rate", ("", "loss"): "train_loss",
+    ("", "train/loss"): "train_loss", ("", "val/loss"): "val_loss", ("", "valid/loss"): "val_loss",
+    ("", "val_objective"): "val_objective", ("", "diagonality"): "diagonality",
+}, [("", "train_loss"), ("", "val_loss"), ("", "train/loss"), ("", "val/loss"), ("", "loss"), ("", "lr")],
+    "canonical names and common spellings")  # fmt: skip
+
+PRESETS: Mapping[str, Preset] = {p.name: p for p in (NVIDIA, COQUI, ESPNET2, VITS, INDEXTTS, GENERIC)}
+GENERIC_WEIGHT = 0.5  # generic names are weak evidence: a trainer's own preset wins a tie
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    preset: Preset
+    confidence: float  # share of the preset's signature seen (generic: halved)
+    seen: frozenset[Rule]
+
+
+def detect(observed: Iterable[Rule]) -> list[Match]:
+    """Every preset with some of its signature in ``observed`` (directory leaf, tag), best first."""
+    pairs = {(d.rstrip("/").rsplit("/", 1)[-1], t) for d, t in observed}
+    tags = {t for _, t in pairs}
+    out = []
+    for p in PRESETS.values():
+        seen = frozenset(r for r in p.signature if (r in pairs if r[0] else r[1] in tags))
+        if seen:
+            confidence = len(seen) / len(p.signature) * (GENERIC_WEIGHT if p is GENERIC else 1.0)
+            out.append(Match(p, round(confidence, 3), seen))
+    return sorted(out, key=lambda mt: -mt.confidence)
