@@ -21,7 +21,7 @@ from . import tools
 from .probe import ProbeError
 from .rundir import RUNS_DIR, RunPaths, latest_run, new_run_id, resolve_run_dir
 
-COMMANDS = ("run", "tail", "replay", "status", "stop", "salvage", "probe")
+COMMANDS = ("run", "tail", "replay", "status", "stop", "salvage", "probe", "keys")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("--run", dest="run_id", metavar="RUN_ID", help="MLflow: this run")
     prb.add_argument("--experiment", metavar="NAME", help="MLflow: the newest run of this experiment")
     prb.add_argument("--preset", help="TensorBoard: read with this preset instead of the detected one")
+
+    keys = sub.add_parser("keys", help="make a CURVE key pair for an encrypted tcp bus", description=cmd_keys.__doc__)
+    keys.add_argument("directory", type=Path, help="where NAME.key and NAME.key_secret are written")
+    keys.add_argument("--name", default="coordinator", help="file name stem (default: coordinator)")
     return parser
 
 
@@ -106,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               timeout_s=args.timeout_s)  # fmt: skip
         if args.command == "salvage":
             return tools.salvage(_run_dir(args.run_dir))
+        if args.command == "keys":
+            return cmd_keys(args.directory, args.name)
         if args.command == "probe":
             from .probe import probe
 
@@ -119,6 +125,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def cmd_keys(directory: Path, name: str) -> int:
+    """Write a CURVE key pair: NAME.key (public, 0644) and NAME.key_secret (secret, 0600).
+
+    The coordinator's pair: export its secret (the file's secret-key value) as the environment
+    variable that bus.curve_server_secret names, e.g. ${SMART_TUNER_CURVE_SECRET}. A worker's
+    pair: put its public key in the coordinator's bus.allow_keys. Existing files are kept."""
+    from .bus.zmqbus import load_keypair, write_keypair
+
+    try:
+        public_path, secret_path = write_keypair(directory, name)
+    except FileExistsError as exc:
+        raise tools.ToolError(f"{exc.filename} exists: keys are never overwritten (pick another --name)") from None
+    public, _ = load_keypair(public_path)
+    print(f"wrote {public_path} (public) and {secret_path} (secret, mode 0600)")
+    print(f"public key  {public.decode()}")
+    extract = f"sed -n 's/.*secret-key = \"\\(.*\\)\"/\\1/p' {secret_path}"
+    print(f'secret      export SMART_TUNER_CURVE_SECRET="$({extract})"')
+    return 0
 
 
 def _run_dir(arg: str | None) -> Path:

@@ -35,12 +35,16 @@ from ..state.journal import FileJournal
 from ..state.model import TunerState
 from ..state.reducers import ReducerError
 from .alerter import AlertChannels, Alerter
+from .bus import BusError
 from .bus.zmqbus import (
+    CURVE_ENV,
     BusEndpoints,
+    CurveServer,
     SocketOptions,
     WorkerServer,
     ZmqClient,
     ZmqSequencerPort,
+    curve_server_with_local_client,
     ipc_endpoints,
     new_context,
 )
@@ -102,6 +106,7 @@ class Coordinator:
         self._give_up: str | None = None
         self._wake = asyncio.Event()
         self._force = False
+        self._curve, self._curve_env = self._setup_curve()
 
     # --- entry point -----------------------------------------------------------------
 
@@ -168,7 +173,7 @@ class Coordinator:
                 alerts = ZmqClient(ctx, endpoints, opts, subscribe=False)  # type: ignore[arg-type]
                 core.client = alerts
                 clients.append(alerts)
-        server = WorkerServer(ctx, endpoints.workers, opts)  # type: ignore[arg-type]
+        server = WorkerServer(ctx, endpoints.workers, opts, curve=self._curve)  # type: ignore[arg-type]
         self.cores.append(self._supervisor(server, ZmqClient(ctx, endpoints, opts), clients))  # type: ignore[arg-type]
         try:
             async with asyncio.TaskGroup() as tg:
@@ -202,17 +207,35 @@ class Coordinator:
         hparams = ",".join(f"{k}={v}" for k, v in t.hparams.items())
         spec = WorkerSpec(dataset=t.dataset, preset=t.preset, output_dir=self.paths.root / "trainer",
                           data_dir=Path(t.data_dir) if t.data_dir else None, threads=t.threads,
-                          val_count=t.val_count, heartbeat_s=t.heartbeat_s, hparams=hparams)  # fmt: skip
+                          val_count=t.val_count, heartbeat_s=t.heartbeat_s, hparams=hparams,
+                          env=self._curve_env)  # fmt: skip
         policy = SupervisorPolicy(heartbeat_timeout_s=t.heartbeat_timeout_s, max_attempts=t.max_attempts)
         pool = DevicePool.create(cfg.n_gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
         return Supervisor(SupervisorIO(server, pool, spec, client, self.paths.root, policy))
 
     def _endpoints(self) -> BusEndpoints:
+        """ipc sockets in the run directory; with tcp only the worker channel listens on ``bus.host``
+        (CURVE-encrypted off the loopback): proposals and the event feed stay on 127.0.0.1."""
         bus = self.config.raw.bus
         if bus.transport == "tcp":
-            host = bus.host
-            return BusEndpoints(propose=f"tcp://{host}:0", publish=f"tcp://{host}:0", workers=f"tcp://{host}:0")
+            local = "tcp://127.0.0.1:0"
+            return BusEndpoints(propose=local, publish=local, workers=f"tcp://{bus.host}:0")
         return ipc_endpoints(self.paths.bus)
+
+    def _setup_curve(self) -> tuple[CurveServer | None, tuple[tuple[str, str], ...]]:
+        """The worker channel's CURVE server (from ``bus.curve_server_secret``) and the environment
+        that lets local workers in: a key pair made for this coordinator only, kept in memory."""
+        bus = self.config.resolved.bus
+        if bus.transport != "tcp" or bus.curve_server_secret is None:
+            return None, ()
+        allow = frozenset(k.encode() for k in bus.allow_keys)
+        try:
+            server, local = curve_server_with_local_client(bus.curve_server_secret.encode(), allow)
+        except BusError as exc:
+            raise RunError(f"bus.curve_server_secret: {exc}") from None
+        keys = (local.server_key.decode(), local.public_key.decode(), local.secret_key.decode())
+        log.info("worker channel encrypted (CURVE)", host=bus.host, allowed_keys=len(server.allow))
+        return server, tuple(zip(CURVE_ENV, keys, strict=True))
 
     async def _record_start(self, sequencer: Sequencer) -> None:
         state = sequencer.state

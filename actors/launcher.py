@@ -40,6 +40,7 @@ class WorkerSpec:
     val_count: int = 16
     heartbeat_s: float = 1.0
     hparams: str = ""
+    env: tuple[tuple[str, str], ...] = ()  # extra environment (secrets go here, never into argv: ps shows argv)
     module: str = (
         "smart_tuner.trainer.worker"  # the worker program (``python -m``); another one speaks the same protocol
     )
@@ -64,9 +65,10 @@ class WorkerProcess:
         self.popen, self.lease = popen, lease
 
     @classmethod
-    async def start(cls, argv: Sequence[str], lease: Lease, log_file: Path) -> WorkerProcess:
+    async def start(cls, argv: Sequence[str], lease: Lease, log_file: Path,
+                    env_extra: Sequence[tuple[str, str]] = ()) -> WorkerProcess:  # fmt: skip
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **lease.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **lease.env, **dict(env_extra), "PYTHONUNBUFFERED": "1"}
 
         def spawn() -> subprocess.Popen[bytes]:
             with open(log_file, "ab") as log:  # the child keeps its own descriptor

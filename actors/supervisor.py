@@ -162,7 +162,8 @@ class SupervisorIO:
         if lease is None:
             return None
         argv = worker_command(self.spec, self.server.endpoint, worker_id, lease)
-        proc = await WorkerProcess.start(argv, lease, self.run_dir / "logs" / f"worker-{worker_id}.log")
+        proc = await WorkerProcess.start(argv, lease, self.run_dir / "logs" / f"worker-{worker_id}.log",
+                                         self.spec.env)  # fmt: skip
         worker = _Worker(worker_id, proc, lease)
         self.workers[worker_id] = worker
         log.info("worker started", worker_id=worker_id, pid=proc.pid, devices=lease.devices)

@@ -20,7 +20,7 @@ import time
 import structlog
 
 from ..actors.bus import BusError
-from ..actors.bus.zmqbus import SocketOptions, WorkerConnection
+from ..actors.bus.zmqbus import CurveClient, SocketOptions, WorkerConnection
 from ..protocol import Envelope, Message, ProtocolError, decode, encode
 
 log = structlog.get_logger("worker.client")
@@ -31,10 +31,12 @@ class SupervisorUnreachable(Exception):
 
 
 class SupervisorClient:
-    def __init__(self, ctx: object, endpoint: str, worker_id: str, opts: SocketOptions | None = None) -> None:
+    def __init__(self, ctx: object, endpoint: str, worker_id: str, opts: SocketOptions | None = None,
+                 curve: CurveClient | None = None) -> None:  # fmt: skip
         self.worker_id = worker_id
         self.actor = f"worker:{worker_id}"
-        self._conn = WorkerConnection(ctx, endpoint, worker_id, opts or SocketOptions(linger_ms=2000))  # type: ignore[arg-type]
+        self._conn = WorkerConnection(ctx, endpoint, worker_id, opts or SocketOptions(linger_ms=2000),  # type: ignore[arg-type]
+                                      curve=curve)  # fmt: skip
         self.malformed = 0
         self._logged_at = 0.0
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import structlog
 
-from ..actors.bus.zmqbus import new_context
+from ..actors.bus.zmqbus import CURVE_ENV, CurveClient, load_keypair, new_context
 from ..actors.logs import configure_logging
 from ..protocol import Envelope, Message
 from ..protocol import messages as m
@@ -223,16 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--parent-pid", type=int, help="the supervisor's pid: the worker stops when it is no longer its parent"
     )
+    p.add_argument("--curve-server-key", help="CURVE: the coordinator's public key (Z85), for a tcp endpoint")
+    p.add_argument("--curve-key-file", type=Path,
+                   help="CURVE: this worker's secret certificate (run_tuner.py keys); its public key must be in "
+                        "the coordinator's bus.allow_keys")  # fmt: skip
     return p
 
 
+def curve_of(args: argparse.Namespace) -> CurveClient | None:
+    """The worker's CURVE identity: from the flags (a remote worker) or the environment (a local one)."""
+    if args.curve_key_file is not None or args.curve_server_key is not None:
+        if args.curve_key_file is None or args.curve_server_key is None:
+            raise SystemExit("error: --curve-server-key and --curve-key-file go together")
+        public, secret = load_keypair(args.curve_key_file)
+        if secret is None:
+            raise SystemExit(f"error: {args.curve_key_file} holds no secret key (give the .key_secret file)")
+        return CurveClient(server_key=args.curve_server_key.encode(), public_key=public, secret_key=secret)
+    values = [os.environ.get(name) for name in CURVE_ENV]
+    if all(values):
+        server, public, secret = (v.encode() for v in values if v)
+        return CurveClient(server_key=server, public_key=public, secret_key=secret)
+    return None
+
+
 async def serve(args: argparse.Namespace) -> None:
+    curve = curve_of(args)  # before the model is built: a bad key file fails at once
     hp = parse_hparams_string(args.hparams, preset(args.preset))
     config = TrainerConfig(dataset=args.dataset, output_dir=args.output_dir, data_dir=args.data_dir,
                            device=args.device, threads=args.threads, val_count=args.val_count)  # fmt: skip
     trainer = await asyncio.to_thread(Trainer, config, hp)
     ctx = new_context()
-    client = SupervisorClient(ctx, args.endpoint, args.worker_id)
+    client = SupervisorClient(ctx, args.endpoint, args.worker_id, curve=curve)
     try:
         await Worker(trainer, client, args.heartbeat_s, parent=args.parent).run()
     finally:

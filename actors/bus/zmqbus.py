@@ -229,11 +229,76 @@ class ZmqClient(BusClient):
             self._sub.close()
 
 
-class WorkerServer:
-    """The supervisor's ROUTER: commands out to workers, their messages and heartbeats in."""
+@dataclass(frozen=True, slots=True)
+class CurveServer:
+    """The worker channel's CURVE identity and the client keys allowed in (Z85 text)."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, opts: SocketOptions) -> None:
+    secret_key: bytes
+    allow: frozenset[bytes]
+
+    @property
+    def public_key(self) -> bytes:
+        return zmq.curve_public(self.secret_key)
+
+
+@dataclass(frozen=True, slots=True)
+class CurveClient:
+    server_key: bytes  # the server's public key
+    public_key: bytes
+    secret_key: bytes
+
+
+# How a local worker gets its CURVE identity: the environment (never argv, which ps shows).
+CURVE_ENV = ("SMART_TUNER_CURVE_SERVER_KEY", "SMART_TUNER_CURVE_PUBLIC_KEY", "SMART_TUNER_CURVE_SECRET_KEY")
+
+
+def curve_server_with_local_client(secret_key: bytes, allow: frozenset[bytes]) -> tuple[CurveServer, CurveClient]:
+    """The server for ``secret_key`` (Z85) admitting ``allow`` and one new key pair, returned as a
+    client identity for workers started on this machine. Raises BusError for a malformed key."""
+    try:
+        server_public = zmq.curve_public(secret_key)
+    except (zmq.ZMQError, ValueError) as exc:
+        raise BusError(f"not a CURVE secret key (Z85, 40 characters): {exc}") from None
+    public, secret = zmq.curve_keypair()
+    return CurveServer(secret_key, allow | {public}), CurveClient(server_public, public, secret)
+
+
+class _AllowList:
+    """ZAP credentials provider: a client is let in only if its public key is on the list."""
+
+    def __init__(self, allow: frozenset[bytes]) -> None:
+        self.allow = allow
+        self.refused = 0
+
+    def callback(self, domain: str, key: bytes) -> bool:  # key: the client's public key, Z85
+        ok = key in self.allow
+        self.refused += not ok
+        return ok
+
+
+class WorkerServer:
+    """The supervisor's ROUTER: commands out to workers, their messages and heartbeats in.
+
+    With ``curve`` the channel is encrypted (CURVE) and a ZAP authenticator admits only the
+    client keys in ``curve.allow``: no key, no entry (pyzmq's CURVE alone would take any key).
+    """
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, opts: SocketOptions,
+                 curve: CurveServer | None = None) -> None:  # fmt: skip
+        self._auth: object | None = None
+        self.allow_list: _AllowList | None = None
         self._router = _socket(ctx, zmq.ROUTER, opts)
+        if curve is not None:
+            from zmq.auth.asyncio import AsyncioAuthenticator
+
+            auth = AsyncioAuthenticator(ctx)
+            auth.start()
+            self.allow_list = _AllowList(curve.allow)
+            auth.configure_curve_callback("*", credentials_provider=self.allow_list)
+            self._auth = auth
+            self._router.curve_secretkey = curve.secret_key
+            self._router.curve_publickey = curve.public_key
+            self._router.curve_server = True
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to an unknown worker raises, not drops
         self.endpoint = _bind(self._router, endpoint)
         self.last_seen: dict[bytes, float] = {}
@@ -261,14 +326,22 @@ class WorkerServer:
 
     async def aclose(self) -> None:
         self._router.close()
+        if self._auth is not None:
+            self._auth.stop()  # type: ignore[attr-defined]
+            self._auth = None
 
 
 class WorkerConnection:
-    """A worker's DEALER to the supervisor."""
+    """A worker's DEALER to the supervisor (``curve``: over an encrypted, authenticated channel)."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, worker_id: str, opts: SocketOptions) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, worker_id: str, opts: SocketOptions,
+                 curve: CurveClient | None = None) -> None:  # fmt: skip
         self._dealer = _socket(ctx, zmq.DEALER, opts)
         self._dealer.setsockopt(zmq.ROUTING_ID, worker_id.encode())
+        if curve is not None:
+            self._dealer.curve_serverkey = curve.server_key
+            self._dealer.curve_publickey = curve.public_key
+            self._dealer.curve_secretkey = curve.secret_key
         self._dealer.connect(endpoint)
 
     async def send(self, payload: bytes, timeout_s: float = 10.0) -> None:
@@ -285,6 +358,42 @@ class WorkerConnection:
 
     async def aclose(self) -> None:
         self._dealer.close()
+
+
+def write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    """A new CURVE key pair as ``NAME.key`` (public, 0644) and ``NAME.key_secret`` (0600), in
+    pyzmq's certificate format. The secret file is created 0600 (pyzmq's own writer makes it
+    0644 first); existing files are never overwritten."""
+    public, secret = zmq.curve_keypair()
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = (directory / f"{name}.key", directory / f"{name}.key_secret")
+    for path in paths:  # both or neither: a public key without its secret would be a trap
+        if path.exists():
+            raise FileExistsError(17, "exists", str(path))
+    for path, mode, with_secret in ((paths[0], 0o644, False), (paths[1], 0o600, True)):
+        lines = ["#   ZeroMQ CURVE " + ("**Secret** " if with_secret else "Public ") + "Certificate",
+                 "#   Written by run_tuner.py keys" + (": keep it private (mode 0600)" if with_secret else ""),
+                 "", "metadata", "curve", f'    public-key = "{public.decode()}"']  # fmt: skip
+        if with_secret:
+            lines.append(f'    secret-key = "{secret.decode()}"')
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(path, mode)  # whatever the umask
+    return paths
+
+
+def load_keypair(path: Path) -> tuple[bytes, bytes | None]:
+    """``(public, secret)`` (Z85) from a certificate file (secret is None in a public one)."""
+    import zmq.auth
+
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise BusError(f"{path}: not a CURVE certificate ({exc})") from None
+    if public is None:
+        raise BusError(f"{path}: no public-key line")
+    return public, secret
 
 
 def new_context() -> zmq.asyncio.Context:

@@ -129,3 +129,27 @@ def test_a_pbt_run_with_real_workers_mirrored_into_an_optuna_storage(cli: Cli) -
     study = optuna.load_study(study_name=root.name, storage=storage)
     assert sorted(t.user_attrs["smart_tuner.trial_id"] for t in study.get_trials()) == sorted(scheduled)
     assert_verifies(cli, root)
+
+
+def test_a_run_over_tcp_with_curve_keys_never_writes_the_secret(cli: Cli) -> None:
+    made = cli.run("keys", "keys")
+    assert made.returncode == 0, made.stderr
+    secret_file = cli.cwd / "keys" / "coordinator.key_secret"
+    secret = next(line.split('"')[1] for line in secret_file.read_text().splitlines() if "secret-key" in line)
+    config = cli.write_config("curve.yaml", (
+        "bus: {transport: tcp, host: 127.0.0.1, curve_server_secret: '${ST_TEST_CURVE}'}\n"
+        "budget: {max_steps: 20}\nforks: {warmup_steps: 10, probe_steps: 5, exploit_steps: 5, "
+        "first_round_candidates: 2}\n" + TINY_TRAINER))  # fmt: skip
+    result = cli.run("run", "--config", config, "--run-dir", "runs/curve", env={"ST_TEST_CURVE": secret})
+    assert result.returncode == 0, result.stdout + result.stderr
+    root = cli.cwd / "runs/curve"
+    events = cli.events(root)
+    assert of(events, m.WorkerHello) and isinstance(events[-1].data, m.RunFinished)
+    assert events[-1].data.status == "completed"  # the local worker got in with the coordinator's own key pair
+    logged = (root / "logs" / "coordinator.jsonl").read_text()
+    assert "worker channel encrypted (CURVE)" in logged and '"allowed_keys": 1' in logged
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret not in result.stdout + result.stderr
+    assert_verifies(cli, root)
