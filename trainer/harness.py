@@ -29,6 +29,7 @@ import torch
 from . import checkpoint as ckpt
 from .data import BatchStream
 from .dataset import TrainerConfig, TrainingData
+from .distributed import Dist
 from .evaluation import validate
 from .fileio import write_atomic
 from .hparams import HParamError, HParams
@@ -85,6 +86,7 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.data = TrainingData.build(config, hp)
         self.initial_hp = hp
+        self.dist: Dist | None = None  # set under torchrun: data-parallel across ranks (distributed.py)
         self._fresh(hp)
 
     # --- state ----------------------------------------------------------------------
@@ -178,7 +180,10 @@ class Trainer:
         """One optimizer step; raises SegmentError("nan") on a non-finite loss or gradient."""
         hp, step = self.hp, self.step + 1
         self.holds = None  # from here on (even if this step fails) the state is no checkpoint's
-        batch = self.data.train_batch(self.stream.next_indices(), hp.n_frames_per_step).to(self.device)
+        indices = self.stream.next_indices()
+        if self.dist is not None:
+            indices = self.dist.shard(indices)  # this rank's slice of the step's batch
+        batch = self.data.train_batch(indices, hp.n_frames_per_step).to(self.device)
         self.model.train()
         with torch.autocast(self.device.type, enabled=hp.fp16_run):
             out = self.model(batch.text, batch.text_lengths, batch.mel, hp.teacher_forcing_ratio)
@@ -187,16 +192,23 @@ class Trainer:
         if hp.inject_nan_at_step == step and step not in self.injected:  # fault injection, for the guard rails' tests
             self.injected.add(step)  # once per trainer: a re-run after the rollback passes this step
             total = total * math.nan
-        if not torch.isfinite(total):
+        finite = bool(torch.isfinite(total))
+        if self.dist is not None:
+            finite = self.dist.all_finite(0.0 if finite else math.nan)  # every rank fails together, or none
+        if not finite:
             raise SegmentError("nan", f"training loss is {float(total.detach())}", step)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()  # type: ignore[no-untyped-call]
         self.scaler.unscale_(self.optimizer)
+        if self.dist is not None:
+            self.dist.average_gradients(self.model.parameters())
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.grad_clip_thresh))
         if not math.isfinite(grad_norm) and not hp.fp16_run:  # AMP skips such a step itself
             raise SegmentError("nan", f"gradient norm is {grad_norm}", step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.dist is not None:
+            self.dist.average_buffers(self.model)
         self._update_ema()
         self.loss.decay_steps += 1
         self.step = step
@@ -289,12 +301,16 @@ class Trainer:
             chunk = min(eval_every - (done % eval_every), steps - done)
             self.train(chunk, max(1, report_every), report, should_abort)
             done += chunk
+            if self.dist is not None and self.dist.rank != 0:
+                continue  # rank 0 validates, reports and saves for every rank
             if done < steps:
                 metrics, png = self.validate()
                 evals.append((self.step, metrics))
                 write_atomic(path.with_suffix(f".step{self.step}.alignment.png"), png)
                 if report is not None:
                     report(self.step, metrics)
+        if self.dist is not None and self.dist.rank != 0:
+            return SegmentResult(segment_id, start, self.step, {}, path, "", time.perf_counter() - t0, applied, None)
         metrics, png = self.validate()
         evals.append((self.step, metrics))
         sha = self.save(path)
