@@ -50,6 +50,7 @@ class Segment:
     hparams: Mapping[str, Any] = field(default_factory=dict)
     steps: int = 1
     eval_every: int = 0
+    report_every: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,10 @@ class Dist:
         td.all_reduce(flag)
         return float(flag.item()) == 0.0
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank (every rank gets the same answer)."""
+        return not self.all_finite(math.nan if flag else 0.0)
+
     def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
@@ -116,13 +121,17 @@ class Dist:
         td.all_gather_object(out, obj)
         return out
 
-    def run_segment(self, trainer: Trainer, segment: Segment | None) -> SegmentResult | None:
-        """Rank 0: broadcast ``segment`` (None: stop the followers) and train it on every rank."""
+    def run_segment(self, trainer: Trainer, segment: Segment | None, **callbacks: Any) -> SegmentResult | None:
+        """Rank 0: broadcast ``segment`` (None: stop the followers) and train it on every rank.
+
+        ``callbacks`` (rank 0's ``report``, ``should_abort``, ``on_applied``, ...) go to its own
+        ``run_segment``; an abort is agreed on by every rank between two steps."""
         segment = self.broadcast(segment)
         if segment is None:
             return None
         return trainer.run_segment(segment.segment_id, segment.from_checkpoint, segment.from_sha256,
-                                   segment.hparams, segment.steps, eval_every=segment.eval_every)  # fmt: skip
+                                   segment.hparams, segment.steps, eval_every=segment.eval_every,
+                                   report_every=segment.report_every, **callbacks)  # fmt: skip
 
 
 def follow(trainer: Trainer, dist: Dist) -> int:

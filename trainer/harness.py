@@ -240,7 +240,10 @@ class Trainer:
         window: dict[str, list[float]] = {}
         t0 = time.perf_counter()
         for _ in range(steps):
-            if should_abort is not None and should_abort():
+            abort = should_abort is not None and should_abort()
+            if self.dist is not None:
+                abort = self.dist.any(abort)  # rank 0 hears the supervisor; every rank stops at the same step
+            if abort:
                 raise SegmentError("aborted", "abort requested", self.step)
             try:
                 values = self.train_step()

@@ -36,6 +36,7 @@ from ..protocol import Envelope, Message
 from ..protocol import messages as m
 from .client import SupervisorClient, SupervisorUnreachable
 from .dataset import TrainerConfig
+from .distributed import Dist, Segment, follow
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, announcement, parse_hparams_string, preset
 from .inplace import Applied
@@ -180,10 +181,17 @@ class Worker:
             loop.call_soon_threadsafe(self._offer, msg)
 
         try:
-            result = await asyncio.to_thread(
-                self.trainer.run_segment, sid, cmd.from_checkpoint, cmd.from_sha256, dict(cmd.hparams), cmd.steps,
-                cmd.eval_every, cmd.report_every, report, self.abort.is_set, None, applied,
-            )  # fmt: skip
+            if self.trainer.dist is not None:  # under torchrun: every rank trains this segment
+                seg = Segment(sid, cmd.from_checkpoint, cmd.from_sha256, dict(cmd.hparams), cmd.steps, cmd.eval_every,
+                              cmd.report_every)  # fmt: skip
+                result = await asyncio.to_thread(self.trainer.dist.run_segment, self.trainer, seg, report=report,
+                                                 should_abort=self.abort.is_set, on_applied=applied)  # fmt: skip
+                assert result is not None
+            else:
+                result = await asyncio.to_thread(
+                    self.trainer.run_segment, sid, cmd.from_checkpoint, cmd.from_sha256, dict(cmd.hparams),
+                    cmd.steps, cmd.eval_every, cmd.report_every, report, self.abort.is_set, None, applied,
+                )  # fmt: skip
         except SegmentError as exc:
             await self._flush_reports()
             await self._send(m.SegmentFailed(segment_id=sid, reason=exc.reason, detail=exc.detail, step=exc.step))  # type: ignore[arg-type]
@@ -251,12 +259,19 @@ async def serve(args: argparse.Namespace) -> None:
     hp = parse_hparams_string(args.hparams, preset(args.preset))
     config = TrainerConfig(dataset=args.dataset, output_dir=args.output_dir, data_dir=args.data_dir,
                            device=args.device, threads=args.threads, val_count=args.val_count)  # fmt: skip
+    dist = Dist.from_env()  # under torchrun: rank 0 talks to the supervisor, the others follow it
     trainer = await asyncio.to_thread(Trainer, config, hp)
+    trainer.dist = dist
+    if dist is not None and dist.rank != 0:
+        await asyncio.to_thread(follow, trainer, dist)
+        return
     ctx = new_context()
     client = SupervisorClient(ctx, args.endpoint, args.worker_id, curve=curve)
     try:
         await Worker(trainer, client, args.heartbeat_s, parent=args.parent).run()
     finally:
+        if dist is not None:
+            await asyncio.to_thread(dist.broadcast, None)  # the followers stop too
         await client.aclose()
         ctx.term()
 

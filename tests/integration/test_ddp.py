@@ -47,3 +47,58 @@ def test_a_nan_on_one_rank_fails_the_segment_on_every_rank_without_hanging(tmp_p
     # both stopped before step 2's optimizer step (its forward pass moved each rank's batch-norm
     # statistics on its own slice; the rollback to the segment's checkpoint discards them)
     assert r0["step"] == r1["step"] == 1 and r0["parameters"] == r1["parameters"]
+
+
+@pytest.mark.slow
+def test_the_worker_under_torchrun_runs_segments_aborts_and_shuts_down_every_rank(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    import asyncio
+    import signal
+
+    from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
+    from smart_tuner.protocol import messages as m
+    from tests.integration.test_worker import collect, command
+
+    async def main() -> None:
+        ctx = new_context()
+        server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "smart_tuner.trainer.worker", "--endpoint", server.endpoint, "--worker-id", "w0",
+               "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(tiny_data_dir),
+               "--output-dir", str(tmp_path / "out"), "--threads", "1", "--val-count", "2"]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = await asyncio.to_thread(subprocess.Popen, cmd, env=env, start_new_session=True)
+        try:
+            await collect(server, m.WorkerHello, 1)  # rank 0 only: one worker as far as the supervisor sees
+            run1 = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={}, steps=2,
+                                eval_every=0, report_every=1)  # fmt: skip
+            await server.send(b"w0", command(run1))
+            done1 = next(e.data for e in await collect(server, m.SegmentFinished, 1)
+                         if isinstance(e.data, m.SegmentFinished))  # fmt: skip
+            run2 = m.RunSegment(segment_id="s2", from_checkpoint=done1.checkpoint, from_sha256=done1.checkpoint_sha256,
+                                hparams={"learning_rate": 4e-3}, steps=2, eval_every=0, report_every=1)  # fmt: skip
+            await server.send(b"w0", command(run2))
+            second = await collect(server, m.SegmentFinished, 1)
+            applied = next(e.data for e in second if isinstance(e.data, m.HparamsApplied))
+            assert applied.hparams == {"learning_rate": 4e-3}
+            done2 = next(e.data for e in second if isinstance(e.data, m.SegmentFinished))
+            assert done2.end_step == 4 and "val_objective" in done2.metrics
+            long = m.RunSegment(segment_id="s3", from_checkpoint=None, from_sha256=None, hparams={},
+                                steps=100_000, eval_every=0, report_every=1)  # fmt: skip
+            await server.send(b"w0", command(long))
+            await collect(server, m.MetricsObserved, 1)
+            await server.send(b"w0", command(m.AbortSegment(segment_id="s3", reason="test")))
+            failed = next(e.data for e in await collect(server, m.SegmentFailed, 1)
+                          if isinstance(e.data, m.SegmentFailed))  # fmt: skip
+            assert failed.reason == "aborted"  # both ranks stopped at the same step: no hang
+            await server.send(b"w0", command(m.Shutdown(reason="test over")))
+            assert await asyncio.to_thread(proc.wait, 120) == 0  # rank 1 left its loop too
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            await server.aclose()
+            ctx.term()
+
+    asyncio.run(main())
