@@ -6,7 +6,9 @@
 
 An event file is a sequence of records: an 8-byte little-endian length, its masked
 CRC-32C, the payload (a serialized ``tensorboard.Event`` protobuf) and the payload's
-masked CRC-32C. Writers append (torch's ``SummaryWriter`` at once, tensorboardX in
+masked CRC-32C. Records over 64 KiB (images, histograms, graphs: never a scalar) are
+passed over without parsing or checking them (the CRC here is pure Python, ~0.6 µs a
+byte). Writers append (torch's ``SummaryWriter`` at once, tensorboardX in
 buffered bursts), so a read can end in the middle of a record: ``EventFileTail`` keeps
 the byte offset of the last complete record and reads on from there next time. A file
 that was replaced (another inode) or truncated is read again from its start; a record
@@ -44,6 +46,7 @@ PATTERN = "events.out.tfevents.*"
 HEADER = 12  # length (8) + masked CRC of the length (4)
 FOOTER = 4  # masked CRC of the payload
 MAX_RECORD = 256 * 1024 * 1024  # a length beyond this is corruption, not a record
+SCALAR_MAX = 64 * 1024  # a record this large holds no scalar summary: skipped unparsed (the CRC is pure Python)
 
 
 def _crc32c_table() -> tuple[int, ...]:
@@ -88,6 +91,7 @@ class EventFileTail:
         self.offset = 0
         self.inode: int | None = None
         self.broken: str | None = None  # why reading stopped (a CRC mismatch), once said
+        self.skipped = 0  # records too large to be scalars (images, histograms), passed over
 
     def read(self) -> list[Any]:
         """The new complete ``Event`` protobufs (none if the file is gone or broken)."""
@@ -120,6 +124,10 @@ class EventFileTail:
             end = pos + HEADER + length + FOOTER
             if end > len(data):
                 break  # the writer is in the middle of this record: read it next time
+            if length > SCALAR_MAX:  # an image, histogram or graph: never a scalar, not worth a CRC
+                pos = end
+                self.skipped += 1
+                continue
             payload = data[pos + HEADER : pos + HEADER + length]
             (payload_crc,) = struct.unpack("<I", data[end - FOOTER : end])
             if masked_crc32c(payload) != payload_crc:

@@ -130,3 +130,19 @@ def test_the_crc_is_the_masked_crc32c_tensorboard_writes() -> None:
 
 def test_a_tail_of_a_missing_file_reads_nothing(tmp_path: Path) -> None:
     assert EventFileTail(tmp_path / "nope").read() == []
+
+
+def test_large_records_are_passed_over_and_the_scalars_around_them_read(tmp_path: Path) -> None:
+    import numpy as np
+
+    w = SummaryWriter(str(tmp_path / "logs"))
+    w.add_scalar("training.loss", 0.5, 1)
+    noise = np.random.default_rng(0).integers(0, 255, (3, 256, 256), dtype=np.uint8)  # ~200 KB as PNG
+    w.add_image("alignment", noise, 1)
+    w.add_scalar("training.loss", 0.4, 2)
+    w.close()
+    source = TensorBoardSource(tmp_path / "logs")
+    readings = source.read()
+    assert [(r.step, r.metrics["train_loss"]) for r in readings] == [(1, 0.5), (2, pytest.approx(0.4))]
+    (tail,) = source.tails.values()
+    assert tail.skipped == 1 and tail.broken is None
