@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="smart_tuner.yaml (default: the embedded demo config)")
     run.add_argument("--resume", action="store_true", help="continue the run in --run-dir (or the latest run)")
     run.add_argument("--quick", action="store_true",
-                     help="a short run (120 steps, a few minutes on 2 cores): to see it work, not to tune")  # fmt: skip
+                     help="a short run (100 steps, under 3 minutes on 2 cores): a look, not tuning")  # fmt: skip
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="console log level")
 
     tail = sub.add_parser("tail", help="follow a run's events from another terminal", description=tools.tail.__doc__)

@@ -494,8 +494,8 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
 
 # ``run --quick``: the embedded demo cut to a few minutes on two cores (a look, not a result).
 QUICK = {
-    "budget": {"max_steps": 120},
-    "forks": {"warmup_steps": 20, "first_round_candidates": 3, "probe_steps": 15, "exploit_steps": 40},
+    "budget": {"max_steps": 100},
+    "forks": {"warmup_steps": 20, "first_round_candidates": 3, "probe_steps": 15, "exploit_steps": 30},
 }
 
 

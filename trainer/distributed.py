@@ -21,7 +21,9 @@ from rank 0 in that one message. A non-finite loss on any rank is agreed on befo
 backward pass (an ``all_reduce`` of a flag), so every rank raises the same
 ``SegmentError("nan")`` at the same step instead of one rank waiting forever in a
 collective. Only rank 0 validates, reports and writes checkpoints (the others read them
-from the shared filesystem at the next segment's start).
+from the shared filesystem at the next segment's start). Not agreed on yet: a failure on
+one rank alone outside the loss (an out-of-memory on one device, a crash): the other
+ranks then wait in their next collective until the process group's timeout.
 
 Backends: ``gloo`` on the CPU (how the tests run it, 2 ranks), ``nccl`` on CUDA.
 Imports torch and the standard library.
@@ -143,6 +145,6 @@ def follow(trainer: Trainer, dist: Dist) -> int:
         try:
             if dist.run_segment(trainer, None) is None:
                 return n
-        except SegmentError:
-            pass  # every rank raised it at the same step; rank 0 reports it, its next command decides
+        except (SegmentError, ValueError):  # the same on every rank (a NaN, a refused change): rank 0 reports it
+            pass
         n += 1
