@@ -92,30 +92,23 @@ class Dist:
         return not self.all_finite(math.nan if flag else 0.0)
 
     def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        td.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset : offset + n].view_as(g))
-            offset += n
+        self._average([p.grad for p in params if p.grad is not None])
 
     def average_buffers(self, module: torch.nn.Module) -> None:
         """Batch-norm running statistics, averaged over the ranks (each saw its own slice)."""
-        bufs = [b for b in module.buffers() if b.is_floating_point()]
-        if not bufs:
+        self._average([b for b in module.buffers() if b.is_floating_point()])
+
+    def _average(self, tensors: list[torch.Tensor]) -> None:
+        """Each tensor replaced, in place, by its mean over the ranks (one all_reduce for all)."""
+        if not tensors:
             return
-        flat = torch.cat([b.reshape(-1) for b in bufs])
+        flat = torch.cat([t.reshape(-1) for t in tensors])
         td.all_reduce(flat)
         flat /= self.world
         offset = 0
-        for b in bufs:
-            n = b.numel()
-            b.copy_(flat[offset : offset + n].view_as(b))
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset : offset + n].view_as(t))
             offset += n
 
     def gather(self, obj: Any) -> list[Any]:
