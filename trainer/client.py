@@ -15,12 +15,14 @@ library only.
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 
 import structlog
 
 from ..actors.bus import BusError
-from ..actors.bus.zmqbus import CurveClient, SocketOptions, WorkerConnection
+from ..actors.bus.zmqbus import CURVE_ENV, CurveClient, SocketOptions, WorkerConnection, load_keypair
 from ..protocol import Envelope, Message, ProtocolError, decode, encode
 
 log = structlog.get_logger("worker.client")
@@ -70,3 +72,19 @@ class SupervisorClient:
 
     async def aclose(self) -> None:
         await self._conn.aclose()
+
+
+def curve_of(args: argparse.Namespace) -> CurveClient | None:
+    """The worker's CURVE identity: from the flags (a remote worker) or the environment (a local one)."""
+    if args.curve_key_file is not None or args.curve_server_key is not None:
+        if args.curve_key_file is None or args.curve_server_key is None:
+            raise SystemExit("error: --curve-server-key and --curve-key-file go together")
+        public, secret = load_keypair(args.curve_key_file)
+        if secret is None:
+            raise SystemExit(f"error: {args.curve_key_file} holds no secret key (give the .key_secret file)")
+        return CurveClient(server_key=args.curve_server_key.encode(), public_key=public, secret_key=secret)
+    values = [os.environ.get(name) for name in CURVE_ENV]
+    if all(values):
+        server, public, secret = (v.encode() for v in values if v)
+        return CurveClient(server_key=server, public_key=public, secret_key=secret)
+    return None

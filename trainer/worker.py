@@ -21,25 +21,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
 
-from ..actors.bus.zmqbus import CURVE_ENV, CurveClient, load_keypair, new_context
+from ..actors.bus.zmqbus import new_context
 from ..actors.logs import configure_logging
-from ..protocol import Envelope, Message
 from ..protocol import messages as m
-from .client import SupervisorClient, SupervisorUnreachable
+from .client import SupervisorClient, curve_of
 from .dataset import TrainerConfig
 from .distributed import Dist, Segment, follow
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, announcement, parse_hparams_string, preset
 from .inplace import Applied
+from .loop import WorkerLoop
 
 log = structlog.get_logger("worker")
 
@@ -49,136 +47,37 @@ METRICS = (
     "val_loss", "val_mel_loss", "val_mel_post_loss", "val_gate_loss", "val_guided_attn_loss", "val_objective",
     "diagonality", "focus_rate", "attention_entropy", "coverage", "gate_accuracy",
 )  # fmt: skip
-# Metric reports waiting to be sent: a segment reports every few steps, so 1000 is minutes of
-# backlog; past it the oldest report is dropped (the final SegmentFinished never is).
-OUTBOX = 1000
 
 
-class Worker:
+class Worker(WorkerLoop):
+    """Our trainer behind the worker protocol: segments train in a thread, hparams change in place."""
+
     def __init__(self, trainer: Trainer, client: SupervisorClient, heartbeat_s: float,
                  parent: int | None = None) -> None:  # fmt: skip
-        self.trainer, self.client, self.heartbeat_s = trainer, client, heartbeat_s
-        self.commands: asyncio.Queue[Envelope] = asyncio.Queue(16)  # RunSegments queue here one after another
-        self.outbox: asyncio.Queue[Message] = asyncio.Queue(OUTBOX)
-        self.abort = threading.Event()
-        self.current: str | None = None
-        self.cancelled: set[str] = set()  # queued segments aborted before they started
-        self.stopping = asyncio.Event()
-        self.dropped_reports = 0
-        # The supervisor's process, as it was when this process started (building the trainer takes
-        # seconds, in which the supervisor may die): if it is gone, so is the reason to train.
-        self.parent = os.getppid() if parent is None else parent
-        self.orphaned = False
+        super().__init__(client, heartbeat_s, parent)
+        self.trainer = trainer
 
-    async def run(self) -> None:
-        if os.getppid() != self.parent:
-            log.warning("the supervisor's process is gone before the start: not starting", parent=self.parent)
-            return
-        device = str(self.trainer.device)
-        await self.client.send(m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=device,
-                                             hparams=announcement(), metrics=METRICS))  # fmt: skip
-        log.info("worker ready", worker_id=self.client.worker_id, device=device)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._heartbeats())
-            tg.create_task(self._sender())
-            tg.create_task(self._segments())
-            await self._listen()
-            self.stopping.set()
+    def hello(self) -> m.WorkerHello:
+        return m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=str(self.trainer.device),
+                             hparams=announcement(), metrics=METRICS)  # fmt: skip
 
-    async def _listen(self) -> None:
-        while True:
-            env = await self.client.recv_command(0.5)
-            if self.orphaned:
-                log.warning("the supervisor's process is gone: stopping", parent=self.parent)
-                self.abort.set()
-                return
-            if env is None:
-                continue
-            cmd = env.data
-            if isinstance(cmd, m.RunSegment):
-                try:
-                    self.commands.put_nowait(env)
-                except asyncio.QueueFull:
-                    await self._send(m.SegmentFailed(segment_id=cmd.segment_id, reason="error",
-                                                     detail="worker queue full: too many segments queued"))  # fmt: skip
-            elif isinstance(cmd, m.AbortSegment):
-                log.info("abort requested", segment_id=cmd.segment_id, reason=cmd.reason)
-                if cmd.segment_id == self.current:
-                    self.abort.set()
-                else:
-                    self.cancelled.add(cmd.segment_id)
-            elif isinstance(cmd, m.Shutdown):
-                log.info("shutdown requested", reason=cmd.reason)
-                self.abort.set()
-                return
+    def progress(self) -> int | None:
+        return self.trainer.step
 
-    async def _heartbeats(self) -> None:
-        while not self.stopping.is_set():
-            # A killed coordinator cannot stop its workers (each has a process group of its own);
-            # re-parenting tells them, so a resumed run never meets an orphan still training.
-            self.orphaned = os.getppid() != self.parent
-            with contextlib.suppress(SupervisorUnreachable):  # a missed beat is the supervisor's signal, not ours
-                beat = m.Heartbeat(worker_id=self.client.worker_id, step=self.trainer.step)
-                await self.client.send(beat, timeout_s=1)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.heartbeat_s):
-                    await self.stopping.wait()
-
-    async def _sender(self) -> None:
-        """The one task that sends reports, in the order they were made."""
-        while not (self.stopping.is_set() and self.outbox.empty()):
-            try:
-                async with asyncio.timeout(0.2):
-                    message = await self.outbox.get()
-            except TimeoutError:
-                continue
-            try:
-                await self._send(message)
-            finally:
-                self.outbox.task_done()
-
-    async def _send(self, message: Message) -> None:
-        await self.client.send(message)
-
-    def _offer(self, message: Message) -> None:
-        """From the training thread's callbacks (via call_soon_threadsafe): queue a report."""
-        if self.outbox.full():
-            self.outbox.get_nowait()
-            self.outbox.task_done()
-            self.dropped_reports += 1
-        self.outbox.put_nowait(message)
-
-    async def _segments(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                async with asyncio.timeout(0.2):
-                    env = await self.commands.get()
-            except TimeoutError:
-                continue
-            cmd: m.RunSegment = env.data  # type: ignore[assignment]
-            if cmd.segment_id in self.cancelled:
-                self.cancelled.discard(cmd.segment_id)
-                await self._send(m.SegmentFailed(segment_id=cmd.segment_id, reason="aborted",
-                                                 detail="aborted before it started"))  # fmt: skip
-                continue
-            await self._run_one(cmd)
-
-    async def _run_one(self, cmd: m.RunSegment) -> None:
+    async def run_segment(self, cmd: m.RunSegment) -> None:
         loop = asyncio.get_running_loop()
         sid = cmd.segment_id
-        self.current = sid
-        self.abort.clear()
-        await self._send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id,
-                                          device=str(self.trainer.device), pid=os.getpid()))  # fmt: skip
+        await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id,
+                                         device=str(self.trainer.device), pid=os.getpid()))  # fmt: skip
 
         def report(step: int, metrics: dict[str, float]) -> None:
             msg = m.MetricsObserved(segment_id=sid, source="worker", step=step, metrics=metrics)
-            loop.call_soon_threadsafe(self._offer, msg)
+            loop.call_soon_threadsafe(self.offer, msg)
 
         def applied(a: Applied, step: int) -> None:
             msg = m.HparamsApplied(segment_id=sid, step=step, hparams=a.effective(), classes=dict(a.classes),
                                    apply_s=a.apply_s)  # fmt: skip
-            loop.call_soon_threadsafe(self._offer, msg)
+            loop.call_soon_threadsafe(self.offer, msg)
 
         try:
             if self.trainer.dist is not None:  # under torchrun: every rank trains this segment
@@ -193,25 +92,18 @@ class Worker:
                     cmd.steps, cmd.eval_every, cmd.report_every, report, self.abort.is_set, None, applied,
                 )  # fmt: skip
         except SegmentError as exc:
-            await self._flush_reports()
-            await self._send(m.SegmentFailed(segment_id=sid, reason=exc.reason, detail=exc.detail, step=exc.step))  # type: ignore[arg-type]
+            await self.flush_reports()
+            await self.send(m.SegmentFailed(segment_id=sid, reason=exc.reason, detail=exc.detail, step=exc.step))  # type: ignore[arg-type]
         except Exception as exc:  # the loop boundary: any failure of a segment becomes an event
             log.error("segment failed", segment_id=sid, error=str(exc), traceback=traceback.format_exc())
-            await self._flush_reports()
-            await self._send(m.SegmentFailed(segment_id=sid, reason="error", detail=f"{type(exc).__name__}: {exc}",
-                                             step=self.trainer.step))  # fmt: skip
+            await self.flush_reports()
+            await self.send(m.SegmentFailed(segment_id=sid, reason="error", detail=f"{type(exc).__name__}: {exc}",
+                                            step=self.trainer.step))  # fmt: skip
         else:
-            await self._flush_reports()
-            await self._send(m.SegmentFinished(segment_id=sid, end_step=result.end_step, metrics=result.metrics,
-                                               checkpoint=str(result.checkpoint), checkpoint_sha256=result.sha256,
-                                               duration_s=result.duration_s))  # fmt: skip
-        finally:
-            self.current = None
-
-    async def _flush_reports(self) -> None:
-        """Send what the segment reported before the message that ends it (order matters to readers)."""
-        await asyncio.sleep(0)  # let the thread's last call_soon_threadsafe callbacks run
-        await self.outbox.join()  # the sender has sent every report, in order
+            await self.flush_reports()
+            await self.send(m.SegmentFinished(segment_id=sid, end_step=result.end_step, metrics=result.metrics,
+                                              checkpoint=str(result.checkpoint), checkpoint_sha256=result.sha256,
+                                              duration_s=result.duration_s))  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,22 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CURVE: this worker's secret certificate (run_tuner.py keys); its public key must be in "
                         "the coordinator's bus.allow_keys")  # fmt: skip
     return p
-
-
-def curve_of(args: argparse.Namespace) -> CurveClient | None:
-    """The worker's CURVE identity: from the flags (a remote worker) or the environment (a local one)."""
-    if args.curve_key_file is not None or args.curve_server_key is not None:
-        if args.curve_key_file is None or args.curve_server_key is None:
-            raise SystemExit("error: --curve-server-key and --curve-key-file go together")
-        public, secret = load_keypair(args.curve_key_file)
-        if secret is None:
-            raise SystemExit(f"error: {args.curve_key_file} holds no secret key (give the .key_secret file)")
-        return CurveClient(server_key=args.curve_server_key.encode(), public_key=public, secret_key=secret)
-    values = [os.environ.get(name) for name in CURVE_ENV]
-    if all(values):
-        server, public, secret = (v.encode() for v in values if v)
-        return CurveClient(server_key=server, public_key=public, secret_key=secret)
-    return None
 
 
 async def serve(args: argparse.Namespace) -> None:
