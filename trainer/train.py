@@ -143,7 +143,14 @@ def load_for_training(trainer: Trainer, path: Path, warm_start: bool, ignore_lay
         trainer.model.load_state_dict({**own, **kept})
         return 0
     payload = {**payload, "model": state}
+    given = trainer.hp
     trainer.restore(payload, path)
+    # The command line's --hparams win over the ones the checkpoint was trained with (as in NVIDIA's
+    # train.py, where they come from the command line alone): this is how a restart changes them.
+    theirs = trainer.hp.to_dict()
+    changes = {k: v for k, v in given.to_dict().items() if theirs.get(k) != v}
+    if changes:
+        trainer.apply(changes)
     return int(payload["iteration"]) + 1
 
 
@@ -169,7 +176,12 @@ def train(args: argparse.Namespace) -> int:
     try:
         while trainer.stream.epoch < loop["epochs"] and (max_steps <= 0 or iteration < max_steps):
             t0 = time.perf_counter()
-            values = trainer.train_step()
+            try:
+                values = trainer.train_step()
+            except SegmentError as exc:
+                if exc.reason == "nan":  # NVIDIA's loop would print the non-finite values and go on; ours stops
+                    print(f"Train loss {iteration} nan Grad Norm nan {time.perf_counter() - t0:.2f}s/it", flush=True)
+                raise
             duration = time.perf_counter() - t0
             print(f"Train loss {iteration} {values['train_loss']:.6f} Grad Norm {values['grad_norm']:.6f} "
                   f"{duration:.2f}s/it", flush=True)  # fmt: skip

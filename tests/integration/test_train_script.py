@@ -48,12 +48,14 @@ def test_trains_logs_and_resumes_like_nvidia(tiny_data_dir: Path, tmp_path: Path
         assert found[tag] == [0, 2], tag
     assert any(t.startswith("decoder/") for t in found)  # parameter histograms, NVIDIA's tag layout
 
-    resumed = train(
-        tiny_data_dir, out, "-c", str(out / "checkpoint_2"), "--hparams", "iters_per_checkpoint=2,max_steps=5"
-    )
+    resumed = train(tiny_data_dir, out, "-c", str(out / "checkpoint_2"), "--hparams",
+                    "iters_per_checkpoint=2,max_steps=5,learning_rate=5e-4,p_decoder_dropout=0.25")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert [int(m.group(1)) for m in map(TRAIN_LINE.match, resumed.stdout.splitlines()) if m] == [3, 4]
-    assert (out / "checkpoint_4").exists()
+    # the command line's values win over the checkpoint's: how a restart hands the script new ones
+    again = torch.load(out / "checkpoint_4", weights_only=False)
+    assert again["learning_rate"] == 5e-4 and again["hparams"]["p_decoder_dropout"] == 0.25
+    assert again["optimizer"]["param_groups"][0]["lr"] == 5e-4
 
 
 def test_warm_start_takes_weights_only(tiny_data_dir: Path, tmp_path: Path) -> None:
