@@ -50,7 +50,7 @@ from .bus.zmqbus import (
 )
 from .devices import DevicePool
 from .guards import GuardRails
-from .launcher import WorkerSpec
+from .launcher import EXTERNAL_SPEC_ENV, WorkerSpec
 from .lifecycle import Lifecycle
 from .rundir import RunPaths
 from .runtime import ActorCore, ActorShell, RestartPolicy, supervise
@@ -205,10 +205,14 @@ class Coordinator:
         cfg = self.config.resolved
         t = cfg.trainer
         hparams = ",".join(f"{k}={v}" for k, v in t.hparams.items())
-        spec = WorkerSpec(dataset=t.dataset, preset=t.preset, output_dir=self.paths.root / "trainer",
+        env = self._curve_env
+        if cfg.external is not None:  # the user's script: its section travels in the environment (secrets)
+            env = (*env, (EXTERNAL_SPEC_ENV, cfg.external.model_dump_json()))
+        spec = WorkerSpec(dataset=t.dataset, preset=t.preset,
+                          output_dir=self.paths.root / ("external" if cfg.external else "trainer"),
                           data_dir=Path(t.data_dir) if t.data_dir else None, threads=t.threads,
                           val_count=t.val_count, heartbeat_s=t.heartbeat_s, hparams=hparams,
-                          env=self._curve_env)  # fmt: skip
+                          env=env, external=cfg.external is not None)  # fmt: skip
         policy = SupervisorPolicy(heartbeat_timeout_s=t.heartbeat_timeout_s, max_attempts=t.max_attempts)
         pool = DevicePool.create(cfg.n_gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
         return Supervisor(SupervisorIO(server, pool, spec, client, self.paths.root, policy))

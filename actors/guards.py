@@ -28,6 +28,7 @@ Imports the standard library, ``protocol``, ``state`` and the actors package onl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -62,27 +63,28 @@ class GuardRails(ActorCore):
         if state.control.phase != "running":
             return ()
         if isinstance(msg, m.SegmentFailed) and msg.reason in ("nan", "oom"):
-            return [Out(x) for x in self._failure(state, msg)]
+            return [Out(x) for x in _settable(state, self._failure(state, msg))]
         if (
             isinstance(msg, m.MetricsObserved)
             and msg.segment_id is not None
             and msg.segment_id in state.tuning.segments
         ):
-            return [Out(x) for x in self._telemetry(state, state.tuning.segments[msg.segment_id], msg)]
+            found = self._telemetry(state, state.tuning.segments[msg.segment_id], msg)
+            return [Out(x) for x in _settable(state, found)]
         if isinstance(msg, m.SegmentFinished):
-            return [Out(x) for x in self._validation(state, state.tuning.segments[msg.segment_id])]
+            return [Out(x) for x in _settable(state, self._validation(state, state.tuning.segments[msg.segment_id]))]
         return ()
 
     def resume(self, state: TunerState) -> Sequence[Out]:
         """A failure that the last run saw but never rolled back is rolled back now."""
-        out: list[Out] = []
+        out: list[Message] = []
         for seg in state.tuning.segments.values():
             if seg.status == "failed" and seg.failure in ("nan", "oom") and seg.rollback is None:
                 reason: m.FailureReason = "nan" if seg.failure == "nan" else "oom"
                 failed = m.SegmentFailed(segment_id=seg.segment_id, reason=reason, detail=seg.failure_detail or "",
                                          step=seg.last_step)  # fmt: skip
-                out += [Out(x) for x in self._failure(state, failed)]
-        return out
+                out += self._failure(state, failed)
+        return [Out(x) for x in _settable(state, out)]
 
     # --- failures: roll back -------------------------------------------------------------
 
@@ -209,6 +211,28 @@ class GuardRails(ActorCore):
               evidence: Mapping[str, Any], hparams: Mapping[str, Any] | None = None) -> m.GuardTripped:  # fmt: skip
         return m.GuardTripped(guard=guard, segment_id=seg.segment_id, step=step, action=action, reason=reason,
                               evidence=_finite(evidence), hparams=dict(hparams or {}))  # fmt: skip
+
+
+def _settable(state: TunerState, found: Sequence[Message]) -> list[Message]:
+    """The guards' changes cut to what the trainer announced: a user's script (external mode)
+    may have no ``guided_attn_weight``; asking it for one would fail every later segment."""
+    announced = announced_hparams(state)
+    if announced is None:
+        return list(found)
+    out: list[Message] = []
+    for msg in found:
+        if isinstance(msg, m.GuardTripped | m.RollbackPerformed) and set(msg.hparams) - set(announced):
+            kept = {k: v for k, v in msg.hparams.items() if k in announced}
+            missing = ", ".join(sorted(set(msg.hparams) - set(kept)))
+            if isinstance(msg, m.GuardTripped):
+                note = f"{msg.action} (not applied: the trainer has no {missing})"
+                out.append(dataclasses.replace(msg, hparams=kept, action=note))
+            else:
+                note = f"{msg.reason} (the trainer has no {missing})"
+                out.append(dataclasses.replace(msg, hparams=kept, reason=note))
+        else:
+            out.append(msg)
+    return out
 
 
 def _in_force(state: TunerState, seg: Segment) -> dict[str, Any]:

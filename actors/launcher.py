@@ -9,6 +9,8 @@ process it started (data loaders, torchrun's ranks), and a Ctrl-C in the coordin
 terminal does not reach it directly: the supervisor decides how it ends. Commands are
 argv lists, never a shell. The worker's stdout and stderr go to a log file in the run
 directory. Waiting for a process runs in a thread (``Popen.wait`` blocks).
+``GroupProcess.escalate`` is the stop in steps that both use: the workers here (SIGTERM,
+then SIGKILL) and the user's script in external mode (SIGINT, SIGTERM, SIGKILL).
 
 Imports the standard library and ``actors.devices`` only.
 """
@@ -44,13 +46,20 @@ class WorkerSpec:
     module: str = (
         "smart_tuner.trainer.worker"  # the worker program (``python -m``); another one speaks the same protocol
     )
+    external: bool = False  # trainer.external: the user's script; its spec travels in ``env``
+
+
+EXTERNAL_MODULE = "smart_tuner.trainer.external"
+EXTERNAL_SPEC_ENV = "SMART_TUNER_EXTERNAL"  # the resolved external section, as JSON (it may hold secrets)
 
 
 def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease) -> list[str]:
-    cmd = [sys.executable, "-m", spec.module, "--endpoint", endpoint, "--worker-id", worker_id,
-           "--dataset", spec.dataset, "--preset", spec.preset, "--output-dir", str(spec.output_dir),
-           "--device", lease.device, "--val-count", str(spec.val_count),
-           "--heartbeat-s", str(spec.heartbeat_s), "--parent-pid", str(os.getpid())]  # fmt: skip
+    common = [sys.executable, "-m", EXTERNAL_MODULE if spec.external else spec.module, "--endpoint", endpoint,
+              "--worker-id", worker_id, "--output-dir", str(spec.output_dir), "--device", lease.device,
+              "--heartbeat-s", str(spec.heartbeat_s), "--parent-pid", str(os.getpid())]  # fmt: skip
+    if spec.external:
+        return common
+    cmd = [*common, "--dataset", spec.dataset, "--preset", spec.preset, "--val-count", str(spec.val_count)]
     if spec.data_dir is not None:
         cmd += ["--data-dir", str(spec.data_dir)]
     if spec.threads:
@@ -60,22 +69,12 @@ def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease
     return cmd
 
 
-class WorkerProcess:
-    def __init__(self, popen: subprocess.Popen[bytes], lease: Lease) -> None:
-        self.popen, self.lease = popen, lease
+class GroupProcess:
+    """A child in a process group of its own: signals go to the whole group."""
 
-    @classmethod
-    async def start(cls, argv: Sequence[str], lease: Lease, log_file: Path,
-                    env_extra: Sequence[tuple[str, str]] = ()) -> WorkerProcess:  # fmt: skip
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **lease.env, **dict(env_extra), "PYTHONUNBUFFERED": "1"}
-
-        def spawn() -> subprocess.Popen[bytes]:
-            with open(log_file, "ab") as log:  # the child keeps its own descriptor
-                return subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-
-        return cls(await asyncio.to_thread(spawn), lease)
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.stopped_by: str | None = None  # the last signal a stop sent (None: it had exited by itself)
 
     @property
     def pid(self) -> int:
@@ -96,16 +95,41 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError):  # the group is already gone
             os.killpg(self.popen.pid, sig)
 
-    async def stop(self, grace_s: float = 10.0) -> int:
-        """SIGTERM to the whole group, SIGKILL to the group after ``grace_s``; returns the exit code."""
-        if self.popen.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            if await self.wait(grace_s) is None:
-                self._signal_group(signal.SIGKILL)
-        code = await self.wait(30.0)
+    async def escalate(self, steps: Sequence[tuple[signal.Signals, float]]) -> int:
+        """Each signal to the group in turn, waiting its timeout for the exit; then SIGKILL; the exit code."""
+        for sig, wait_s in (*steps, (signal.SIGKILL, 30.0)):
+            if self.popen.poll() is not None:
+                break
+            self.stopped_by = sig.name
+            self._signal_group(sig)
+            await self.wait(wait_s)
         self._signal_group(signal.SIGKILL)  # anything it left behind in its group goes too
+        code = self.popen.poll()
         return code if code is not None else -signal.SIGKILL
 
     def kill(self) -> None:
         """SIGKILL the whole group now (the coordinator is going down)."""
         self._signal_group(signal.SIGKILL)
+
+
+class WorkerProcess(GroupProcess):
+    def __init__(self, popen: subprocess.Popen[bytes], lease: Lease) -> None:
+        super().__init__(popen)
+        self.lease = lease
+
+    @classmethod
+    async def start(cls, argv: Sequence[str], lease: Lease, log_file: Path,
+                    env_extra: Sequence[tuple[str, str]] = ()) -> WorkerProcess:  # fmt: skip
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **lease.env, **dict(env_extra), "PYTHONUNBUFFERED": "1"}
+
+        def spawn() -> subprocess.Popen[bytes]:
+            with open(log_file, "ab") as log:  # the child keeps its own descriptor
+                return subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+        return cls(await asyncio.to_thread(spawn), lease)
+
+    async def stop(self, grace_s: float = 10.0) -> int:
+        """SIGTERM to the whole group, SIGKILL to the group after ``grace_s``; returns the exit code."""
+        return await self.escalate(((signal.SIGTERM, grace_s),))

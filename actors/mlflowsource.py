@@ -34,13 +34,14 @@ class MlflowSource(MetricSource):
     name = "mlflow"
 
     def __init__(self, tracking_uri: str, *, run_id: str | None = None, experiment: str | None = None,
-                 parent_run_id: str | None = None,
+                 parent_run_id: str | None = None, started_after_ms: int | None = None,
                  segment_of: Callable[[], str | None] = lambda: None) -> None:  # fmt: skip
         if sum(x is not None for x in (run_id, experiment, parent_run_id)) != 1:
             raise ValueError("name exactly one of run_id, experiment or parent_run_id")
         self.tracking_uri = tracking_uri
         self.run_id, self.experiment, self.parent_run_id = run_id, experiment, parent_run_id
         self.segment_of = segment_of
+        self.started_after_ms = started_after_ms  # experiment: only runs started since (a segment's own run)
         self.client: Any = None
         self.seen: dict[tuple[str, str], tuple[int, int]] = {}  # (run, key) -> (step, timestamp) delivered
         self.unmapped: Counter[str] = Counter()
@@ -85,7 +86,8 @@ class MlflowSource(MetricSource):
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
                 return []
-            newest = self.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
+            since = "" if self.started_after_ms is None else f"attributes.start_time >= {self.started_after_ms}"
+            newest = self.client.search_runs([exp.experiment_id], since, order_by=["attributes.start_time DESC"],
                                              max_results=1)  # fmt: skip
             return list(newest)
         parent = self.client.get_run(self.parent_run_id)

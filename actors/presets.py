@@ -47,6 +47,8 @@ def _preset(name: str, x_axis: str, rules: Mapping[Rule, str], signature: Iterab
 NVIDIA = _preset("nvidia_tacotron2", "iteration", {
     ("", "training.loss"): "train_loss", ("", "validation.loss"): "val_loss", ("", "grad.norm"): "grad_norm",
     ("", "learning.rate"): "learning_rate",
+    # not NVIDIA's own: our train.py's (and forks') unweighted objective and attention diagonality
+    ("", "validation.objective"): "val_objective", ("", "validation.diagonality"): "diagonality",
 }, [("", "training.loss"), ("", "validation.loss"), ("", "grad.norm"), ("", "learning.rate"), ("", "duration")],
     "NVIDIA/tacotron2 and its forks; stdout: Train loss <i> <loss> Grad Norm <g> <dt>s/it")  # fmt: skip
 

@@ -1,0 +1,154 @@
+"""External mode's pieces: hyperparameter rendering, the command line, checkpoint discovery, the config."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smart_tuner.state.config import ConfigError, load_config
+from smart_tuner.trainer.external import (
+    Checkpoints,
+    ExternalError,
+    build_argv,
+    merged_hparams,
+    render_hparams,
+)
+
+DECLARED = {"learning_rate": 1e-3, "batch_size": 16, "use_saved_lr": False, "ignore_layers": ["embedding.weight"],
+            "tag": "ljs"}  # fmt: skip
+
+
+def test_nvidia_format_is_typed_by_the_scripts_values() -> None:
+    values = merged_hparams(DECLARED, {"learning_rate": 3e-3, "batch_size": 8.0, "use_saved_lr": True})
+    assert values == {"learning_rate": 3e-3, "batch_size": 8, "use_saved_lr": True,
+                      "ignore_layers": ["embedding.weight"], "tag": "ljs"}  # fmt: skip
+    assert isinstance(values["batch_size"], int)
+    (text,) = render_hparams(values, "nvidia")
+    assert text == "learning_rate=0.003,batch_size=8,use_saved_lr=true,ignore_layers=[embedding.weight],tag=ljs"
+    assert render_hparams({"lr": 1e-5, "n": 0}, "nvidia") == ["lr=1e-05,n=0"]  # repr round-trips
+
+
+@pytest.mark.parametrize(("changes", "error"), [
+    ({"batch_size": 8.5}, "batch_size: the script takes an integer"),
+    ({"learning_rate": float("nan")}, "learning_rate: the script takes a finite number"),
+    ({"learning_rate": True}, "learning_rate: the script takes a finite number"),
+    ({"use_saved_lr": 1}, "use_saved_lr: the script takes true/false"),
+    ({"tag": 3}, "tag: the script takes a string"),
+    ({"guided_attn_weight": 2.0}, "guided_attn_weight: the script declares no such hyperparameter"),
+])  # fmt: skip
+def test_values_the_script_cannot_take_are_refused_by_name(changes: dict[str, object], error: str) -> None:
+    with pytest.raises(ExternalError, match=re.escape(error)):
+        merged_hparams(DECLARED, changes)
+
+
+@pytest.mark.parametrize("value", ["a,b", "x=y", "[1]", "two words", ""])
+def test_strings_that_would_break_nvidias_format_are_refused(value: str) -> None:
+    with pytest.raises(ExternalError, match="cannot be written in NVIDIA's --hparams format"):
+        render_hparams({"tag": value}, "nvidia")
+
+
+def test_flags_and_config_files(tmp_path: Path) -> None:
+    values = {"lr": 0.002, "epochs": 3, "amp": False}
+    assert render_hparams(values, "flags") == ["--lr", "0.002", "--epochs", "3", "--amp", "false"]
+    assert render_hparams(values, "flags", prefix="--hp.") == ["--hp.lr", "0.002", "--hp.epochs", "3",
+                                                                "--hp.amp", "false"]  # fmt: skip
+    (path,) = render_hparams(values, "json", file=tmp_path / "h.json")
+    assert json.loads(Path(path).read_text()) == values
+    (path,) = render_hparams(values, "yaml", file=tmp_path / "h.yaml")
+    assert yaml.safe_load(Path(path).read_text()) == values
+
+
+def test_the_command_line_leaves_out_the_checkpoint_option_when_there_is_none() -> None:
+    template = ["python", "train.py", "-o", "{output_dir}", "-c", "{checkpoint}", "--hparams", "{hparams}",
+                "--name={segment_id}"]  # fmt: skip
+    fills = {"output_dir": "/r/s1", "segment_id": "s1", "start_step": "0", "run_dir": "/r"}
+    assert build_argv(template, fills, ["lr=0.1"], None) == ["python", "train.py", "-o", "/r/s1", "--hparams",
+                                                             "lr=0.1", "--name=s1"]  # fmt: skip
+    assert build_argv(template, fills, ["lr=0.1"], "/r/s0/checkpoint_10")[4:6] == ["-c", "/r/s0/checkpoint_10"]
+    inline = ["train.py", "--resume={checkpoint}", "--hparams={hparams}", "{hparams}"]
+    assert build_argv(inline, fills, ["--lr", "1"], None) == ["train.py", "--hparams=", "--lr", "1"]
+    assert build_argv(inline, fills, ["a=1"], "/c")[:2] == ["train.py", "--resume=/c"]
+
+
+def _zip(path: Path, members: int = 3) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(members):
+            z.writestr(f"archive/data/{i}", bytes(range(256)) * 40)
+
+
+def test_the_latest_complete_checkpoint_by_step(tmp_path: Path) -> None:
+    found = Checkpoints(tmp_path, "checkpoint_*", re.compile(r"checkpoint_(\d+)$"))
+    assert found.latest_complete(0) is None  # nothing yet
+    for step in (5, 40, 100):
+        _zip(tmp_path / f"checkpoint_{step}")
+    (tmp_path / "checkpoint_100.sha256").write_text("x")  # matches the glob, not the step pattern
+    assert [s for s, _ in found.listed()] == [5, 40, 100]  # by step, not by name (100 < 40 as text)
+    assert found.latest_complete(30) == (100, tmp_path / "checkpoint_100")
+    assert found.latest_complete(101) is None
+
+    # a torch zip still being written: its central directory is not there yet
+    whole = (tmp_path / "checkpoint_100").read_bytes()
+    (tmp_path / "checkpoint_120").write_bytes(whole[: len(whole) // 2])
+    assert found.latest_complete(30) == (100, tmp_path / "checkpoint_100")
+    assert found.latest_complete(110) is None
+    # a member whose bytes do not match its CRC
+    broken = bytearray(whole)
+    broken[200] ^= 0xFF
+    (tmp_path / "checkpoint_120").write_bytes(bytes(broken))
+    assert found.latest_complete(110) is None
+    (tmp_path / "checkpoint_120").write_bytes(whole)
+    assert found.latest_complete(110) == (120, tmp_path / "checkpoint_120")
+
+
+def test_a_file_that_is_not_a_zip_is_complete_once_it_stops_changing(tmp_path: Path) -> None:
+    found = Checkpoints(tmp_path, "*.pt", re.compile(r"step(\d+)"))
+    path = tmp_path / "model_step7.pt"
+    path.write_bytes(b"\x80\x02legacy pickle")
+    assert found.latest_complete(0) is None  # first look: it may still grow
+    assert found.latest_complete(0) == (7, path)  # unchanged since
+    path.write_bytes(b"\x80\x02legacy pickle, longer")
+    assert found.latest_complete(0) is None
+
+
+EXTERNAL = """
+search_space:
+  learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+external:
+  command: "python train.py -o {output_dir} -l logs -c {checkpoint} --hparams {hparams}"
+  hparams: {learning_rate: 1.0e-3, batch_size: 16}
+"""
+
+
+def _load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return load_config(path).resolved
+
+
+def test_an_external_section_loads(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, EXTERNAL)
+    ext = cfg.external  # type: ignore[attr-defined]
+    assert ext.argv()[:2] == ["python", "train.py"] and ext.hparams_format == "nvidia"
+    assert ext.checkpoint_glob == "checkpoint_*" and ext.objective == "val_loss"
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("{checkpoint}", ""), "external.command: command needs {checkpoint}"),
+    (("-l logs", "-l {log_dir}"), "unknown placeholder {log_dir}"),
+    (("batch_size: 16", "batch_size: 16, tag: 'a,b'"), "hparams.tag: 'a,b' cannot be written in NVIDIA's"),
+    (("learning_rate: 1.0e-3, ", ""), "search_space.learning_rate: not among external.hparams"),
+    (("learning_rate: 1.0e-3", "learning_rate: 1"), "loguniform gives floats, but the script's value 1 is int"),
+    (("hparams: {", "checkpoint_step: 'checkpoint_'\n  hparams: {"), "needs a group for the step"),
+    (("hparams: {", "hparams_format: flags\n  hparams: {"), "{hparams} must be an argument of its own"),
+])  # fmt: skip
+def test_bad_external_sections_are_refused_naming_the_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    text = EXTERNAL.replace(*edit)
+    if "flags" in text:
+        text = text.replace("--hparams {hparams}", "--hparams={hparams}")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _load(tmp_path, text)

@@ -1,0 +1,544 @@
+"""External mode: a user's own ``train.py`` behind the worker protocol, tuned by restarts.
+
+    python -m smart_tuner.trainer.external --endpoint ipc:///…/workers.sock --worker-id w1 \\
+        --output-dir runs/<id>/external --device cpu     # the spec comes in $SMART_TUNER_EXTERNAL
+
+The supervisor starts this process where it would start ``trainer.worker``; to the rest
+of the tuner it is a worker like the other (same messages, heartbeats, restarts). Each
+``RunSegment`` becomes one run of the user's script:
+
+1. a fresh folder ``<output-dir>/<segment_id>`` (a re-run moves the old one aside, never
+   deletes it); the command template's placeholders are filled in, the hyperparameters
+   rendered in the configured format (``render_hparams``: NVIDIA's ``--hparams`` string,
+   separate flags, or a JSON/YAML file), typed by the script's declared values;
+2. the script starts with argv (never a shell) in a process group of its own, its stdout
+   and stderr in ``console.log``, ``PYTHONUNBUFFERED=1``; it gets SIGTERM if this process
+   dies (``PR_SET_PDEATHSIG``), so a killed adapter leaves no training behind;
+3. the log sources for this segment (the console log with the preset's line rules, the
+   TensorBoard folder under the segment's output, the newest MLflow run started after it)
+   are polled every ``POLL_S``; what they read goes out as ``MetricsObserved`` on the
+   script's own step axis;
+4. once the script has logged the segment's last step and a checkpoint at or past it is
+   complete (``Checkpoints``: a torch zip file whose every member checks, or a file that
+   stopped changing), the script is stopped gracefully: SIGINT to its group, SIGTERM after
+   ``sigint_timeout_s``, SIGKILL after ``sigterm_timeout_s``;
+5. ``SegmentFinished`` carries that checkpoint (path, sha256, step) and the metrics at it.
+   Without a ``val_objective`` of its own, the ``objective`` metric (``val_loss``) stands
+   in for it: the value the tuner compares.
+
+It fails the segment with ``nan`` (a non-finite train loss or gradient norm was logged),
+``oom`` (the script died saying it ran out of memory), ``timeout`` (no new step for
+``hang_timeout_s``), ``aborted`` (``AbortSegment``) or ``error`` (it exited before the
+segment's end, or saved no checkpoint within ``checkpoint_timeout_s`` after its last step:
+the detail names the log's last lines). Never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import yaml
+
+from ..actors.bus.zmqbus import new_context
+from ..actors.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
+from ..actors.launcher import GroupProcess
+from ..actors.logs import configure_logging
+from ..actors.presets import PRESETS
+from ..actors.stdoutsource import STDOUT_RULES, StdoutSource
+from ..actors.tbsource import TensorBoardSource
+from ..actors.watcher import MetricSource, Reading
+from ..protocol import messages as m
+from ..state.config import ExternalConfig
+from .client import SupervisorClient, curve_of
+from .loop import WorkerLoop
+
+log = structlog.get_logger("external")
+
+POLL_S = 0.2
+OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
+NONFINITE_GUARDED = ("train_loss", "grad_norm")
+METRICS = ("train_loss", "grad_norm", "learning_rate", "val_loss", "val_objective", "diagonality",
+           "val_mel_loss", "val_gate_loss", "val_guided_attn_loss", "train_mel_loss")  # fmt: skip
+
+
+class ExternalError(ValueError):
+    """The segment cannot be handed to the script as asked (a value its format cannot carry)."""
+
+
+# --- hyperparameters, as the script wants them ----------------------------------------------
+
+
+def typed(name: str, value: Any, declared: Any) -> Any:
+    """``value`` in the type of the script's declared value (NVIDIA: the default's type decides)."""
+    if isinstance(declared, bool):
+        if not isinstance(value, bool):
+            raise ExternalError(f"{name}: the script takes true/false, not {value!r}")
+        return value
+    if isinstance(declared, int):
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ExternalError(f"{name}: the script takes an integer, not {value!r}")
+        return int(value)
+    if isinstance(declared, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ExternalError(f"{name}: the script takes a finite number, not {value!r}")
+        return float(value)
+    if isinstance(declared, list):
+        if not isinstance(value, list | tuple):
+            raise ExternalError(f"{name}: the script takes a list, not {value!r}")
+        return list(value)
+    if not isinstance(value, str):
+        raise ExternalError(f"{name}: the script takes a string, not {value!r}")
+    return value
+
+
+def _nvidia_value(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_nvidia_value(name, v) for v in value) + "]"
+    if not value or re.search(r"[,=\[\]\s]", value):
+        raise ExternalError(f"{name}: {value!r} cannot be written in NVIDIA's --hparams format")
+    return str(value)
+
+
+def merged_hparams(declared: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Every declared hyperparameter, the segment's values over the declared ones, typed."""
+    unknown = sorted(set(changes) - set(declared))
+    if unknown:
+        raise ExternalError(f"{unknown[0]}: the script declares no such hyperparameter (external.hparams)")
+    return {name: typed(name, changes.get(name, value), value) for name, value in declared.items()}
+
+
+def render_hparams(values: Mapping[str, Any], fmt: str, prefix: str = "--", file: Path | None = None) -> list[str]:
+    """The argv tokens ``{hparams}`` stands for: one NVIDIA string, flag pairs, or a file's path."""
+    if fmt == "nvidia":
+        return [",".join(f"{k}={_nvidia_value(k, v)}" for k, v in values.items())]
+    if fmt == "flags":
+        out = []
+        for k, v in values.items():
+            out += [f"{prefix}{k}", _nvidia_value(k, v) if isinstance(v, bool | list) else str(v)]
+        return out
+    if file is None:
+        raise ExternalError(f"hparams_format {fmt} writes a file: give its path")
+    text = json.dumps(dict(values), indent=2) if fmt == "json" else yaml.safe_dump(dict(values), sort_keys=False)
+    file.write_text(text)
+    return [str(file)]
+
+
+def build_argv(template: Sequence[str], fills: Mapping[str, str], hparams: Sequence[str],
+               checkpoint: str | None) -> list[str]:  # fmt: skip
+    """The template with its placeholders filled; with no checkpoint, ``-c {checkpoint}`` is left out."""
+    out: list[str] = []
+    for token in template:
+        if token == "{hparams}":
+            out += hparams
+            continue
+        if "{checkpoint}" in token and checkpoint is None:
+            if token == "{checkpoint}" and out and out[-1].startswith("-"):
+                out.pop()  # the option that named it goes with it
+            continue
+        values = {**fills, "checkpoint": checkpoint or "", "hparams": hparams[0] if len(hparams) == 1 else ""}
+        out.append(token.format(**values))
+    return out
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoints:
+    """The script's checkpoints in one folder: ``glob``, step from ``step_pattern``, latest by step."""
+
+    folder: Path
+    glob: str
+    step_pattern: re.Pattern[str]
+    seen: dict[Path, tuple[int, float]] = field(default_factory=dict)  # non-zip files: (size, mtime) last look
+
+    def step_of(self, path: Path | str) -> int | None:
+        found = self.step_pattern.search(Path(path).name)
+        return int(found.group(1)) if found else None
+
+    def listed(self) -> list[tuple[int, Path]]:
+        out = []
+        for path in self.folder.glob(self.glob) if self.folder.is_dir() else []:
+            step = self.step_of(path)
+            if step is not None:
+                out.append((step, path))
+        return sorted(out, key=lambda sp: (sp[0], _mtime(sp[1])))
+
+    def latest_complete(self, at_least: int) -> tuple[int, Path] | None:
+        """The newest checkpoint with step >= ``at_least`` that is complete."""
+        for step, path in reversed(self.listed()):
+            if step < at_least:
+                return None
+            if self.complete(path):
+                return step, path
+        return None
+
+    def complete(self, path: Path) -> bool:
+        """A torch zip file whose central directory is written and every member's CRC checks; any other
+        file (or folder) once its size and mtime did not change between two looks."""
+        try:
+            if path.is_file():
+                with open(path, "rb") as f:
+                    zipped = f.read(4) == b"PK\x03\x04"
+                if zipped:
+                    try:
+                        with zipfile.ZipFile(path) as z:
+                            return z.testzip() is None
+                    except (zipfile.BadZipFile, EOFError, OSError):
+                        return False  # still being written: its end record is not there yet
+            st = path.stat()
+        except OSError:
+            return False
+        size = st.st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        now = (size, st.st_mtime)
+        before, self.seen[path] = self.seen.get(path), now
+        return before == now and size > 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# --- the script's process --------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec: no Python objects of the parent
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Script(GroupProcess):
+    """The user's script: own process group, console to a file, a graceful stop."""
+
+    @classmethod
+    def start(cls, argv: Sequence[str], log_file: Path, env: Mapping[str, str], cwd: str | None) -> Script:
+        """Started from the event loop's thread: the parent-death signal follows the thread that forked."""
+        with open(log_file, "ab") as out:
+            popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, cwd=cwd,
+                                     start_new_session=True,
+                                     # only prctl runs in the child before exec, and this thread forks
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509 # fmt: skip
+        return cls(popen)
+
+    async def stop(self, sigint_s: float, sigterm_s: float) -> int:
+        """SIGINT to the group, SIGTERM after ``sigint_s``, SIGKILL after ``sigterm_s``; the exit code."""
+        return await self.escalate(((signal.SIGINT, sigint_s), (signal.SIGTERM, sigterm_s)))
+
+
+# --- the worker --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """One segment's script, sources and what they have shown so far."""
+
+    sid: str
+    start_step: int
+    target: int
+    script: Script
+    started: float
+    sources: list[MetricSource]
+    latest: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (step, value), step <= target
+    held: list[tuple[str, Reading]] = field(default_factory=list)  # read past the target: sent once the end is known
+    last_step: int | None = None
+    last_progress: float = field(default_factory=time.monotonic)
+    hparams: dict[str, Any] = field(default_factory=dict)  # what the script was given
+    applied_sent: bool = False
+    nonfinite: tuple[str, int, float] | None = None
+
+
+class ExternalWorker(WorkerLoop):
+    def __init__(self, spec: ExternalConfig, client: SupervisorClient, output_dir: Path, device: str,
+                 heartbeat_s: float, run_dir: Path, parent: int | None = None) -> None:  # fmt: skip
+        super().__init__(client, heartbeat_s, parent)
+        self.spec, self.device, self.run_dir = spec, device, run_dir
+        self.output_dir = output_dir.resolve()  # absolute: the script may run in another directory
+        self.step: int | None = None
+        self.preset = "nvidia_tacotron2" if spec.preset == "auto" else spec.preset
+
+    def hello(self) -> m.WorkerHello:
+        hparams = {name: {"type": type(v).__name__, "default": v, "class": "restart", "low": None, "high": None,
+                          "doc": "the script's value (external.hparams); applied by a restart from a checkpoint"}
+                   for name, v in self.spec.hparams.items()}  # fmt: skip
+        return m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=self.device, hparams=hparams,
+                             metrics=METRICS)  # fmt: skip
+
+    def progress(self) -> int | None:
+        return self.step
+
+    # --- one segment ------------------------------------------------------------------------
+
+    async def run_segment(self, cmd: m.RunSegment) -> None:
+        sid = cmd.segment_id
+        try:
+            run = self._launch(cmd)
+        except (ExternalError, OSError) as exc:
+            await self.send(m.SegmentFailed(segment_id=sid, reason="error", detail=str(exc)[:2000]))
+            return
+        await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id, device=self.device,
+                                         pid=run.script.pid))  # fmt: skip
+        try:
+            end = await self._follow(run, cmd)
+        finally:
+            code = await run.script.stop(self.spec.sigint_timeout_s, self.spec.sigterm_timeout_s)
+            self.step = None
+        await self._read(run)  # what the writers flushed as they stopped
+        await self._conclude(run, cmd, end, code)
+        for source in run.sources:
+            with contextlib.suppress(Exception):
+                await source.close()
+
+    def _launch(self, cmd: m.RunSegment) -> _Run:
+        spec = self.spec
+        folder = self.output_dir / cmd.segment_id
+        if folder.exists():  # a re-run after a crash: keep what the last attempt left, aside
+            k = 1
+            while folder.with_name(f"{folder.name}.attempt-{k}").exists():
+                k += 1
+            folder.rename(folder.with_name(f"{folder.name}.attempt-{k}"))
+        folder.mkdir(parents=True)
+        checkpoints = self._checkpoints(folder)
+        start = checkpoints.step_of(cmd.from_checkpoint) if cmd.from_checkpoint else 0
+        if start is None:
+            raise ExternalError(
+                f"{cmd.from_checkpoint}: no step in its name (checkpoint_step {spec.checkpoint_step!r})"
+            )
+        values = merged_hparams(spec.hparams, cmd.hparams)
+        file = folder / f"hparams.{spec.hparams_format}" if spec.hparams_format in ("json", "yaml") else None
+        tokens = render_hparams(values, spec.hparams_format, spec.flag_prefix, file)
+        fills = {"output_dir": str(folder), "segment_id": cmd.segment_id, "start_step": str(start),
+                 "run_dir": str(self.run_dir)}  # fmt: skip
+        checkpoint = str(Path(cmd.from_checkpoint).resolve()) if cmd.from_checkpoint else None
+        argv = build_argv(spec.argv(), fills, tokens, checkpoint)
+        (folder / "command.json").write_text(json.dumps({"argv": argv, "hparams": values}, indent=2))
+        log.info("starting the script", segment_id=cmd.segment_id, argv=argv)
+        script = Script.start(argv, folder / "console.log", spec.env, spec.cwd)
+        return _Run(
+            cmd.segment_id, start, start + cmd.steps, script, time.monotonic(), self._sources(folder), hparams=values
+        )
+
+    def _checkpoints(self, folder: Path) -> Checkpoints:
+        return Checkpoints(folder, self.spec.checkpoint_glob, re.compile(self.spec.checkpoint_step))
+
+    def _sources(self, folder: Path) -> list[MetricSource]:
+        spec, sources = self.spec, list[MetricSource]()
+        if spec.stdout:
+            rules = STDOUT_RULES.get(self.preset) or None
+            sources.append(StdoutSource(folder / "console.log", rules=rules))
+        if spec.tensorboard_dir is not None:
+            preset = PRESETS.get(spec.preset)
+            mapping = None if preset is None else (lambda tag, d, p=preset: p.name_of(tag, d))
+            sources.append(TensorBoardSource(folder / spec.tensorboard_dir, mapping=mapping))
+        if spec.mlflow_tracking_uri is not None:
+            from ..actors.mlflowsource import MlflowSource
+
+            sources.append(MlflowSource(spec.mlflow_tracking_uri, experiment=spec.mlflow_experiment,
+                                        started_after_ms=int(time.time() * 1000)))  # fmt: skip
+        return sources
+
+    async def _follow(self, run: _Run, cmd: m.RunSegment) -> str:
+        """Until the segment's end: 'done', 'nan', 'aborted', 'exited', 'timeout', 'no_checkpoint'."""
+        checkpoints = self._checkpoints(self.output_dir / run.sid)
+        reached_at: float | None = None
+        while True:
+            await self._read(run)
+            if run.nonfinite is not None:
+                return "nan"
+            if self.abort.is_set():
+                return "aborted"
+            if run.last_step is not None and run.last_step >= run.target:
+                reached_at = reached_at or time.monotonic()
+                if await asyncio.to_thread(checkpoints.latest_complete, run.target) is not None:
+                    return "done"
+                if time.monotonic() - reached_at > self.spec.checkpoint_timeout_s:
+                    return "no_checkpoint"
+            if run.script.returncode is not None:
+                return "exited"
+            if time.monotonic() - run.last_progress > self.spec.hang_timeout_s:
+                return "timeout"
+            await asyncio.sleep(POLL_S)
+
+    async def _read(self, run: _Run) -> None:
+        """Poll every source; a reading past the target is held until the checkpoint's step is known."""
+        for source in run.sources:
+            try:
+                readings = await source.poll()
+            except Exception as exc:  # a source's failure is logged; the others go on
+                log.warning("metric source failed", source=source.name, error=repr(exc))
+                continue
+            for r in readings:
+                if r.step > run.target:
+                    run.held.append((source.name, r))
+                    continue
+                self._observe(run, source.name, r)
+
+    def _observe(self, run: _Run, source: str, r: Reading) -> None:
+        metrics = {k: float(v) for k, v in r.metrics.items()}
+        if not metrics:
+            return
+        if run.last_step is None or r.step > run.last_step:
+            run.last_step, run.last_progress = r.step, time.monotonic()
+            self.step = r.step
+        for name in NONFINITE_GUARDED:
+            if name in metrics and not math.isfinite(metrics[name]) and run.nonfinite is None:
+                run.nonfinite = (name, r.step, metrics[name])
+        for name, value in metrics.items():
+            if r.step >= run.latest.get(name, (-1, 0.0))[0]:
+                run.latest[name] = (r.step, value)
+        if not run.applied_sent:
+            run.applied_sent = True
+            self.offer(m.HparamsApplied(segment_id=run.sid, step=run.start_step, hparams=run.hparams,
+                                        classes=dict.fromkeys(run.hparams, "restart"),
+                                        apply_s=round(time.monotonic() - run.started, 3)))  # fmt: skip
+        self.offer(m.MetricsObserved(segment_id=run.sid, source=source, step=r.step, metrics=metrics))
+
+    async def _conclude(self, run: _Run, cmd: m.RunSegment, end: str, code: int) -> None:
+        sid, spec = run.sid, self.spec
+        checkpoints = self._checkpoints(self.output_dir / sid)
+        found = await asyncio.to_thread(checkpoints.latest_complete, run.target) if end in ("done", "exited") else None
+        if found is not None:
+            step, path = found
+            for source, r in sorted(run.held, key=lambda sr: sr[1].step):  # past the target, up to the checkpoint
+                if r.step <= step:
+                    self._observe(run, source, r)
+        await self.flush_reports()
+        tail = _tail(self.output_dir / sid / "console.log")
+        if end == "nan" and run.nonfinite is not None:
+            name, step_at, value = run.nonfinite
+            await self._fail(sid, "nan", f"{name} was {value} at step {step_at}", step_at)
+        elif end == "aborted":
+            await self._fail(sid, "aborted", "aborted by the supervisor", run.last_step)
+        elif end == "timeout":
+            await self._fail(sid, "timeout", f"no new step for {spec.hang_timeout_s:g} s; last lines: {tail}",
+                             run.last_step)  # fmt: skip
+        elif found is None and end == "no_checkpoint":
+            await self._fail(sid, "error", f"no complete {spec.checkpoint_glob!r} at step >= {run.target} within "
+                             f"{spec.checkpoint_timeout_s:g} s of reaching it: does the script save at the "
+                             "segment ends (its checkpoint interval must divide the segment lengths)?",
+                             run.last_step)  # fmt: skip
+        elif found is None:
+            why = "ran out of memory" if OOM.search(tail) else f"exited with code {code}"
+            reason: m.FailureReason = "oom" if OOM.search(tail) else "error"
+            await self._fail(sid, reason, f"the script {why} at step {run.last_step} before step {run.target}; "
+                             f"last lines: {tail}", run.last_step)  # fmt: skip
+        else:
+            step, path = found
+            await self._finish(run, step, path)
+
+    async def _finish(self, run: _Run, step: int, path: Path) -> None:
+        metrics = {name: value for name, (_, value) in run.latest.items()}
+        objective = self.spec.objective
+        if "val_objective" not in metrics:
+            if objective not in metrics:
+                await self._fail(run.sid, "error", f"the script logged no {objective} (external.objective) by step "
+                                 f"{step}: nothing to compare candidates on", step)  # fmt: skip
+                return
+            metrics["val_objective"] = metrics[objective]
+        sha = await asyncio.to_thread(sha256_of, path)
+        took = round(time.monotonic() - run.started, 3)
+        await self.send(m.SegmentFinished(segment_id=run.sid, end_step=step, metrics=metrics, checkpoint=str(path),
+                                          checkpoint_sha256=sha, duration_s=took))  # fmt: skip
+        log.info("segment finished", segment_id=run.sid, step=step, checkpoint=str(path))
+
+    async def _fail(self, sid: str, reason: m.FailureReason, detail: str, step: int | None) -> None:
+        log.warning("segment failed", segment_id=sid, reason=reason, detail=detail)
+        await self.send(m.SegmentFailed(segment_id=sid, reason=reason, detail=detail[:2000], step=step))
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no console log)"
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m smart_tuner.trainer.external", description=__doc__.split("\n")[0])
+    p.add_argument("--endpoint", required=True, help="the supervisor's worker endpoint (ipc:// or tcp://)")
+    p.add_argument("--worker-id", required=True, help="this worker's id (its ZeroMQ routing id)")
+    p.add_argument("--output-dir", type=Path, required=True, help="one folder per segment goes here")
+    p.add_argument("--run-dir", type=Path, help="the run's folder (the {run_dir} placeholder)")
+    p.add_argument("--device", default="cpu", help="what the lease gave (the script sees CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--heartbeat-s", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--log-file", type=Path, help="JSON log file")
+    p.add_argument("--parent-pid", type=int, help="the supervisor's pid: stop when it is no longer the parent")
+    p.add_argument("--curve-server-key", help="CURVE: the coordinator's public key (Z85), for a tcp endpoint")
+    p.add_argument("--curve-key-file", type=Path, help="CURVE: this worker's secret certificate")
+    return p
+
+
+async def serve(args: argparse.Namespace, spec: ExternalConfig) -> None:
+    curve = curve_of(args)
+    ctx = new_context()
+    client = SupervisorClient(ctx, args.endpoint, args.worker_id, curve=curve)
+    try:
+        run_dir = args.run_dir or args.output_dir.parent
+        await ExternalWorker(spec, client, args.output_dir, args.device, args.heartbeat_s, run_dir,
+                             parent=args.parent).run()  # fmt: skip
+    finally:
+        await client.aclose()
+        ctx.term()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.parent = args.parent_pid or os.getppid()
+    configure_logging(args.log_file, "info")
+    structlog.contextvars.bind_contextvars(actor=f"external:{args.worker_id}")
+    raw = os.environ.get(SPEC_ENV)
+    if not raw:
+        log.error(f"${SPEC_ENV} is not set: the external section of the config comes in it")
+        return 2
+    try:
+        spec = ExternalConfig.model_validate_json(raw)
+    except ValueError as exc:
+        log.error(f"${SPEC_ENV} is not a valid external section", error=str(exc))
+        return 2
+    try:
+        asyncio.run(serve(args, spec))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
