@@ -2,6 +2,7 @@
 
     source = MlflowSource("sqlite:////abs/mlflow.db", run_id="…")          # one run
     source = MlflowSource(uri, experiment="tacotron2")                        # its newest run
+    source = MlflowSource(uri, experiment="tacotron2", started_after_ms=t0)   # ... started since t0
     source = MlflowSource(uri, parent_run_id="…")                             # every child of a parent
     readings = await source.poll()
 

@@ -11,8 +11,10 @@ Sources implement ``MetricSource``: ``async poll() -> list[Reading]``, returning
 appeared since the last call (never blocking the loop: file and MLflow reads go to a
 thread). Our own trainer's telemetry needs no source: the worker already reports
 canonical names and the supervisor relays its ``MetricsObserved`` as they came. The
-TensorBoard event-file, MLflow and stdout sources for a user's own ``train.py`` (external
-mode) plug in here; ``CANONICAL`` is the mapping they share, matched on
+TensorBoard event-file, MLflow and stdout sources for a user's own ``train.py`` implement
+this interface; in external mode they run per segment inside ``trainer.external`` (which
+must see the steps to end the segment at a checkpoint). ``CANONICAL`` is the mapping they
+share, matched on
 ``(directory, tag)`` as REFERENCE.md advises, because ESPnet logs ``loss`` under both
 ``train/`` and ``valid/``.
 

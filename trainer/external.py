@@ -167,7 +167,10 @@ def build_argv(template: Sequence[str], fills: Mapping[str, str], hparams: Seque
 
 @dataclass
 class Checkpoints:
-    """The script's checkpoints in one folder: ``glob``, step from ``step_pattern``, latest by step."""
+    """The script's checkpoints in one folder: ``glob``, the step from ``step_pattern``, ordered by step.
+
+    A segment ends at the first complete one at or past its last step: the script may have
+    saved more by the time it stops, but those steps are not the segment's."""
 
     folder: Path
     glob: str
@@ -186,12 +189,10 @@ class Checkpoints:
                 out.append((step, path))
         return sorted(out, key=lambda sp: (sp[0], _mtime(sp[1])))
 
-    def latest_complete(self, at_least: int) -> tuple[int, Path] | None:
-        """The newest checkpoint with step >= ``at_least`` that is complete."""
-        for step, path in reversed(self.listed()):
-            if step < at_least:
-                return None
-            if self.complete(path):
+    def first_complete(self, at_least: int) -> tuple[int, Path] | None:
+        """The complete checkpoint nearest past ``at_least`` (step >= it): where the segment ends."""
+        for step, path in self.listed():
+            if step >= at_least and self.complete(path):
                 return step, path
         return None
 
@@ -384,7 +385,7 @@ class ExternalWorker(WorkerLoop):
                 return "aborted"
             if run.last_step is not None and run.last_step >= run.target:
                 reached_at = reached_at or time.monotonic()
-                if await asyncio.to_thread(checkpoints.latest_complete, run.target) is not None:
+                if await asyncio.to_thread(checkpoints.first_complete, run.target) is not None:
                     return "done"
                 if time.monotonic() - reached_at > self.spec.checkpoint_timeout_s:
                     return "no_checkpoint"
@@ -431,7 +432,7 @@ class ExternalWorker(WorkerLoop):
     async def _conclude(self, run: _Run, cmd: m.RunSegment, end: str, code: int) -> None:
         sid, spec = run.sid, self.spec
         checkpoints = self._checkpoints(self.output_dir / sid)
-        found = await asyncio.to_thread(checkpoints.latest_complete, run.target) if end in ("done", "exited") else None
+        found = await asyncio.to_thread(checkpoints.first_complete, run.target) if end in ("done", "exited") else None
         if found is not None:
             step, path = found
             for source, r in sorted(run.held, key=lambda sr: sr[1].step):  # past the target, up to the checkpoint

@@ -81,38 +81,38 @@ def _zip(path: Path, members: int = 3) -> None:
             z.writestr(f"archive/data/{i}", bytes(range(256)) * 40)
 
 
-def test_the_latest_complete_checkpoint_by_step(tmp_path: Path) -> None:
+def test_a_segment_ends_at_the_first_complete_checkpoint_past_its_last_step(tmp_path: Path) -> None:
     found = Checkpoints(tmp_path, "checkpoint_*", re.compile(r"checkpoint_(\d+)$"))
-    assert found.latest_complete(0) is None  # nothing yet
+    assert found.first_complete(0) is None  # nothing yet
     for step in (5, 40, 100):
         _zip(tmp_path / f"checkpoint_{step}")
     (tmp_path / "checkpoint_100.sha256").write_text("x")  # matches the glob, not the step pattern
     assert [s for s, _ in found.listed()] == [5, 40, 100]  # by step, not by name (100 < 40 as text)
-    assert found.latest_complete(30) == (100, tmp_path / "checkpoint_100")
-    assert found.latest_complete(101) is None
+    assert found.first_complete(30) == (40, tmp_path / "checkpoint_40")
+    assert found.first_complete(41) == (100, tmp_path / "checkpoint_100")
+    assert found.first_complete(101) is None
 
     # a torch zip still being written: its central directory is not there yet
     whole = (tmp_path / "checkpoint_100").read_bytes()
     (tmp_path / "checkpoint_120").write_bytes(whole[: len(whole) // 2])
-    assert found.latest_complete(30) == (100, tmp_path / "checkpoint_100")
-    assert found.latest_complete(110) is None
+    assert found.first_complete(110) is None
     # a member whose bytes do not match its CRC
     broken = bytearray(whole)
     broken[200] ^= 0xFF
     (tmp_path / "checkpoint_120").write_bytes(bytes(broken))
-    assert found.latest_complete(110) is None
+    assert found.first_complete(110) is None
     (tmp_path / "checkpoint_120").write_bytes(whole)
-    assert found.latest_complete(110) == (120, tmp_path / "checkpoint_120")
+    assert found.first_complete(110) == (120, tmp_path / "checkpoint_120")
 
 
 def test_a_file_that_is_not_a_zip_is_complete_once_it_stops_changing(tmp_path: Path) -> None:
     found = Checkpoints(tmp_path, "*.pt", re.compile(r"step(\d+)"))
     path = tmp_path / "model_step7.pt"
     path.write_bytes(b"\x80\x02legacy pickle")
-    assert found.latest_complete(0) is None  # first look: it may still grow
-    assert found.latest_complete(0) == (7, path)  # unchanged since
+    assert found.first_complete(0) is None  # first look: it may still grow
+    assert found.first_complete(0) == (7, path)  # unchanged since
     path.write_bytes(b"\x80\x02legacy pickle, longer")
-    assert found.latest_complete(0) is None
+    assert found.first_complete(0) is None
 
 
 EXTERNAL = """

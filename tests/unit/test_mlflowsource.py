@@ -65,3 +65,14 @@ def test_the_newest_run_of_an_experiment_and_the_children_of_a_parent(store: str
     assert newest != parent
     with pytest.raises(ValueError, match="exactly one"):
         MlflowSource(store, run_id="x", experiment="tts")
+
+
+def test_only_a_run_started_since_a_moment_is_followed(store: str) -> None:
+    import time
+
+    write(store, "new", "-", 0, 3)  # an older run of the experiment: a previous segment's
+    since = int(time.time() * 1000)
+    source = MlflowSource(store, experiment="tts", started_after_ms=since)
+    assert source.read() == []  # the script has not started its own run yet
+    write(store, "new", "-", 10, 12)
+    assert [r.step for r in source.read()] == [10, 11]

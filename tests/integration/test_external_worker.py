@@ -1,0 +1,144 @@
+"""The external worker over real ZeroMQ sockets, driving a stand-in script: each way a segment ends.
+
+``tests/helpers/fake_train.py`` behaves like NVIDIA's train.py (console lines, checkpoint_<i>
+zip files, resume at iteration + 1) and can fail on demand; the worker must turn each
+ending into the right event, with the step and a detail a user can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
+from smart_tuner.actors.launcher import EXTERNAL_SPEC_ENV
+from smart_tuner.protocol import Envelope, decode
+from smart_tuner.protocol import messages as m
+from tests.integration.test_worker import collect, command
+
+FAKE = Path(__file__).resolve().parents[1] / "helpers" / "fake_train.py"
+
+
+def spec(**over: Any) -> dict[str, Any]:
+    base = {"command": [sys.executable, str(FAKE), "-o", "{output_dir}", "-c", "{checkpoint}", "--hparams",
+                        "{hparams}"],
+            "hparams": {"learning_rate": 1e-3, "every": 5, "mode": "ok"}, "tensorboard_dir": None,
+            "sigint_timeout_s": 5, "sigterm_timeout_s": 5}  # fmt: skip
+    return {**base, **over}
+
+
+@contextlib.asynccontextmanager
+async def external_worker(tmp_path: Path, section: dict[str, Any]) -> AsyncIterator[WorkerServer]:
+    ctx = new_context()
+    server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
+    cmd = [sys.executable, "-m", "smart_tuner.trainer.external", "--endpoint", server.endpoint, "--worker-id", "x1",
+           "--output-dir", str(tmp_path / "external"), "--heartbeat-s", "0.5"]  # fmt: skip
+    env = {**os.environ, EXTERNAL_SPEC_ENV: json.dumps(section)}
+    proc = await asyncio.to_thread(subprocess.Popen, cmd, env=env, start_new_session=True)
+    try:
+        hello = await collect(server, m.WorkerHello, 1, timeout_s=60)
+        assert isinstance(hello[-1].data, m.WorkerHello)
+        yield server
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        await server.aclose()
+        ctx.term()
+
+
+async def segment(server: WorkerServer, sid: str, steps: int, hparams: dict[str, Any] | None = None,
+                  checkpoint: str | None = None) -> list[Envelope]:  # fmt: skip
+    run = m.RunSegment(segment_id=sid, from_checkpoint=checkpoint, from_sha256=None, hparams=hparams or {},
+                       steps=steps, eval_every=0, report_every=1)  # fmt: skip
+    await server.send(b"x1", command(run))
+    got: list[Envelope] = []
+    async with asyncio.timeout(120):
+        while not any(isinstance(e.data, m.SegmentFinished | m.SegmentFailed) for e in got):
+            item = await server.recv(1.0)
+            if item is not None:
+                got.append(decode(item[1]))
+    return got
+
+
+def ending(envs: list[Envelope]) -> m.Message:
+    return next(e.data for e in envs if isinstance(e.data, m.SegmentFinished | m.SegmentFailed))
+
+
+def test_segments_restart_from_checkpoints_and_end_at_the_planned_step(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[Envelope], list[Envelope]]:
+        async with external_worker(tmp_path, spec()) as server:
+            first = await segment(server, "s1", 10)
+            end = ending(first)
+            assert isinstance(end, m.SegmentFinished)
+            second = await segment(server, "s2", 5, {"learning_rate": 3e-3}, end.checkpoint)
+            return first, second
+
+    first, second = asyncio.run(scenario())
+    end1, end2 = ending(first), ending(second)
+    assert isinstance(end1, m.SegmentFinished) and isinstance(end2, m.SegmentFinished)
+    assert end1.end_step == 10 and Path(end1.checkpoint) == tmp_path / "external" / "s1" / "checkpoint_10"
+    assert end1.metrics["val_objective"] == end1.metrics["val_loss"]  # the objective stands in for it
+    assert end2.end_step == 15 and len(end2.checkpoint_sha256) == 64
+    observed = [e.data for e in second if isinstance(e.data, m.MetricsObserved)]
+    assert [o.step for o in observed if "train_loss" in o.metrics] == list(range(11, 16))  # resumed at 10 + 1
+    assert all(o.source == "stdout" and o.segment_id == "s2" for o in observed)
+    applied = next(e.data for e in second if isinstance(e.data, m.HparamsApplied))
+    assert isinstance(applied, m.HparamsApplied) and applied.hparams["learning_rate"] == 3e-3 and applied.step == 10
+    # the script stopped right after its checkpoint: nothing past step 15 was reported
+    assert max(o.step for o in observed) == 15
+
+
+@pytest.mark.parametrize(("mode", "reason", "words", "step"), [
+    ("nan@7", "nan", "train_loss was nan at step 7", 7),
+    ("exit@4", "error", "exited with code 3 at step 3 before step 10; last lines:", 3),
+    ("oom@6", "oom", "ran out of memory at step 5", 5),
+    ("nosave", "error", "no complete 'checkpoint_*' at step >= 10", None),
+    ("hang@6", "timeout", "no new step for 2 s", 5),
+])  # fmt: skip
+def test_each_way_a_script_fails_is_named(tmp_path: Path, mode: str, reason: str, words: str,
+                                          step: int | None) -> None:  # fmt: skip
+    section = spec(checkpoint_timeout_s=2, hang_timeout_s=2)
+
+    async def scenario() -> list[Envelope]:
+        async with external_worker(tmp_path, section) as server:
+            return await segment(server, "s1", 10, {"mode": mode})
+
+    failed = ending(asyncio.run(scenario()))
+    assert isinstance(failed, m.SegmentFailed), failed
+    assert failed.reason == reason and words in failed.detail, failed.detail
+    if step is not None:
+        assert failed.step == step
+
+
+def test_an_abort_stops_the_script_and_a_rerun_keeps_the_first_attempt(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[Envelope], list[Envelope]]:
+        async with external_worker(tmp_path, spec()) as server:
+            run = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={}, steps=100000,
+                               eval_every=0, report_every=1)  # fmt: skip
+            await server.send(b"x1", command(run))
+            got = await collect(server, m.MetricsObserved, 3)
+            await server.send(b"x1", command(m.AbortSegment(segment_id="s1", reason="test")))
+            got += await collect(server, m.SegmentFailed, 1)
+            again = await segment(server, "s1", 5)
+            return got, again
+
+    aborted, again = asyncio.run(scenario())
+    failed = ending(aborted)
+    assert isinstance(failed, m.SegmentFailed) and failed.reason == "aborted"
+    started = next(e.data for e in aborted if isinstance(e.data, m.SegmentStarted))
+    assert isinstance(started, m.SegmentStarted)
+    with pytest.raises(ProcessLookupError):
+        os.kill(started.pid, 0)  # stopped and reaped
+    assert isinstance(ending(again), m.SegmentFinished)
+    assert (tmp_path / "external" / "s1.attempt-1" / "console.log").is_file()
