@@ -16,7 +16,8 @@ of the tuner it is a worker like the other (same messages, heartbeats, restarts)
    dies (``PR_SET_PDEATHSIG``), so a killed adapter leaves no training behind;
 3. the log sources for this segment (the console log with the preset's line rules, the
    TensorBoard folder under the segment's output, the newest MLflow run started after it)
-   are polled every ``POLL_S``; what they read goes out as ``MetricsObserved`` on the
+   are polled (every ``POLL_S[source]``: a console line costs a stat, an MLflow poll a
+   query); what they read goes out as ``MetricsObserved`` on the
    script's own step axis;
 4. once the script has logged the segment's last step and a checkpoint at or past it is
    complete (``Checkpoints``: a torch zip file whose every member checks, or a file that
@@ -72,7 +73,8 @@ from .loop import WorkerLoop
 
 log = structlog.get_logger("external")
 
-POLL_S = 0.2
+TICK_S = 0.05
+POLL_S = {"stdout": 0.05, "tensorboard": 0.2, "mlflow": 0.25}  # bench/watcher_latency.py
 OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
 NONFINITE_GUARDED = ("train_loss", "grad_norm")
 METRICS = ("train_loss", "grad_norm", "learning_rate", "val_loss", "val_objective", "diagonality",
@@ -276,6 +278,7 @@ class _Run:
     started: float
     sources: list[MetricSource]
     latest: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (step, value), step <= target
+    polled: dict[str, float] = field(default_factory=dict)  # source -> when it was last polled
     held: list[tuple[str, Reading]] = field(default_factory=list)  # read past the target: sent once the end is known
     last_step: int | None = None
     last_progress: float = field(default_factory=time.monotonic)
@@ -319,7 +322,7 @@ class ExternalWorker(WorkerLoop):
         finally:
             code = await run.script.stop(self.spec.sigint_timeout_s, self.spec.sigterm_timeout_s)
             self.step = None
-        await self._read(run)  # what the writers flushed as they stopped
+        await self._read(run, final=True)  # what the writers flushed as they stopped
         await self._conclude(run, cmd, end, code)
         for source in run.sources:
             with contextlib.suppress(Exception):
@@ -393,11 +396,15 @@ class ExternalWorker(WorkerLoop):
                 return "exited"
             if time.monotonic() - run.last_progress > self.spec.hang_timeout_s:
                 return "timeout"
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(TICK_S)
 
-    async def _read(self, run: _Run) -> None:
+    async def _read(self, run: _Run, final: bool = False) -> None:
         """Poll every source; a reading past the target is held until the checkpoint's step is known."""
+        now = time.monotonic()
         for source in run.sources:
+            if now - run.polled.get(source.name, -math.inf) < POLL_S.get(source.name, 0.2) - TICK_S / 2 and not final:
+                continue
+            run.polled[source.name] = now
             try:
                 readings = await source.poll()
             except Exception as exc:  # a source's failure is logged; the others go on
