@@ -212,7 +212,7 @@ class Coordinator:
                           output_dir=self.paths.root / ("external" if cfg.external else "trainer"),
                           data_dir=Path(t.data_dir) if t.data_dir else None, threads=t.threads,
                           val_count=t.val_count, heartbeat_s=t.heartbeat_s, hparams=hparams,
-                          env=env, external=cfg.external is not None)  # fmt: skip
+                          env=env, external=cfg.external is not None, ranks=t.ddp_ranks)  # fmt: skip
         policy = SupervisorPolicy(heartbeat_timeout_s=t.heartbeat_timeout_s, max_attempts=t.max_attempts)
         pool = DevicePool.create(cfg.n_gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
         return Supervisor(SupervisorIO(server, pool, spec, client, self.paths.root, policy))

@@ -47,6 +47,7 @@ class WorkerSpec:
         "smart_tuner.trainer.worker"  # the worker program (``python -m``); another one speaks the same protocol
     )
     external: bool = False  # trainer.external: the user's script; its spec travels in ``env``
+    ranks: int = 1  # devices per worker: > 1 runs our worker under torchrun (a DDP trial); external: the script's
 
 
 EXTERNAL_MODULE = "smart_tuner.trainer.external"
@@ -60,6 +61,10 @@ def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease
     if spec.external:
         return common
     cmd = [*common, "--dataset", spec.dataset, "--preset", spec.preset, "--val-count", str(spec.val_count)]
+    if spec.ranks > 1:  # a DDP trial: torchrun starts one process per device; rank 0 talks to the supervisor.
+        # --standalone picks a free rendezvous port, so trials side by side on one host never collide.
+        cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(spec.ranks), "-m",
+                    cmd[2]]  # fmt: skip
     if spec.data_dir is not None:
         cmd += ["--data-dir", str(spec.data_dir)]
     if spec.threads:

@@ -25,6 +25,7 @@ Imports ``protocol``, ``state`` and the runtime only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -109,8 +110,7 @@ class Stopper(ActorCore):
                                      f"{max_hours:g} h", evidence={"hours": round(hours, 4), "max_hours": max_hours,
                                                                     "clock_ts": now_ts})  # fmt: skip
         if max_gpu is not None:
-            gpu_h = sum((s.duration_s or 0.0) for s in state.tuning.segments.values()
-                        if (s.device or "").startswith("cuda")) / 3600  # fmt: skip
+            gpu_h = sum((s.duration_s or 0.0) * _gpus(s.device) for s in state.tuning.segments.values()) / 3600
             if gpu_h >= max_gpu:
                 return m.StopDecided(rule="budget_gpu_hours", reason=f"GPU budget reached: {gpu_h:.2f} of {max_gpu:g} "
                                      "GPU hours", evidence={"gpu_hours": gpu_h, "max_gpu_hours": max_gpu})  # fmt: skip
@@ -148,3 +148,11 @@ class Stopper(ActorCore):
         return m.StopDecided(rule="plateau", reason=f"no gain of {min_delta:g} in {since} rounds ({phase} phase, "
                              f"patience {need}): best {best:.4f}", evidence={"phase": phase, "patience": need,
                              "min_delta": min_delta, "best": best, "recent": recent})  # fmt: skip
+
+
+def _gpus(device: str | None) -> int:
+    """GPUs a segment held: ``cuda:0`` one, ``cuda:0 x2`` (a DDP trial, a script given two) two, the CPU none."""
+    if not (device or "").startswith("cuda"):
+        return 0
+    found = re.search(r" x(\d+)$", device or "")
+    return int(found.group(1)) if found else 1

@@ -87,6 +87,8 @@ class SupervisorIO:
         self._sends: set[asyncio.Task[None]] = set()  # fire-and-forget commands, kept until sent
         self.start_failures = 0
         self.prestart = False  # start one worker before any segment: its hello lets the tuner check the space
+        # A DDP trial takes spec.ranks GPUs in one lease; on the CPU (one device) its ranks share it.
+        self.devices_per_worker = 1 if pool.devices == ("cpu",) else spec.ranks
 
     # --- from the core (synchronous, never blocks) --------------------------------------
 
@@ -158,7 +160,7 @@ class SupervisorIO:
         if any(not w.ready.is_set() for w in self.workers.values()):
             return None  # one start at a time: it will take the next segment when ready
         worker_id = f"w{next(self._ids)}"
-        lease = self.pool.acquire(worker_id)
+        lease = self.pool.acquire(worker_id, self.devices_per_worker)
         if lease is None:
             return None
         argv = worker_command(self.spec, self.server.endpoint, worker_id, lease)

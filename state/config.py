@@ -161,6 +161,9 @@ class TrainerSection(_Frozen):
     heartbeat_s: float = Field(default=1.0, gt=0)
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)  # workers a segment may lose before it fails
+    # Devices per trial: > 1 makes each of our workers a DDP trial under torchrun on that many GPUs (on
+    # the CPU, that many gloo ranks); in external mode, the GPUs each run of the script is given.
+    ddp_ranks: int = Field(default=1, ge=1, le=64)
 
     @field_validator("hparams")
     @classmethod
@@ -430,6 +433,13 @@ class TunerConfig(_Frozen):
                         "(use categorical or int)"
                     )
         return space
+
+    @model_validator(mode="after")
+    def _check_devices(self) -> Self:
+        if self.n_gpus > 0 and self.trainer.ddp_ranks > self.n_gpus:
+            raise ValueError(f"trainer.ddp_ranks is {self.trainer.ddp_ranks} but n_gpus is {self.n_gpus}: "
+                             "a trial cannot take more GPUs than the run may use")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _check_external(self) -> Self:

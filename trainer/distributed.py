@@ -67,7 +67,10 @@ class Dist:
         if world <= 1:
             return None
         if not td.is_initialized():
-            td.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+            backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+            if backend == "nccl":  # each rank on its own GPU before the group forms (torchrun's LOCAL_RANK)
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            td.init_process_group(backend)
         return cls(rank=td.get_rank(), world=td.get_world_size())
 
     def broadcast(self, obj: Any) -> Any:

@@ -69,7 +69,7 @@ from ..actors.watcher import MetricSource, Reading
 from ..protocol import messages as m
 from ..state.config import ExternalConfig
 from .client import SupervisorClient, curve_of
-from .loop import WorkerLoop
+from .loop import WorkerLoop, device_label
 
 log = structlog.get_logger("external")
 
@@ -291,7 +291,9 @@ class ExternalWorker(WorkerLoop):
     def __init__(self, spec: ExternalConfig, client: SupervisorClient, output_dir: Path, device: str,
                  heartbeat_s: float, run_dir: Path, parent: int | None = None) -> None:  # fmt: skip
         super().__init__(client, heartbeat_s, parent)
-        self.spec, self.device, self.run_dir = spec, device, run_dir
+        gpus = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        self.device = device_label(device, len(gpus) if device.startswith("cuda") else 1)
+        self.spec, self.run_dir = spec, run_dir
         self.output_dir = output_dir.resolve()  # absolute: the script may run in another directory
         self.step: int | None = None
         self.preset = "nvidia_tacotron2" if spec.preset == "auto" else spec.preset

@@ -15,8 +15,9 @@ Reports go through ``offer`` (thread-safe through ``call_soon_threadsafe``) into
 bounded outbox that one task sends in order; ``flush_reports`` waits until it is empty,
 so the message that ends a segment follows everything it reported.
 
-A worker whose supervisor is gone (re-parented: ``--parent-pid``) stops by itself: a
-killed coordinator cannot stop workers that live in process groups of their own.
+A worker whose supervisor is gone (re-parented: ``--parent-pid``; under torchrun, whose
+agent is the parent, the supervisor's pid no longer exists) stops by itself: a killed
+coordinator cannot stop workers that live in process groups of their own.
 
 Two workers speak this protocol: ``trainer.worker`` (our trainer, in-process) and
 ``trainer.external`` (a user's own ``train.py``, restarted per segment).
@@ -75,8 +76,21 @@ class WorkerLoop(abc.ABC):
 
     # --- the protocol ----------------------------------------------------------------------------
 
+    def _supervisor_gone(self) -> bool:
+        """Re-parented (our parent was the supervisor), or, under torchrun (whose agent is our parent),
+        the supervisor's pid no longer exists."""
+        if os.getppid() == self.parent:
+            return False
+        try:
+            os.kill(self.parent, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # it exists (another user's process would be a reused pid: rare, and harmless here)
+        return not _under_torchrun()
+
     async def run(self) -> None:
-        if os.getppid() != self.parent:
+        if self._supervisor_gone():
             log.warning("the supervisor's process is gone before the start: not starting", parent=self.parent)
             return
         hello = self.hello()
@@ -120,7 +134,7 @@ class WorkerLoop(abc.ABC):
         while not self.stopping.is_set():
             # A killed coordinator cannot stop its workers (each has a process group of its own);
             # re-parenting tells them, so a resumed run never meets an orphan still training.
-            self.orphaned = os.getppid() != self.parent
+            self.orphaned = self._supervisor_gone()
             with contextlib.suppress(SupervisorUnreachable):  # a missed beat is the supervisor's signal, not ours
                 beat = m.Heartbeat(worker_id=self.client.worker_id, step=self.progress())
                 await self.client.send(beat, timeout_s=1)
@@ -176,3 +190,13 @@ class WorkerLoop(abc.ABC):
                 await self.run_segment(cmd)
             finally:
                 self.current = None
+
+
+def _under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def device_label(device: str, count: int) -> str:
+    """What a worker announces as its device: ``cuda:0``, or ``cuda:0 x2`` for a trial on two GPUs
+    (the stop controller's GPU-hour budget counts the multiplier)."""
+    return device if count <= 1 else f"{device} x{count}"

@@ -37,7 +37,7 @@ from .distributed import Dist, Segment, follow
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, announcement, parse_hparams_string, preset
 from .inplace import Applied
-from .loop import WorkerLoop
+from .loop import WorkerLoop, device_label
 
 log = structlog.get_logger("worker")
 
@@ -58,8 +58,13 @@ class Worker(WorkerLoop):
         self.trainer = trainer
 
     def hello(self) -> m.WorkerHello:
-        return m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=str(self.trainer.device),
+        return m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=self.device,
                              hparams=announcement(), metrics=METRICS)  # fmt: skip
+
+    @property
+    def device(self) -> str:
+        dist = self.trainer.dist
+        return device_label(str(self.trainer.device), dist.world if dist is not None else 1)
 
     def progress(self) -> int | None:
         return self.trainer.step
@@ -67,8 +72,8 @@ class Worker(WorkerLoop):
     async def run_segment(self, cmd: m.RunSegment) -> None:
         loop = asyncio.get_running_loop()
         sid = cmd.segment_id
-        await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id,
-                                         device=str(self.trainer.device), pid=os.getpid()))  # fmt: skip
+        await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id, device=self.device,
+                                         pid=os.getpid()))  # fmt: skip
 
         def report(step: int, metrics: dict[str, float]) -> None:
             msg = m.MetricsObserved(segment_id=sid, source="worker", step=step, metrics=metrics)
@@ -133,9 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
 async def serve(args: argparse.Namespace) -> None:
     curve = curve_of(args)  # before the model is built: a bad key file fails at once
     hp = parse_hparams_string(args.hparams, preset(args.preset))
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # under torchrun: each rank on its own GPU of the lease
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     config = TrainerConfig(dataset=args.dataset, output_dir=args.output_dir, data_dir=args.data_dir,
-                           device=args.device, threads=args.threads, val_count=args.val_count)  # fmt: skip
-    dist = Dist.from_env()  # under torchrun: rank 0 talks to the supervisor, the others follow it
+                           device=device, threads=args.threads, val_count=args.val_count)  # fmt: skip
+    # under torchrun: rank 0 talks to the supervisor, the others follow it; nccl only between GPUs
+    dist = Dist.from_env("nccl" if device.startswith("cuda") else "gloo")
     trainer = await asyncio.to_thread(Trainer, config, hp)
     trainer.dist = dist
     if dist is not None and dist.rank != 0:

@@ -2,7 +2,8 @@
 
     python -m tests.helpers.stub_worker --endpoint E --worker-id W [any trainer option, ignored]
 
-Announces ``device`` as the ``CUDA_VISIBLE_DEVICES`` it was started with, then answers each
+Announces ``device`` as the ``CUDA_VISIBLE_DEVICES`` it was started with (under torchrun, rank 0
+only; the other ranks exit at once), then answers each
 ``RunSegment`` after ``STUB_SEGMENT_S`` seconds with a ``SegmentFinished`` (a fake checkpoint
 and objective), heartbeating meanwhile, until ``Shutdown``.
 """
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--worker-id", required=True)
     args, _ = parser.parse_known_args()
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun (a DDP trial): only rank 0 speaks to the supervisor
     asyncio.run(serve(args.endpoint, args.worker_id))
 
 

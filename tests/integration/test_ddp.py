@@ -102,3 +102,51 @@ def test_the_worker_under_torchrun_runs_segments_aborts_and_shuts_down_every_ran
             ctx.term()
 
     asyncio.run(main())
+
+
+def test_the_supervisor_starts_a_ddp_trial_under_torchrun(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """trainer.ddp_ranks=2 on the CPU: the supervisor's worker is a torchrun job of two gloo ranks."""
+    import asyncio
+
+    from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
+    from smart_tuner.actors.devices import DevicePool
+    from smart_tuner.actors.launcher import WorkerSpec
+    from smart_tuner.actors.runtime import ActorShell
+    from smart_tuner.actors.supervisor import Supervisor, SupervisorIO, SupervisorPolicy
+    from smart_tuner.protocol import messages as m
+    from tests.integration.test_supervisor import of, scheduled, wait_for
+    from tests.unit.busharness import harness, propose, run_started
+
+    async def main() -> None:
+        async with harness("inproc", tmp_path) as h:
+            ctx = new_context()
+            server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
+            spec = WorkerSpec(dataset="tiny", preset="tiny", output_dir=tmp_path / "trainer", data_dir=tiny_data_dir,
+                              threads=1, val_count=2, heartbeat_s=0.2, ranks=2,
+                              env=(("OMP_NUM_THREADS", "1"),))  # fmt: skip
+            io = SupervisorIO(server, DevicePool.create(0), spec, h.client(), tmp_path,
+                              SupervisorPolicy(heartbeat_timeout_s=30))  # fmt: skip
+            c = h.client()
+            await propose(c, run_started())
+            shell = ActorShell(Supervisor(io), h.client(), h.journal, poll_s=0.05)
+            task = asyncio.create_task(shell.run(lambda: None))
+            try:
+                await propose(c, scheduled("s1", 2))
+                events = await wait_for(h, lambda ev: bool(of(ev, m.SegmentFinished, "s1")))
+                s1 = of(events, m.SegmentFinished, "s1")[0]
+                assert isinstance(s1, m.SegmentFinished) and s1.end_step == 2
+                await propose(c, scheduled("s2", 2, s1.checkpoint, s1.checkpoint_sha256, learning_rate=4e-3))
+                events = await wait_for(h, lambda ev: bool(of(ev, m.SegmentFinished, "s2")))
+                hellos = of(events, m.WorkerHello)
+                assert [x.device for x in hellos] == ["cpu x2"]  # type: ignore[attr-defined]  # one job, two ranks
+                applied = of(events, m.HparamsApplied, "s2")[0]
+                assert applied.hparams == {"learning_rate": 4e-3}  # type: ignore[attr-defined]
+                assert not of(events, m.WorkerLost)  # the ranks' parent is torchrun's agent: not an orphan
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await server.aclose()
+                ctx.term()
+            assert not io.workers and io.pool.in_use == 0  # the whole torchrun group stopped
+
+    asyncio.run(main())

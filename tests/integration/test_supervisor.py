@@ -8,6 +8,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
 from smart_tuner.actors.devices import DevicePool
 from smart_tuner.actors.launcher import WorkerSpec
@@ -124,15 +126,24 @@ def test_a_trainer_that_cannot_start_fails_its_segment_with_the_reason(tmp_path:
     asyncio.run(main())
 
 
-def test_never_more_workers_than_devices_each_pinned_to_its_own(tmp_path: Path) -> None:
-    """n_gpus=2 of a fake device list "3,5,7": five segments, at most two at once, on devices 3 and 5 only."""
+@pytest.mark.parametrize(("n_gpus", "ranks", "devices", "most"), [
+    (2, 1, {"3", "5"}, 2),  # n_gpus=2 of a fake device list "3,5,7": two at once, on devices 3 and 5 only
+    (4, 2, {"3,5", "7,9"}, 2),  # DDP trials of two GPUs each: two trials at once, each under torchrun
+    (3, 2, {"3,5"}, 1),  # three GPUs hold one two-GPU trial at a time; the third GPU stays idle
+])  # fmt: skip
+def test_never_more_devices_than_n_gpus_each_worker_pinned_to_its_own(
+    tmp_path: Path, n_gpus: int, ranks: int, devices: set[str], most: int
+) -> None:
+    """Five segments on a fake device list "3,5,7,9,11": never more GPUs in use than n_gpus."""
 
     async def main() -> list[Envelope]:
         async with harness("inproc", tmp_path) as h:
             ctx = new_context()
             server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
-            spec = WorkerSpec(module="tests.helpers.stub_worker", output_dir=tmp_path / "t")
-            pool = DevicePool.create(2, visible="3,5,7")
+            # segments long enough that a second worker (torchrun takes seconds to start) gets one
+            spec = WorkerSpec(module="tests.helpers.stub_worker", output_dir=tmp_path / "t", ranks=ranks,
+                              env=(("STUB_SEGMENT_S", "4"),))  # fmt: skip
+            pool = DevicePool.create(n_gpus, visible="3,5,7,9,11")
             io = SupervisorIO(server, pool, spec, h.client(), tmp_path, SupervisorPolicy(heartbeat_timeout_s=10))
             c = h.client()
             await propose(c, run_started())
@@ -141,7 +152,7 @@ def test_never_more_workers_than_devices_each_pinned_to_its_own(tmp_path: Path) 
             try:
                 for i in range(5):
                     await propose(c, scheduled(f"s{i}", 10))
-                return await wait_for(h, lambda ev: len(of(ev, m.SegmentFinished)) == 5, timeout_s=120)
+                return await wait_for(h, lambda ev: len(of(ev, m.SegmentFinished)) == 5, timeout_s=180)
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -150,12 +161,12 @@ def test_never_more_workers_than_devices_each_pinned_to_its_own(tmp_path: Path) 
 
     events = asyncio.run(main())
     hellos = of(events, m.WorkerHello)
-    assert {h.device for h in hellos} == {"3", "5"} and len(hellos) == 2  # type: ignore[attr-defined]
-    running, most = set(), 0
+    assert {h.device for h in hellos} == devices and len(hellos) == len(devices)  # type: ignore[attr-defined]
+    running, peak = set(), 0
     for e in events:
         if isinstance(e.data, m.SegmentStarted):
             running.add(e.data.segment_id)
-            most = max(most, len(running))
+            peak = max(peak, len(running))
         elif isinstance(e.data, m.SegmentFinished):
             running.discard(e.data.segment_id)
-    assert most == 2  # both devices used at once, never a third
+    assert peak == most  # every free trial's worth of devices used at once, never more than n_gpus

@@ -65,8 +65,8 @@ class ScriptedSupervisor(ActorCore):
     name = "supervisor"
 
     def __init__(self, surface: Surface = default_surface, fail: Callable[[m.SegmentScheduled, int], str | None] = (
-            lambda s, a: None)) -> None:  # fmt: skip
-        self.surface, self.fail = surface, fail
+            lambda s, a: None), device: str = "cpu") -> None:  # fmt: skip
+        self.surface, self.fail, self.device = surface, fail, device
         self.attempts: dict[str, int] = {}
 
     def resume(self, state: TunerState) -> Sequence[Out]:
@@ -78,7 +78,7 @@ class ScriptedSupervisor(ActorCore):
         if not isinstance(seg, m.SegmentScheduled):
             return ()
         n = self.attempts[seg.segment_id] = self.attempts.get(seg.segment_id, 0) + 1
-        out = [Out(m.SegmentStarted(segment_id=seg.segment_id, worker_id="w1", device="cpu", pid=1))]
+        out = [Out(m.SegmentStarted(segment_id=seg.segment_id, worker_id="w1", device=self.device, pid=1))]
         failure = self.fail(seg, n)
         end = seg.start_step + seg.steps
         if failure is not None:
@@ -221,6 +221,20 @@ def test_a_plateau_ends_an_unbudgeted_run_with_the_patience_of_its_phase(
     assert list(state.control.stop.evidence["recent"]) == [0.5] * (
         patience + 1
     )  # the best, then `patience` without gain
+
+
+@pytest.mark.parametrize(("device", "segments"), [("cuda:0", 8), ("cuda:0 x2", 4), ("cpu", None)])
+def test_the_gpu_hour_budget_counts_every_gpu_a_segment_held(tmp_path: Path, device: str, segments: int | None) -> None:
+    cfg = config(budget={"max_hours": None, "max_steps": 600, "max_gpu_hours": 7.5 / 3600})  # 1 s segments
+    state, _ = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(device=device)))
+    assert state.control.stop is not None
+    if segments is None:  # the CPU is no GPU: the step budget ends the run
+        assert state.control.stop.rule == "budget_steps"
+        return
+    assert state.control.stop.rule == "budget_gpu_hours"
+    finished = [x for x in state.tuning.segments.values() if x.status == "finished"]
+    assert len(finished) == segments  # the first moment past 7.5 GPU-seconds: 8 either way
+    assert state.control.stop.evidence["gpu_hours"] == pytest.approx(8 / 3600)
 
 
 def test_a_quality_target_ends_the_run_early(tmp_path: Path) -> None:
