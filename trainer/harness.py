@@ -17,6 +17,7 @@ Imports torch, numpy, the standard library and ``trainer`` only.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -109,6 +110,14 @@ class Trainer:
     def compat(self) -> dict[str, Any]:
         """What a checkpoint must share with this trainer to be loaded into it."""
         return {"cold": self.hp.cold_hash(), "symbols": SYMBOLS_ID, "dataset": self.data.dataset_id}
+
+    def release_memory(self) -> None:
+        """Between segments: collect what the last one left (autograd graphs, a rebuilt model's old
+        weights) and hand CUDA's cached blocks back to the driver, so the next trial on this GPU (or a
+        batch-size increase) starts from what the model really holds, not from the last peak."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def payload(self) -> dict[str, Any]:
         return {

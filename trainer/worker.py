@@ -109,6 +109,8 @@ class Worker(WorkerLoop):
             await self.send(m.SegmentFinished(segment_id=sid, end_step=result.end_step, metrics=result.metrics,
                                               checkpoint=str(result.checkpoint), checkpoint_sha256=result.sha256,
                                               duration_s=result.duration_s))  # fmt: skip
+        finally:
+            await asyncio.to_thread(self.trainer.release_memory)  # the next trial starts from a clean cache
 
 
 def build_parser() -> argparse.ArgumentParser:
