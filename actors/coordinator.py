@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+import zmq
 from pydantic import SecretStr
 
 from ..protocol import Envelope
@@ -215,7 +216,16 @@ class Coordinator:
                           env=env, external=cfg.external is not None, ranks=t.ddp_ranks)  # fmt: skip
         policy = SupervisorPolicy(heartbeat_timeout_s=t.heartbeat_timeout_s, max_attempts=t.max_attempts)
         pool = DevicePool.create(cfg.n_gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
-        return Supervisor(SupervisorIO(server, pool, spec, client, self.paths.root, policy))
+        io = SupervisorIO(server, pool, spec, client, self.paths.root, policy)
+        if self._curve is not None:  # only behind CURVE and the allow-list: no key, no entry
+            io.accept_remote = True
+            public = zmq.curve_public(cfg.bus.curve_server_secret.encode()).decode()  # type: ignore[union-attr]
+            join = (
+                f"python -m smart_tuner.trainer.worker --endpoint {server.endpoint} --worker-id NAME "
+                f"--curve-server-key {public} --curve-key-file NAME.key_secret --parent-pid 0"
+            )
+            log.info("remote workers may join", endpoint=server.endpoint, server_key=public, command=join)
+        return Supervisor(io)
 
     def _endpoints(self) -> BusEndpoints:
         """ipc sockets in the run directory; with tcp only the worker channel listens on ``bus.host``
@@ -223,7 +233,7 @@ class Coordinator:
         bus = self.config.raw.bus
         if bus.transport == "tcp":
             local = "tcp://127.0.0.1:0"
-            return BusEndpoints(propose=local, publish=local, workers=f"tcp://{bus.host}:0")
+            return BusEndpoints(propose=local, publish=local, workers=f"tcp://{bus.host}:{bus.worker_port}")
         return ipc_endpoints(self.paths.bus)
 
     def _setup_curve(self) -> tuple[CurveServer | None, tuple[tuple[str, str], ...]]:

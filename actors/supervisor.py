@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from .runtime import ActorCore, Out
 
 log = structlog.get_logger("supervisor")
 
+_LOCAL_ID = re.compile(r"w\d+")  # the ids this supervisor gives the workers it starts
 RELAYED = (m.WorkerHello, m.SegmentStarted, m.HparamsApplied, m.MetricsObserved, m.SegmentFinished, m.SegmentFailed)
 ENDS = (m.SegmentFinished, m.SegmentFailed)
 
@@ -61,8 +63,8 @@ class SupervisorPolicy:
 @dataclass
 class _Worker:
     worker_id: str
-    proc: WorkerProcess
-    lease: Lease
+    proc: WorkerProcess | None  # None: a remote worker, started by hand on another host
+    lease: Lease | None  # None: a remote worker brings its own device
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     segment: Segment | None = None
     last_seen: float = field(default_factory=time.monotonic)
@@ -87,6 +89,8 @@ class SupervisorIO:
         self._sends: set[asyncio.Task[None]] = set()  # fire-and-forget commands, kept until sent
         self.start_failures = 0
         self.prestart = False  # start one worker before any segment: its hello lets the tuner check the space
+        self.accept_remote = False  # tcp with CURVE: a worker we did not start may join with its hello
+        self.retired: set[str] = set()  # ids of workers gone: one that comes back is not taken again
         # A DDP trial takes spec.ranks GPUs in one lease; on the CPU (one device) its ranks share it.
         self.devices_per_worker = 1 if pool.devices == ("cpu",) else spec.ranks
 
@@ -180,7 +184,9 @@ class SupervisorIO:
                 continue
             worker = self.workers.get(item[0].decode(errors="replace"))
             if worker is None:
-                continue  # a worker we retired, still talking: ignore it
+                worker = self._join(item[0].decode(errors="replace"), item[1])
+            if worker is None:
+                continue  # a worker we retired, still talking, or one that may not join: ignore it
             worker.last_seen = time.monotonic()
             try:
                 env = decode(item[1])
@@ -204,6 +210,22 @@ class SupervisorIO:
             worker.segment = None
             self._wake.set()
 
+    def _join(self, worker_id: str, payload: bytes) -> _Worker | None:
+        """A remote worker (``accept_remote``) says hello: it joins the pool of workers segments go to.
+        The allow-list has already vetted its key; an id we use or used for our own is refused."""
+        if not self.accept_remote or worker_id in self.retired or _LOCAL_ID.fullmatch(worker_id):
+            return None
+        try:
+            env = decode(payload)
+        except ProtocolError:
+            return None
+        if not isinstance(env.data, m.WorkerHello):
+            return None
+        worker = _Worker(worker_id, None, None)
+        self.workers[worker_id] = worker
+        log.info("remote worker joined", worker_id=worker_id, device=env.data.device, pid=env.data.pid)
+        return worker
+
     # --- lost workers ----------------------------------------------------------------------------
 
     async def _watchdog(self) -> None:
@@ -211,12 +233,11 @@ class SupervisorIO:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             for w in list(self.workers.values()):
-                exited = w.proc.returncode is not None
+                exited = w.proc is not None and w.proc.returncode is not None
                 limit = self.policy.heartbeat_timeout_s if w.ready.is_set() else self.policy.startup_timeout_s
                 if exited or now - w.last_seen > limit:
-                    reason = (
-                        f"exited with code {w.proc.returncode}" if exited else f"silent for {now - w.last_seen:.0f} s"
-                    )
+                    code = w.proc.returncode if w.proc is not None else None
+                    reason = f"exited with code {code}" if exited else f"silent for {now - w.last_seen:.0f} s"
                     await self._lost(w, reason, now - w.last_seen)
 
     async def _lost(self, worker: _Worker, reason: str, silent_s: float) -> None:
@@ -251,8 +272,11 @@ class SupervisorIO:
 
     async def _retire(self, worker: _Worker, reason: str | None, silent_s: float = 0.0) -> None:
         self.workers.pop(worker.worker_id, None)
-        await worker.proc.stop(self.policy.stop_grace_s)
-        self.pool.release(worker.lease)
+        self.retired.add(worker.worker_id)
+        if worker.proc is not None:
+            await worker.proc.stop(self.policy.stop_grace_s)
+        if worker.lease is not None:
+            self.pool.release(worker.lease)
         if reason is not None and worker.ready.is_set():
             lost = m.WorkerLost(worker_id=worker.worker_id, reason=reason, last_heartbeat_s=round(silent_s, 3))
             await self._propose(lost)

@@ -78,7 +78,7 @@ class Bench(WorkerLoop):
 async def main():
     ctx = new_context()
     client = SupervisorClient(ctx, endpoint, "n1")
-    await Bench(client, 0.5).run()
+    await Bench(client, 0.5, os.getppid()).run()
 asyncio.run(main())
 """
 

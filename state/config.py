@@ -226,6 +226,7 @@ class BusConfig(_Frozen):
 
     transport: Literal["ipc", "tcp"] = "ipc"
     host: str = "127.0.0.1"
+    worker_port: int = Field(default=0, ge=0, le=65535)  # tcp: the worker channel's port (0: any free one)
     hwm: int = Field(default=10000, gt=0)
     max_message_bytes: int = Field(default=1048576, ge=1024, le=64 * 1024 * 1024)
     linger_ms: int = Field(default=1000, ge=0)

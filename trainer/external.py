@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="what the lease gave (the script sees CUDA_VISIBLE_DEVICES)")
     p.add_argument("--heartbeat-s", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--log-file", type=Path, help="JSON log file")
-    p.add_argument("--parent-pid", type=int, help="the supervisor's pid: stop when it is no longer the parent")
+    p.add_argument("--parent-pid", type=int, help="the supervisor's pid: stop when it is gone (0: started by hand)")
     p.add_argument("--curve-server-key", help="CURVE: the coordinator's public key (Z85), for a tcp endpoint")
     p.add_argument("--curve-key-file", type=Path, help="CURVE: this worker's secret certificate")
     return p
@@ -531,7 +531,7 @@ async def serve(args: argparse.Namespace, spec: ExternalConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.parent = args.parent_pid or os.getppid()
+    args.parent = os.getppid() if args.parent_pid is None else (args.parent_pid or None)  # 0: none to watch
     configure_logging(args.log_file, "info")
     structlog.contextvars.bind_contextvars(actor=f"external:{args.worker_id}")
     raw = os.environ.get(SPEC_ENV)

@@ -47,7 +47,7 @@ OUTBOX = 1000
 
 
 class WorkerLoop(abc.ABC):
-    def __init__(self, client: SupervisorClient, heartbeat_s: float, parent: int | None = None) -> None:
+    def __init__(self, client: SupervisorClient, heartbeat_s: float, parent: int | None) -> None:
         self.client, self.heartbeat_s = client, heartbeat_s
         self.commands: asyncio.Queue[Envelope] = asyncio.Queue(16)  # RunSegments queue here one after another
         self.outbox: asyncio.Queue[Message] = asyncio.Queue(OUTBOX)
@@ -58,7 +58,8 @@ class WorkerLoop(abc.ABC):
         self.dropped_reports = 0
         # The supervisor's process, as it was when this process started (building a trainer takes
         # seconds, in which the supervisor may die): if it is gone, so is the reason to train.
-        self.parent = os.getppid() if parent is None else parent
+        # None: no such process (a worker started by hand on another host; the heartbeats tell).
+        self.parent = parent
         self.orphaned = False
 
     # --- what a worker supplies -------------------------------------------------------------
@@ -79,7 +80,7 @@ class WorkerLoop(abc.ABC):
     def _supervisor_gone(self) -> bool:
         """Re-parented (our parent was the supervisor), or, under torchrun (whose agent is our parent),
         the supervisor's pid no longer exists."""
-        if os.getppid() == self.parent:
+        if self.parent is None or os.getppid() == self.parent:
             return False
         try:
             os.kill(self.parent, 0)

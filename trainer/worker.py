@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-s", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--log-file", type=Path, help="JSON log file")
     p.add_argument(
-        "--parent-pid", type=int, help="the supervisor's pid: the worker stops when it is no longer its parent"
+        "--parent-pid", type=int, help="the supervisor's pid: the worker stops when it is gone (0: started by hand)"
     )
     p.add_argument("--curve-server-key", help="CURVE: the coordinator's public key (Z85), for a tcp endpoint")
     p.add_argument("--curve-key-file", type=Path,
@@ -165,7 +165,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.parent = args.parent_pid or os.getppid()
+    args.parent = os.getppid() if args.parent_pid is None else (args.parent_pid or None)  # 0: none to watch
     configure_logging(args.log_file, "warning")
     structlog.contextvars.bind_contextvars(actor=f"worker:{args.worker_id}")
     try:

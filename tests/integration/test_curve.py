@@ -87,3 +87,75 @@ def test_key_files_secret_0600_public_0644_never_overwritten(tmp_path: Path) -> 
     (tmp_path / "junk").write_text("not a certificate\n")
     with pytest.raises(BusError, match="junk"):
         load_keypair(tmp_path / "junk")
+
+
+def test_a_worker_started_by_hand_on_another_host_joins_the_run(keydir: Path, tiny_data_dir: Path) -> None:
+    """tcp + CURVE: our real worker, started by a person with its own key pair, says hello and trains
+    the run's segments; a worker whose key is not on the allow-list never gets in."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from smart_tuner.actors.devices import DevicePool
+    from smart_tuner.actors.launcher import WorkerSpec
+    from smart_tuner.actors.runtime import ActorShell
+    from smart_tuner.actors.supervisor import Supervisor, SupervisorIO, SupervisorPolicy
+    from smart_tuner.protocol import messages as m
+    from tests.integration.test_supervisor import of, scheduled, wait_for
+    from tests.unit.busharness import harness, propose, run_started
+
+    server_public, server_secret = load_keypair(keydir / "server.key_secret")
+    alice_public, _ = load_keypair(keydir / "alice.key")
+    assert server_secret is not None
+
+    def by_hand(name: str) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", endpoint, "--worker-id", name,
+               "--curve-server-key", server_public.decode(), "--curve-key-file", str(keydir / f"{name}.key_secret"),
+               "--parent-pid", "0", "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(tiny_data_dir),
+               "--output-dir", str(keydir / name), "--threads", "1", "--val-count", "2",
+               "--heartbeat-s", "0.2"]  # fmt: skip
+        return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
+
+    async def main() -> tuple[list[object], int, int | None]:
+        nonlocal endpoint
+        async with harness("inproc", keydir) as h:
+            ctx = new_context()
+            server = WorkerServer(
+                ctx, "tcp://127.0.0.1:0", OPTS, curve=CurveServer(server_secret, frozenset({alice_public}))
+            )
+            endpoint = server.endpoint
+            pool = DevicePool.create(0)
+            assert pool.acquire("elsewhere") is not None  # the local device is taken: only a remote worker can train
+            io = SupervisorIO(server, pool, WorkerSpec(), h.client(), keydir, SupervisorPolicy(heartbeat_timeout_s=10))
+            io.accept_remote = True
+            c = h.client()
+            await propose(c, run_started())
+            task = asyncio.create_task(ActorShell(Supervisor(io), h.client(), h.journal, poll_s=0.05).run(lambda: None))
+            alice, mallory = by_hand("alice"), by_hand("mallory")
+            try:
+                await wait_for(h, lambda ev: bool(of(ev, m.WorkerHello)), timeout_s=120)
+                await propose(c, scheduled("s1", 3))
+                events = await wait_for(h, lambda ev: bool(of(ev, m.SegmentFinished, "s1")), timeout_s=120)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)  # teardown: Shutdown to every worker
+                code = await asyncio.to_thread(alice.wait, 60)
+                refused = server.allow_list.refused if server.allow_list else 0
+                mallory_code = mallory.poll()
+                for proc in (alice, mallory):
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                await server.aclose()
+                ctx.term()
+            return events, code, refused if mallory_code is None else -1
+
+    endpoint = ""
+    events, code, refused = asyncio.run(main())
+    hellos = of(events, m.WorkerHello)  # type: ignore[arg-type]
+    assert [x.worker_id for x in hellos] == ["alice"]  # type: ignore[attr-defined]
+    started = of(events, m.SegmentStarted, "s1")  # type: ignore[arg-type]
+    assert [x.worker_id for x in started] == ["alice"]  # type: ignore[attr-defined]
+    assert code == 0  # the supervisor's Shutdown ended it cleanly
+    assert refused >= 1  # mallory knocked and was turned away (and was still waiting at the door)
