@@ -36,12 +36,14 @@ class MlflowSource(MetricSource):
 
     def __init__(self, tracking_uri: str, *, run_id: str | None = None, experiment: str | None = None,
                  parent_run_id: str | None = None, started_after_ms: int | None = None,
-                 segment_of: Callable[[], str | None] = lambda: None) -> None:  # fmt: skip
+                 segment_of: Callable[[], str | None] = lambda: None,
+                 mapping: Callable[[str], str | None] | None = None) -> None:  # fmt: skip
         if sum(x is not None for x in (run_id, experiment, parent_run_id)) != 1:
             raise ValueError("name exactly one of run_id, experiment or parent_run_id")
         self.tracking_uri = tracking_uri
         self.run_id, self.experiment, self.parent_run_id = run_id, experiment, parent_run_id
         self.segment_of = segment_of
+        self.mapping = mapping  # a user's own names, before the common ones
         self.started_after_ms = started_after_ms  # experiment: only runs started since (a segment's own run)
         self.client: Any = None
         self.seen: dict[tuple[str, str], tuple[int, int]] = {}  # (run, key) -> (step, timestamp) delivered
@@ -62,7 +64,8 @@ class MlflowSource(MetricSource):
             rid = run.info.run_id
             for metric in run.data._metric_objs:  # the latest point of each key
                 key = metric.key
-                name = canonical("mlflow", key) or (key if key in CANONICAL_NAMES else None)
+                user = self.mapping(key) if self.mapping is not None else None
+                name = user or canonical("mlflow", key) or (key if key in CANONICAL_NAMES else None)
                 if name is None:
                     self.unmapped[key] += 1
                     continue

@@ -21,7 +21,7 @@ Imports the standard library only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 Rule = tuple[str, str]  # (directory's last component or "", tag)
@@ -89,6 +89,35 @@ GENERIC = _preset("generic", "iteration", {
     "canonical names and common spellings")  # fmt: skip
 
 PRESETS: Mapping[str, Preset] = {p.name: p for p in (NVIDIA, COQUI, ESPNET2, VITS, INDEXTTS, GENERIC)}
+
+
+@dataclass(frozen=True, slots=True)
+class UserMapping:
+    """A user's own names (``external.metrics``), checked before any preset's.
+
+    Keys are a tag (or an MLflow key) as logged, or ``DIR:tag`` for a tag under a directory
+    whose last component is DIR (ESPnet's ``valid:loss``); values are canonical names.
+    """
+
+    rules: Mapping[Rule, str]
+
+    @classmethod
+    def parse(cls, metrics: Mapping[str, str]) -> UserMapping:
+        rules: dict[Rule, str] = {}
+        for key, name in metrics.items():
+            directory, sep, tag = key.partition(":")
+            rules[(directory, tag) if sep else ("", key)] = name
+        return cls(rules)
+
+    def name_of(self, tag: str, directory: str = "") -> str | None:
+        leaf = directory.rstrip("/").rsplit("/", 1)[-1]
+        return self.rules.get((leaf, tag)) or self.rules.get(("", tag))
+
+    def over(self, fallback: Callable[[str, str], str | None]) -> Callable[[str, str], str | None]:
+        """A (tag, directory) mapping: these rules first, then ``fallback``."""
+        return lambda tag, directory: self.name_of(tag, directory) or fallback(tag, directory)
+
+
 GENERIC_WEIGHT = 0.5  # generic names are weak evidence: a trainer's own preset wins a tie
 
 

@@ -300,6 +300,10 @@ class ExternalConfig(_Frozen):
     mlflow_tracking_uri: str | None = None  # a store the script logs to; its newest run per segment is read
     mlflow_experiment: str | None = None
     objective: str = "val_loss"  # the canonical metric compared when the script logs no val_objective
+    # Your own names, before the preset's: "tag" (or an MLflow key) or "DIR:tag" -> a canonical name
+    metrics: dict[str, str] = Field(default_factory=dict)
+    # Console lines: regexes with a (?P<step>...) group and one group per canonical name
+    stdout_patterns: list[str] = Field(default_factory=list)
     sigint_timeout_s: float = Field(default=30.0, gt=0)  # a segment ends with SIGINT, then SIGTERM ...
     sigterm_timeout_s: float = Field(default=10.0, gt=0)  # ... then SIGKILL after these timeouts
     checkpoint_timeout_s: float = Field(default=600.0, gt=0)  # past the last step, wait this long for its checkpoint
@@ -341,6 +345,30 @@ class ExternalConfig(_Frozen):
             if not _IDENTIFIER.match(name):
                 raise ValueError(f"hyperparameter name {name!r} is not an identifier")
         return hparams
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, metrics: dict[str, str]) -> dict[str, str]:
+        for key, name in metrics.items():
+            if not key or key.endswith(":"):
+                raise ValueError(f"{key!r}: name a tag, or DIR:tag")
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"{key!r}: the canonical name {name!r} is not an identifier (e.g. val_loss)")
+        return metrics
+
+    @field_validator("stdout_patterns")
+    @classmethod
+    def _check_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+            groups = set(compiled.groupindex)
+            if "step" not in groups or len(groups) < 2:
+                raise ValueError(f"{pattern!r} needs a (?P<step>...) group and one named after a canonical metric, "
+                                 "e.g. (?P<train_loss>...)")  # fmt: skip
+        return patterns
 
     @field_validator("checkpoint_step")
     @classmethod

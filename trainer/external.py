@@ -50,7 +50,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,10 @@ from ..actors.bus.zmqbus import new_context
 from ..actors.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
 from ..actors.launcher import GroupProcess
 from ..actors.logs import configure_logging
-from ..actors.presets import PRESETS
-from ..actors.stdoutsource import STDOUT_RULES, StdoutSource
+from ..actors.presets import PRESETS, UserMapping
+from ..actors.stdoutsource import STDOUT_RULES, LineRule, StdoutSource
 from ..actors.tbsource import TensorBoardSource
-from ..actors.watcher import MetricSource, Reading
+from ..actors.watcher import MetricSource, Reading, canonical
 from ..protocol import messages as m
 from ..state.config import ExternalConfig
 from .client import SupervisorClient, curve_of
@@ -364,18 +364,25 @@ class ExternalWorker(WorkerLoop):
 
     def _sources(self, folder: Path) -> list[MetricSource]:
         spec, sources = self.spec, list[MetricSource]()
+        user = UserMapping.parse(spec.metrics)
         if spec.stdout:
-            rules = STDOUT_RULES.get(self.preset) or None
+            own = [LineRule(re.compile(p)) for p in spec.stdout_patterns]
+            preset_rules = list(STDOUT_RULES.get(self.preset) or ())
+            # no rules at all: the generic step=… name=value rule (StdoutSource's None)
+            rules = [*own, *preset_rules] or None
             sources.append(StdoutSource(folder / "console.log", rules=rules))
         if spec.tensorboard_dir is not None:
             preset = PRESETS.get(spec.preset)
-            mapping = None if preset is None else (lambda tag, d, p=preset: p.name_of(tag, d))
-            sources.append(TensorBoardSource(folder / spec.tensorboard_dir, mapping=mapping))
+            fallback: Callable[[str, str], str | None] = (
+                (lambda tag, d: canonical("tensorboard", tag, d)) if preset is None else preset.name_of
+            )
+            sources.append(TensorBoardSource(folder / spec.tensorboard_dir, mapping=user.over(fallback)))
         if spec.mlflow_tracking_uri is not None:
             from ..actors.mlflowsource import MlflowSource
 
             sources.append(MlflowSource(spec.mlflow_tracking_uri, experiment=spec.mlflow_experiment,
-                                        started_after_ms=int(time.time() * 1000)))  # fmt: skip
+                                        started_after_ms=int(time.time() * 1000),
+                                        mapping=user.name_of))  # fmt: skip
         return sources
 
     async def _follow(self, run: _Run, cmd: m.RunSegment) -> str:

@@ -142,3 +142,19 @@ def test_an_abort_stops_the_script_and_a_rerun_keeps_the_first_attempt(tmp_path:
         os.kill(started.pid, 0)  # stopped and reaped
     assert isinstance(ending(again), m.SegmentFinished)
     assert (tmp_path / "external" / "s1.attempt-1" / "console.log").is_file()
+
+
+def test_a_users_own_console_patterns_are_read(tmp_path: Path) -> None:
+    """preset coqui has no console rules: only the config's own patterns can find the validation loss."""
+    patterns = [r"Train loss (?P<step>\d+) (?P<train_loss>\S+) Grad Norm (?P<grad_norm>\S+)",
+                r"Validation loss (?P<step>\d+): *(?P<val_loss>\S+)"]  # fmt: skip
+
+    async def scenario(section: dict[str, Any]) -> list[Envelope]:
+        async with external_worker(tmp_path, section) as server:
+            return await segment(server, "s1", 5)
+
+    plain = ending(asyncio.run(scenario(spec(preset="coqui", hang_timeout_s=3))))
+    assert isinstance(plain, m.SegmentFailed) and plain.reason == "timeout"  # without them no step is ever read
+    own = ending(asyncio.run(scenario(spec(preset="coqui", stdout_patterns=patterns))))
+    assert isinstance(own, m.SegmentFinished) and own.end_step == 5
+    assert own.metrics["val_objective"] == own.metrics["val_loss"]

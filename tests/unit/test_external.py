@@ -152,3 +152,25 @@ def test_bad_external_sections_are_refused_naming_the_key(tmp_path: Path, edit: 
         text = text.replace("--hparams {hparams}", "--hparams={hparams}")
     with pytest.raises(ConfigError, match=re.escape(message)):
         _load(tmp_path, text)
+
+
+def test_a_users_own_names_come_before_the_presets() -> None:
+    from smart_tuner.actors.presets import PRESETS, UserMapping
+
+    user = UserMapping.parse({"valid:loss": "val_loss", "loss/g/total": "val_objective", "mel_l1": "val_mel_loss"})
+    name = user.over(PRESETS["espnet2"].name_of)
+    assert name("loss", "exp/tensorboard/valid") == "val_loss"  # DIR:tag, the directory's last component
+    assert name("loss/g/total", "") == "val_objective"  # a tag with slashes is one tag
+    assert name("loss", "exp/tensorboard/train") == "train_loss"  # not theirs: the preset's rule
+    assert name("mel_l1", "anywhere") == "val_mel_loss" and name("unknown", "") is None
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ("metrics: {'valid:': val_loss}", "name a tag, or DIR:tag"),
+    ("metrics: {loss: 'val loss'}", "is not an identifier"),
+    ("stdout_patterns: ['loss=(?P<train_loss>\\\\S+)']", "needs a (?P<step>...) group"),
+    ("stdout_patterns: ['(?P<step>\\\\d+']", "is not a regular expression"),
+])  # fmt: skip
+def test_bad_user_mappings_are_refused(tmp_path: Path, section: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _load(tmp_path, EXTERNAL.replace("  hparams: {", f"  {section}\n  hparams: {{"))

@@ -76,3 +76,11 @@ def test_only_a_run_started_since_a_moment_is_followed(store: str) -> None:
     assert source.read() == []  # the script has not started its own run yet
     write(store, "new", "-", 10, 12)
     assert [r.step for r in source.read()] == [10, 11]
+
+
+def test_a_users_own_key_names(store: str) -> None:
+    run_id = write(store, "new", "-", 0, 2)
+    source = MlflowSource(store, run_id=run_id, mapping={"epoch_time": "step_time_s", "loss": "val_loss"}.get)
+    readings = source.read()
+    assert readings[-1].metrics["step_time_s"] == 3.0 and "epoch_time" not in source.unmapped
+    assert "val_loss" in readings[0].metrics and "train_loss" not in readings[0].metrics  # theirs first
