@@ -25,12 +25,12 @@ Imports the standard library and the watcher.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .filetail import FileTail
 from .watcher import CANONICAL_NAMES, MetricSource, Reading, canonical
 
 _FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf|NaN|Inf)"
@@ -92,8 +92,7 @@ class StdoutSource(MetricSource):
         self.path = Path(path)
         self.rules = tuple(rules) if rules is not None else None  # None: the generic key=value rule
         self.segment_of = segment_of
-        self.offset = 0
-        self.inode: int | None = None
+        self.tail = FileTail(self.path)
         self.partial = b""
         self.lines = 0
         self.matched = 0
@@ -102,19 +101,12 @@ class StdoutSource(MetricSource):
         return await asyncio.to_thread(self.read)
 
     def read(self) -> list[Reading]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+        data, restarted = self.tail.read()
+        if restarted:
+            self.partial = b""  # replaced or truncated: the old file's unfinished line is void
+        if not data:
             return []
-        if self.inode is not None and (st.st_ino != self.inode or st.st_size < self.offset):
-            self.offset, self.partial = 0, b""  # replaced or truncated: a new file
-        self.inode = st.st_ino
-        if st.st_size == self.offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(st.st_size - self.offset)
-        self.offset += len(data)
+        self.tail.offset += len(data)
         *complete, self.partial = (self.partial + data).split(b"\n")
         by_step: dict[int, dict[str, float]] = {}
         order: list[int] = []

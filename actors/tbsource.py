@@ -28,7 +28,6 @@ Imports the standard library, tensorboard's protobufs (no TensorFlow) and the wa
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +37,7 @@ from typing import Any
 
 import structlog
 
+from .filetail import FileTail
 from .watcher import MetricSource, Reading, canonical
 
 log = structlog.get_logger("tbsource")
@@ -88,27 +88,25 @@ class EventFileTail:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.offset = 0
-        self.inode: int | None = None
+        self.tail = FileTail(path)
         self.broken: str | None = None  # why reading stopped (a CRC mismatch), once said
         self.skipped = 0  # records too large to be scalars (images, histograms), passed over
 
+    @property
+    def offset(self) -> int:
+        return self.tail.offset
+
     def read(self) -> list[Any]:
         """The new complete ``Event`` protobufs (none if the file is gone or broken)."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return []
-        if self.inode is not None and (st.st_ino != self.inode or st.st_size < self.offset):
+        if self.broken is not None:
+            found = self.tail.check()
+            if found is None or not found[1]:
+                return []
+            self.broken = None  # a new file in its place: its records are worth reading
+        data, restarted = self.tail.read()
+        if restarted:
             log.info("event file replaced or truncated: reading it again", path=str(self.path))
-            self.offset, self.broken = 0, None
-        self.inode = st.st_ino
-        if self.broken is not None or st.st_size == self.offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(st.st_size - self.offset)
-        return list(self._records(data))
+        return list(self._records(data)) if data else []
 
     def _records(self, data: bytes) -> Iterator[Any]:
         from tensorboard.compat.proto.event_pb2 import Event
@@ -140,7 +138,7 @@ class EventFileTail:
                 log.warning("unreadable event record skipped", path=str(self.path), error=repr(exc))
                 continue
             yield event
-        self.offset += pos
+        self.tail.offset += pos  # a record cut by the writer is read again, whole, next time
 
     def _break(self, why: str) -> None:
         self.broken = why

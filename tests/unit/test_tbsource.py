@@ -119,6 +119,13 @@ def test_a_corrupt_record_stops_that_file_only(tmp_path: Path) -> None:
     assert tail.broken is not None and "CRC" in tail.broken
     assert {r.step for r in readings} == {0, 1, 2}  # the good file whole, the bad one up to the damage
     assert source.read() == []
+    # the writer starts the file over (another file under the name): it is read again, whole
+    nvidia_like(tmp_path / "fresh", range(200, 202))
+    (fresh,) = (tmp_path / "fresh").glob(PATTERN)
+    shutil.copy(fresh, bad.with_suffix(".tmp"))
+    os.replace(bad.with_suffix(".tmp"), bad)
+    shutil.rmtree(tmp_path / "fresh")  # only the replaced file can give these steps
+    assert [r.step for r in source.read()] == [200, 201] and tail.broken is None
 
 
 def test_the_crc_is_the_masked_crc32c_tensorboard_writes() -> None:
