@@ -320,12 +320,12 @@ class ExternalWorker(WorkerLoop):
         await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id, device=self.device,
                                          pid=run.script.pid))  # fmt: skip
         try:
-            end = await self._follow(run, cmd)
+            end = await self._follow(run)
         finally:
             code = await run.script.stop(self.spec.sigint_timeout_s, self.spec.sigterm_timeout_s)
             self.step = None
         await self._read(run, final=True)  # what the writers flushed as they stopped
-        await self._conclude(run, cmd, end, code)
+        await self._conclude(run, end, code)
         for source in run.sources:
             with contextlib.suppress(Exception):
                 await source.close()
@@ -385,7 +385,7 @@ class ExternalWorker(WorkerLoop):
                                         mapping=user.name_of))  # fmt: skip
         return sources
 
-    async def _follow(self, run: _Run, cmd: m.RunSegment) -> str:
+    async def _follow(self, run: _Run) -> str:
         """Until the segment's end: 'done', 'nan', 'aborted', 'exited', 'timeout', 'no_checkpoint'."""
         checkpoints = self._checkpoints(self.output_dir / run.sid)
         reached_at: float | None = None
@@ -445,7 +445,7 @@ class ExternalWorker(WorkerLoop):
                                         apply_s=round(time.monotonic() - run.started, 3)))  # fmt: skip
         self.offer(m.MetricsObserved(segment_id=run.sid, source=source, step=r.step, metrics=metrics))
 
-    async def _conclude(self, run: _Run, cmd: m.RunSegment, end: str, code: int) -> None:
+    async def _conclude(self, run: _Run, end: str, code: int) -> None:
         sid, spec = run.sid, self.spec
         checkpoints = self._checkpoints(self.output_dir / sid)
         found = await asyncio.to_thread(checkpoints.first_complete, run.target) if end in ("done", "exited") else None
@@ -491,7 +491,13 @@ class ExternalWorker(WorkerLoop):
         took = round(time.monotonic() - run.started, 3)
         await self.send(m.SegmentFinished(segment_id=run.sid, end_step=step, metrics=metrics, checkpoint=str(path),
                                           checkpoint_sha256=sha, duration_s=took))  # fmt: skip
-        log.info("segment finished", segment_id=run.sid, step=step, checkpoint=str(path))
+        log.info(
+            "segment finished",
+            segment_id=run.sid,
+            step=step,
+            checkpoint=str(path),
+            stopped_by=run.script.stopped_by or "its own exit",
+        )
 
     async def _fail(self, sid: str, reason: m.FailureReason, detail: str, step: int | None) -> None:
         log.warning("segment failed", segment_id=sid, reason=reason, detail=detail)
