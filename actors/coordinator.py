@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import socket
 from dataclasses import dataclass
@@ -49,9 +50,9 @@ from .bus.zmqbus import (
     ipc_endpoints,
     new_context,
 )
-from .devices import DevicePool
+from .devices import DevicePool, Lease
 from .guards import GuardRails
-from .launcher import EXTERNAL_SPEC_ENV, WorkerSpec
+from .launcher import EXTERNAL_SPEC_ENV, WorkerSpec, worker_command
 from .lifecycle import Lifecycle
 from .rundir import RunPaths
 from .runtime import ActorCore, ActorShell, RestartPolicy, supervise
@@ -217,14 +218,15 @@ class Coordinator:
         policy = SupervisorPolicy(heartbeat_timeout_s=t.heartbeat_timeout_s, max_attempts=t.max_attempts)
         pool = DevicePool.create(cfg.n_gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
         io = SupervisorIO(server, pool, spec, client, self.paths.root, policy)
-        if self._curve is not None:  # only behind CURVE and the allow-list: no key, no entry
-            io.accept_remote = True
+        io.accept_remote = self._curve is not None  # only behind CURVE and the allow-list: no key, no entry
+        if self._curve is not None and cfg.external is None:  # the command a person runs on another host
             public = zmq.curve_public(cfg.bus.curve_server_secret.encode()).decode()  # type: ignore[union-attr]
-            join = (
-                f"python -m smart_tuner.trainer.worker --endpoint {server.endpoint} --worker-id NAME "
-                f"--curve-server-key {public} --curve-key-file NAME.key_secret --parent-pid 0"
-            )
-            log.info("remote workers may join", endpoint=server.endpoint, server_key=public, command=join)
+            argv = worker_command(spec, server.endpoint, "NAME", Lease("NAME", ("0",)))
+            argv[argv.index("--parent-pid") + 1] = "0"  # no supervisor process on that host
+            argv[0] = "python"
+            argv += ["--curve-server-key", public, "--curve-key-file", "NAME.key_secret"]
+            log.info("remote workers may join (the same paths on a shared filesystem)", endpoint=server.endpoint,
+                     server_key=public, command=shlex.join(argv))  # fmt: skip
         return Supervisor(io)
 
     def _endpoints(self) -> BusEndpoints:

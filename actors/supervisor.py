@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import re
 import time
 from collections import deque
@@ -91,6 +92,7 @@ class SupervisorIO:
         self.prestart = False  # start one worker before any segment: its hello lets the tuner check the space
         self.accept_remote = False  # tcp with CURVE: a worker we did not start may join with its hello
         self.retired: set[str] = set()  # ids of workers gone: one that comes back is not taken again
+        self.turned_away: dict[bytes, float] = {}  # routing id -> when it was last told to stop
         # A DDP trial takes spec.ranks GPUs in one lease; on the CPU (one device) its ranks share it.
         self.devices_per_worker = 1 if pool.devices == ("cpu",) else spec.ranks
 
@@ -112,7 +114,7 @@ class SupervisorIO:
         for w in self.workers.values():
             if w.segment is not None:
                 abort = m.AbortSegment(segment_id=w.segment.segment_id, reason="run stopping")
-                self._send_soon(w, abort)
+                self._send_soon(w.worker_id.encode(), abort)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -185,8 +187,9 @@ class SupervisorIO:
             worker = self.workers.get(item[0].decode(errors="replace"))
             if worker is None:
                 worker = self._join(item[0].decode(errors="replace"), item[1])
-            if worker is None:
-                continue  # a worker we retired, still talking, or one that may not join: ignore it
+            if worker is None:  # a worker we retired, still talking, or one that may not join
+                self._turn_away(item[0])
+                continue
             worker.last_seen = time.monotonic()
             try:
                 env = decode(item[1])
@@ -225,6 +228,16 @@ class SupervisorIO:
         self.workers[worker_id] = worker
         log.info("remote worker joined", worker_id=worker_id, device=env.data.device, pid=env.data.pid)
         return worker
+
+    def _turn_away(self, routing_id: bytes) -> None:
+        """A worker this supervisor does not (or no longer) run: tell it to stop, once a few seconds.
+        (A remote worker after a coordinator restart is one: it must be started again, hello first.)"""
+        now = time.monotonic()
+        if now - self.turned_away.get(routing_id, -math.inf) < 5.0:
+            return
+        self.turned_away[routing_id] = now
+        log.info("a worker this run does not use: told to stop", worker_id=routing_id.decode(errors="replace"))
+        self._send_soon(routing_id, m.Shutdown(reason="this worker is not (or no longer) part of the run"))
 
     # --- lost workers ----------------------------------------------------------------------------
 
@@ -275,6 +288,9 @@ class SupervisorIO:
         self.retired.add(worker.worker_id)
         if worker.proc is not None:
             await worker.proc.stop(self.policy.stop_grace_s)
+        else:  # a remote worker: no process of ours to stop; it must not go on training a re-queued segment
+            with contextlib.suppress(BusError):
+                await self.server.send(worker.worker_id.encode(), _command(m.Shutdown(reason=reason or "retired")))
         if worker.lease is not None:
             self.pool.release(worker.lease)
         if reason is not None and worker.ready.is_set():
@@ -287,10 +303,10 @@ class SupervisorIO:
         if not ack.ok:
             log.warning("proposal refused", type=message.TYPE, error=ack.error)
 
-    def _send_soon(self, worker: _Worker, message: Message) -> None:
+    def _send_soon(self, routing_id: bytes, message: Message) -> None:
         async def send() -> None:
             with contextlib.suppress(BusError):
-                await self.server.send(worker.worker_id.encode(), _command(message))
+                await self.server.send(routing_id, _command(message))
 
         task = asyncio.get_running_loop().create_task(send())
         self._sends.add(task)  # a task nobody references can be collected before it runs

@@ -486,6 +486,11 @@ class TunerConfig(_Frozen):
         for name in self.trainer.hparams:
             if name not in ext.hparams:
                 raise ValueError(f"trainer.hparams.{name}: not among external.hparams")
+        if ext.mlflow_tracking_uri is not None and self.n_gpus // self.trainer.ddp_ranks > 1:
+            raise ValueError(
+                "external.mlflow_tracking_uri: with several scripts at once (n_gpus / trainer.ddp_ranks > 1) the "
+                "newest run of the experiment could be another segment's; read TensorBoard or the console instead"
+            )
         return self
 
 

@@ -49,6 +49,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ from typing import Any
 import structlog
 import yaml
 
-from ..actors.bus.zmqbus import new_context
+from ..actors.bus.zmqbus import CURVE_ENV, new_context
 from ..actors.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
 from ..actors.launcher import GroupProcess
 from ..actors.logs import configure_logging
@@ -177,7 +178,8 @@ class Checkpoints:
     folder: Path
     glob: str
     step_pattern: re.Pattern[str]
-    seen: dict[Path, tuple[int, float]] = field(default_factory=dict)  # non-zip files: (size, mtime) last look
+    stable_s: float = 2.0  # a file that is not a zip is complete once unchanged this long (or its writer is gone)
+    seen: dict[Path, tuple[int, float, float]] = field(default_factory=dict)  # (size, mtime, since when)
 
     def step_of(self, path: Path | str) -> int | None:
         found = self.step_pattern.search(Path(path).name)
@@ -191,16 +193,17 @@ class Checkpoints:
                 out.append((step, path))
         return sorted(out, key=lambda sp: (sp[0], _mtime(sp[1])))
 
-    def first_complete(self, at_least: int) -> tuple[int, Path] | None:
+    def first_complete(self, at_least: int, writer_gone: bool = False) -> tuple[int, Path] | None:
         """The complete checkpoint nearest past ``at_least`` (step >= it): where the segment ends."""
         for step, path in self.listed():
-            if step >= at_least and self.complete(path):
+            if step >= at_least and self.complete(path, writer_gone):
                 return step, path
         return None
 
-    def complete(self, path: Path) -> bool:
+    def complete(self, path: Path, writer_gone: bool = False) -> bool:
         """A torch zip file whose central directory is written and every member's CRC checks; any other
-        file (or folder) once its size and mtime did not change between two looks."""
+        file (or folder) once its size and mtime have not changed for ``stable_s``, or at once when the
+        process that wrote it has exited."""
         try:
             if path.is_file():
                 with open(path, "rb") as f:
@@ -211,13 +214,22 @@ class Checkpoints:
                             return z.testzip() is None
                     except (zipfile.BadZipFile, EOFError, OSError):
                         return False  # still being written: its end record is not there yet
-            st = path.stat()
+                size, mtime = path.stat().st_size, path.stat().st_mtime
+            else:
+                files = [p.stat() for p in path.rglob("*") if p.is_file()]
+                size, mtime = sum(f.st_size for f in files), max((f.st_mtime for f in files), default=0.0)
         except OSError:
+            return False  # gone or changing under us: look again next time
+        if size == 0:
             return False
-        size = st.st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        now = (size, st.st_mtime)
-        before, self.seen[path] = self.seen.get(path), now
-        return before == now and size > 0
+        if writer_gone:
+            return True
+        now = time.monotonic()
+        before = self.seen.get(path)
+        if before is None or before[:2] != (size, mtime):
+            self.seen[path] = (size, mtime, now)
+            return False
+        return now - before[2] >= self.stable_s
 
 
 def _mtime(path: Path) -> float:
@@ -251,9 +263,11 @@ class Script(GroupProcess):
     @classmethod
     def start(cls, argv: Sequence[str], log_file: Path, env: Mapping[str, str], cwd: str | None) -> Script:
         """Started from the event loop's thread: the parent-death signal follows the thread that forked."""
+        # our own secrets (the CURVE keys, the external section) are not the script's business
+        inherited = {k: v for k, v in os.environ.items() if k not in (*CURVE_ENV, SPEC_ENV)}
         with open(log_file, "ab") as out:
             popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, cwd=cwd,
+                                     env={**inherited, **env, "PYTHONUNBUFFERED": "1"}, cwd=cwd,
                                      start_new_session=True,
                                      # only prctl runs in the child before exec, and this thread forks
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509 # fmt: skip
@@ -277,6 +291,7 @@ class _Run:
     script: Script
     started: float
     sources: list[MetricSource]
+    checkpoints: Checkpoints
     latest: dict[str, tuple[int, float]] = field(default_factory=dict)  # name -> (step, value), step <= target
     polled: dict[str, float] = field(default_factory=dict)  # source -> when it was last polled
     held: list[tuple[str, Reading]] = field(default_factory=list)  # read past the target: sent once the end is known
@@ -285,6 +300,7 @@ class _Run:
     hparams: dict[str, Any] = field(default_factory=dict)  # what the script was given
     applied_sent: bool = False
     nonfinite: tuple[str, int, float] | None = None
+    found: tuple[int, Path] | None = None  # the checkpoint that ends the segment
 
 
 class ExternalWorker(WorkerLoop):
@@ -297,6 +313,11 @@ class ExternalWorker(WorkerLoop):
         self.output_dir = output_dir.resolve()  # absolute: the script may run in another directory
         self.step: int | None = None
         self.preset = "nvidia_tacotron2" if spec.preset == "auto" else spec.preset
+        self.terminating = False  # SIGTERM (the supervisor retiring us): stop the script, quickly, then exit
+
+    def terminate(self) -> None:
+        self.terminating = True
+        self.request_stop()
 
     def hello(self) -> m.WorkerHello:
         hparams = {name: {"type": type(v).__name__, "default": v, "class": "restart", "low": None, "high": None,
@@ -314,21 +335,31 @@ class ExternalWorker(WorkerLoop):
         sid = cmd.segment_id
         try:
             run = self._launch(cmd)
-        except (ExternalError, OSError) as exc:
+        except (ExternalError, OSError, ImportError) as exc:
             await self.send(m.SegmentFailed(segment_id=sid, reason="error", detail=str(exc)[:2000]))
             return
-        await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id, device=self.device,
-                                         pid=run.script.pid))  # fmt: skip
         try:
-            end = await self._follow(run)
+            await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id, device=self.device,
+                                             pid=run.script.pid))  # fmt: skip
+            try:
+                end = await self._follow(run)
+            finally:
+                sigint_s, sigterm_s = self.spec.sigint_timeout_s, self.spec.sigterm_timeout_s
+                if self.terminating:  # the supervisor is stopping us: it waits seconds, not minutes
+                    sigint_s, sigterm_s = min(sigint_s, 4.0), min(sigterm_s, 4.0)
+                code = await run.script.stop(sigint_s, sigterm_s)
+                self.step = None
+            await self._read(run, final=True)  # what the writers flushed as they stopped
+            await self._conclude(run, end, code)
+        except Exception as exc:  # the loop boundary: any failure of a segment becomes an event
+            log.error("segment failed", segment_id=sid, error=repr(exc), traceback=traceback.format_exc())
+            await self.flush_reports()
+            await self.send(m.SegmentFailed(segment_id=sid, reason="error", detail=f"{type(exc).__name__}: {exc}"))
         finally:
-            code = await run.script.stop(self.spec.sigint_timeout_s, self.spec.sigterm_timeout_s)
-            self.step = None
-        await self._read(run, final=True)  # what the writers flushed as they stopped
-        await self._conclude(run, end, code)
-        for source in run.sources:
-            with contextlib.suppress(Exception):
-                await source.close()
+            await run.script.stop(1.0, 1.0)  # a no-op once it has exited; never leave it running
+            for source in run.sources:
+                with contextlib.suppress(Exception):
+                    await source.close()
 
     def _launch(self, cmd: m.RunSegment) -> _Run:
         spec = self.spec
@@ -353,13 +384,13 @@ class ExternalWorker(WorkerLoop):
         checkpoint = str(Path(cmd.from_checkpoint).resolve()) if cmd.from_checkpoint else None
         argv = build_argv(spec.argv(), fills, tokens, checkpoint)
         (folder / "command.json").write_text(json.dumps({"argv": argv, "hparams": values}, indent=2))
+        sources = self._sources(folder)  # first: a source that cannot be made must not leave a script running
         log.info("starting the script", segment_id=cmd.segment_id, argv=argv)
         script = Script.start(argv, folder / "console.log", spec.env, spec.cwd)
-        return _Run(
-            cmd.segment_id, start, start + cmd.steps, script, time.monotonic(), self._sources(folder), hparams=values
-        )
+        return _Run(cmd.segment_id, start, start + cmd.steps, script, time.monotonic(), sources, checkpoints,
+                    hparams=values)  # fmt: skip
 
-    def _checkpoints(self, folder: Path) -> Checkpoints:
+    def _checkpoints(self, folder: Path) -> Checkpoints:  # one per segment: it remembers what it saw
         return Checkpoints(folder, self.spec.checkpoint_glob, re.compile(self.spec.checkpoint_step))
 
     def _sources(self, folder: Path) -> list[MetricSource]:
@@ -387,7 +418,6 @@ class ExternalWorker(WorkerLoop):
 
     async def _follow(self, run: _Run) -> str:
         """Until the segment's end: 'done', 'nan', 'aborted', 'exited', 'timeout', 'no_checkpoint'."""
-        checkpoints = self._checkpoints(self.output_dir / run.sid)
         reached_at: float | None = None
         while True:
             await self._read(run)
@@ -397,7 +427,8 @@ class ExternalWorker(WorkerLoop):
                 return "aborted"
             if run.last_step is not None and run.last_step >= run.target:
                 reached_at = reached_at or time.monotonic()
-                if await asyncio.to_thread(checkpoints.first_complete, run.target) is not None:
+                run.found = await asyncio.to_thread(run.checkpoints.first_complete, run.target)
+                if run.found is not None:
                     return "done"
                 if time.monotonic() - reached_at > self.spec.checkpoint_timeout_s:
                     return "no_checkpoint"
@@ -420,18 +451,22 @@ class ExternalWorker(WorkerLoop):
                 log.warning("metric source failed", source=source.name, error=repr(exc))
                 continue
             for r in readings:
-                if r.step > run.target:
+                if r.step > run.target:  # progress (and the target reached), reported once the end is known
                     run.held.append((source.name, r))
+                    self._progress(run, r.step)
                     continue
                 self._observe(run, source.name, r)
+
+    def _progress(self, run: _Run, step: int) -> None:
+        if run.last_step is None or step > run.last_step:
+            run.last_step, run.last_progress = step, time.monotonic()
+            self.step = step
 
     def _observe(self, run: _Run, source: str, r: Reading) -> None:
         metrics = {k: float(v) for k, v in r.metrics.items()}
         if not metrics:
             return
-        if run.last_step is None or r.step > run.last_step:
-            run.last_step, run.last_progress = r.step, time.monotonic()
-            self.step = r.step
+        self._progress(run, r.step)
         for name in NONFINITE_GUARDED:
             if name in metrics and not math.isfinite(metrics[name]) and run.nonfinite is None:
                 run.nonfinite = (name, r.step, metrics[name])
@@ -447,13 +482,15 @@ class ExternalWorker(WorkerLoop):
 
     async def _conclude(self, run: _Run, end: str, code: int) -> None:
         sid, spec = run.sid, self.spec
-        checkpoints = self._checkpoints(self.output_dir / sid)
-        found = await asyncio.to_thread(checkpoints.first_complete, run.target) if end in ("done", "exited") else None
+        found = run.found
+        if end == "exited":  # it ended by itself: what it saved is all it will write
+            found = await asyncio.to_thread(run.checkpoints.first_complete, run.target, True)
         if found is not None:
-            step, path = found
             for source, r in sorted(run.held, key=lambda sr: sr[1].step):  # past the target, up to the checkpoint
-                if r.step <= step:
+                if r.step <= found[0]:
                     self._observe(run, source, r)
+            if run.nonfinite is not None:  # a NaN between the target and the checkpoint: not a good end
+                end, found = "nan", None
         await self.flush_reports()
         tail = _tail(self.output_dir / sid / "console.log")
         if end == "nan" and run.nonfinite is not None:
@@ -535,8 +572,12 @@ async def serve(args: argparse.Namespace, spec: ExternalConfig) -> None:
     client = SupervisorClient(ctx, args.endpoint, args.worker_id, curve=curve)
     try:
         run_dir = args.run_dir or args.output_dir.parent
-        await ExternalWorker(spec, client, args.output_dir, args.device, args.heartbeat_s, run_dir,
-                             parent=args.parent).run()  # fmt: skip
+        worker = ExternalWorker(spec, client, args.output_dir, args.device, args.heartbeat_s, run_dir,
+                                parent=args.parent)  # fmt: skip
+        # SIGTERM stops the script gracefully first: its own group is not ours, so the supervisor's
+        # group kill does not reach it (and PR_SET_PDEATHSIG only reaches the script, not its children)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.terminate)
+        await worker.run()
     finally:
         await client.aclose()
         ctx.term()

@@ -60,7 +60,11 @@ class WorkerLoop(abc.ABC):
         # seconds, in which the supervisor may die): if it is gone, so is the reason to train.
         # None: no such process (a worker started by hand on another host; the heartbeats tell).
         self.parent = parent
+        # Under torchrun our parent is its agent, which has a session of its own: if the agent dies
+        # (SIGKILL), nothing else would stop this rank, so losing it counts as losing the supervisor.
+        self.agent = os.getppid() if _under_torchrun() else None
         self.orphaned = False
+        self._quit = False  # request_stop: end as a Shutdown would
 
     # --- what a worker supplies -------------------------------------------------------------
 
@@ -75,11 +79,18 @@ class WorkerLoop(abc.ABC):
     async def run_segment(self, cmd: m.RunSegment) -> None:
         """Train one segment; send SegmentStarted first and SegmentFinished or SegmentFailed last."""
 
+    def request_stop(self) -> None:
+        """Stop as on ``Shutdown``: the running segment is aborted, then the worker ends (a signal handler)."""
+        self._quit = True
+        self.abort.set()
+
     # --- the protocol ----------------------------------------------------------------------------
 
     def _supervisor_gone(self) -> bool:
         """Re-parented (our parent was the supervisor), or, under torchrun (whose agent is our parent),
         the supervisor's pid no longer exists."""
+        if self.agent is not None and os.getppid() != self.agent:
+            return True
         if self.parent is None or os.getppid() == self.parent:
             return False
         try:
@@ -107,8 +118,9 @@ class WorkerLoop(abc.ABC):
     async def _listen(self) -> None:
         while True:
             env = await self.client.recv_command(0.5)
-            if self.orphaned:
-                log.warning("the supervisor's process is gone: stopping", parent=self.parent)
+            if self.orphaned or self._quit:
+                if self.orphaned:
+                    log.warning("the supervisor's process is gone: stopping", parent=self.parent)
                 self.abort.set()
                 return
             if env is None:

@@ -141,8 +141,11 @@ async def serve(args: argparse.Namespace) -> None:
     curve = curve_of(args)  # before the model is built: a bad key file fails at once
     hp = parse_hparams_string(args.hparams, preset(args.preset))
     device = args.device
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # under torchrun: each rank on its own GPU of the lease
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if "LOCAL_RANK" in os.environ:  # under torchrun: each rank on its own GPU of the lease
+        import torch
+
+        if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     config = TrainerConfig(dataset=args.dataset, output_dir=args.output_dir, data_dir=args.data_dir,
                            device=device, threads=args.threads, val_count=args.val_count)  # fmt: skip
     # under torchrun: rank 0 talks to the supervisor, the others follow it; nccl only between GPUs

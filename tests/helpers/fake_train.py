@@ -6,7 +6,8 @@ Prints NVIDIA's ``Train loss <i> <loss> Grad Norm <g> <dt>s/it`` every iteration
 ``Validation loss <i>: <loss>`` before saving ``checkpoint_<i>`` (a zip file, as torch.save
 writes) every ``every`` iterations; resumes at the checkpoint's iteration + 1. ``mode``:
 ``ok``, ``nan@N`` (a NaN loss from iteration N on), ``exit@N`` (exit 3 at N), ``oom@N`` (dies
-saying CUDA out of memory), ``hang@N`` (stops printing at N), ``nosave`` (never saves).
+saying CUDA out of memory), ``hang@N`` (stops printing at N), ``nosave`` (never saves);
+``log_every`` (print every k-th iteration only), ``fmt=raw`` (checkpoints that are not zip files).
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ def main() -> int:
     args = p.parse_args()
     hp = dict(kv.split("=", 1) for kv in args.hparams.split(",") if kv)
     lr, every, mode = float(hp.get("learning_rate", "1e-3")), int(hp.get("every", "5")), hp.get("mode", "ok")
+    log_every, raw = int(hp.get("log_every", "1")), hp.get("fmt", "zip") == "raw"
     kind, _, at = mode.partition("@")
     at_step = int(at) if at else -1
     start = 0
     if args.c is not None:
-        with zipfile.ZipFile(args.c) as z:
-            start = int(z.read("iteration")) + 1
+        if zipfile.is_zipfile(args.c):
+            with zipfile.ZipFile(args.c) as z:
+                start = int(z.read("iteration")) + 1
+        else:
+            start = int(args.c.read_bytes().split(b"\n")[0]) + 1
     args.o.mkdir(parents=True, exist_ok=True)
     i = start
     while True:
@@ -44,12 +49,16 @@ def main() -> int:
         if kind == "hang" and i >= at_step:
             time.sleep(3600)
         loss = float("nan") if kind == "nan" and i >= at_step else 5.0 / (1 + lr * 1000 * (i + 1))
-        print(f"Train loss {i} {loss:.6f} Grad Norm 1.000000 0.01s/it", flush=True)
+        if i % log_every == 0:
+            print(f"Train loss {i} {loss:.6f} Grad Norm 1.000000 0.01s/it", flush=True)
         if i % every == 0 and kind != "nosave":
             print(f"Validation loss {i}: {loss * 0.9:9f}  ", flush=True)
-            with zipfile.ZipFile(args.o / f"checkpoint_{i}", "w") as z:
-                z.writestr("iteration", str(i))
-                z.writestr("weights", bytes(4096))
+            if raw:  # not a zip: complete only once it stops changing
+                (args.o / f"checkpoint_{i}").write_bytes(f"{i}\n".encode() + bytes(4096))
+            else:
+                with zipfile.ZipFile(args.o / f"checkpoint_{i}", "w") as z:
+                    z.writestr("iteration", str(i))
+                    z.writestr("weights", bytes(4096))
         i += 1
         time.sleep(0.02)
 

@@ -114,6 +114,7 @@ def test_the_supervisor_starts_a_ddp_trial_under_torchrun(tiny_data_dir: Path, t
     from smart_tuner.actors.runtime import ActorShell
     from smart_tuner.actors.supervisor import Supervisor, SupervisorIO, SupervisorPolicy
     from smart_tuner.protocol import messages as m
+    from tests.helpers.procs import alive
     from tests.integration.test_supervisor import of, scheduled, wait_for
     from tests.unit.busharness import harness, propose, run_started
 
@@ -142,11 +143,13 @@ def test_the_supervisor_starts_a_ddp_trial_under_torchrun(tiny_data_dir: Path, t
                 applied = of(events, m.HparamsApplied, "s2")[0]
                 assert applied.hparams == {"learning_rate": 4e-3}  # type: ignore[attr-defined]
                 assert not of(events, m.WorkerLost)  # the ranks' parent is torchrun's agent: not an orphan
+                rank0 = hellos[0].pid  # type: ignore[attr-defined]
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 await server.aclose()
                 ctx.term()
-            assert not io.workers and io.pool.in_use == 0  # the whole torchrun group stopped
+            assert not io.workers and io.pool.in_use == 0
+            assert not alive(rank0)  # the ranks have sessions of their own: stopped by Shutdown, not by killpg
 
     asyncio.run(main())

@@ -24,6 +24,7 @@ from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpo
 from smart_tuner.actors.launcher import EXTERNAL_SPEC_ENV
 from smart_tuner.protocol import Envelope, decode
 from smart_tuner.protocol import messages as m
+from tests.helpers.procs import alive
 from tests.integration.test_worker import collect, command
 
 FAKE = Path(__file__).resolve().parents[1] / "helpers" / "fake_train.py"
@@ -158,3 +159,51 @@ def test_a_users_own_console_patterns_are_read(tmp_path: Path) -> None:
     own = ending(asyncio.run(scenario(spec(preset="coqui", stdout_patterns=patterns))))
     assert isinstance(own, m.SegmentFinished) and own.end_step == 5
     assert own.metrics["val_objective"] == own.metrics["val_loss"]
+
+
+@pytest.mark.parametrize("changes", [{"fmt": "raw"}, {"log_every": 3}, {"fmt": "raw", "log_every": 3, "every": 10}])
+def test_odd_checkpoints_and_sparse_logs_still_end_at_the_checkpoint(tmp_path: Path, changes: dict[str, Any]) -> None:
+    """A checkpoint that is no zip (complete once it stops changing), and a script whose logged steps
+    jump over the target (0, 3, 6, 9, 12: step 10 is never printed, its checkpoint is saved)."""
+    section = spec(hparams={"learning_rate": 1e-3, "every": 5, "mode": "ok", "log_every": 1, "fmt": "zip"})
+
+    async def scenario() -> list[Envelope]:
+        async with external_worker(tmp_path, section) as server:
+            return await segment(server, "s1", 10, changes)
+
+    end = ending(asyncio.run(scenario()))
+    assert isinstance(end, m.SegmentFinished), end
+    assert end.end_step == 10 and Path(end.checkpoint).name == "checkpoint_10"
+
+
+def test_sigterm_to_the_worker_stops_the_script_first(tmp_path: Path) -> None:
+    """The supervisor retires a worker with SIGTERM to its group; the script has a group of its own."""
+
+    async def scenario() -> tuple[int, int | None]:
+        ctx = new_context()
+        server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
+        cmd = [sys.executable, "-m", "smart_tuner.trainer.external", "--endpoint", server.endpoint, "--worker-id",
+               "x1", "--output-dir", str(tmp_path / "external"), "--heartbeat-s", "0.5"]  # fmt: skip
+        env = {**os.environ, EXTERNAL_SPEC_ENV: json.dumps(spec())}
+        proc = await asyncio.to_thread(subprocess.Popen, cmd, env=env, start_new_session=True)
+        try:
+            await collect(server, m.WorkerHello, 1, timeout_s=60)
+            run = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={}, steps=100000,
+                               eval_every=0, report_every=1)  # fmt: skip
+            await server.send(b"x1", command(run))
+            got = await collect(server, m.MetricsObserved, 2)
+            started = next(e.data for e in got if isinstance(e.data, m.SegmentStarted))
+            assert isinstance(started, m.SegmentStarted)
+            os.killpg(proc.pid, signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 30)
+            return started.pid, code
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            await server.aclose()
+            ctx.term()
+
+    script_pid, code = asyncio.run(scenario())
+    assert code == 0  # it ended as on Shutdown, not by the signal
+    assert not alive(script_pid)

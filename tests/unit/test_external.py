@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -106,13 +107,21 @@ def test_a_segment_ends_at_the_first_complete_checkpoint_past_its_last_step(tmp_
 
 
 def test_a_file_that_is_not_a_zip_is_complete_once_it_stops_changing(tmp_path: Path) -> None:
-    found = Checkpoints(tmp_path, "*.pt", re.compile(r"step(\d+)"))
+    found = Checkpoints(tmp_path, "*.pt", re.compile(r"step(\d+)"), stable_s=0.3)
     path = tmp_path / "model_step7.pt"
     path.write_bytes(b"\x80\x02legacy pickle")
     assert found.first_complete(0) is None  # first look: it may still grow
-    assert found.first_complete(0) == (7, path)  # unchanged since
+    assert found.first_complete(0) is None  # unchanged, but not for long enough yet
+    time.sleep(0.35)
+    assert found.first_complete(0) == (7, path)  # unchanged for stable_s
     path.write_bytes(b"\x80\x02legacy pickle, longer")
-    assert found.first_complete(0) is None
+    assert found.first_complete(0) is None  # it changed: the clock starts again
+    assert found.first_complete(0, writer_gone=True) == (7, path)  # its writer has exited: it is what it is
+    folder = tmp_path / "ckpt_step9.pt"
+    folder.mkdir()
+    assert found.first_complete(8, writer_gone=True) is None  # an empty folder is no checkpoint
+    (folder / "weights.bin").write_bytes(b"w" * 100)
+    assert found.first_complete(8, writer_gone=True) == (9, folder)
 
 
 EXTERNAL = """
@@ -145,9 +154,13 @@ def test_an_external_section_loads(tmp_path: Path) -> None:
     (("learning_rate: 1.0e-3", "learning_rate: 1"), "loguniform gives floats, but the script's value 1 is int"),
     (("hparams: {", "checkpoint_step: 'checkpoint_'\n  hparams: {"), "needs a group for the step"),
     (("hparams: {", "hparams_format: flags\n  hparams: {"), "{hparams} must be an argument of its own"),
+    (("hparams: {", "mlflow_tracking_uri: sqlite:///m.db\n  mlflow_experiment: x\n  hparams: {"),
+     "with several scripts at once"),
 ])  # fmt: skip
 def test_bad_external_sections_are_refused_naming_the_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     text = EXTERNAL.replace(*edit)
+    if "mlflow_tracking_uri" in text:
+        text += "n_gpus: 2\n"  # two scripts at once
     if "flags" in text:
         text = text.replace("--hparams {hparams}", "--hparams={hparams}")
     with pytest.raises(ConfigError, match=re.escape(message)):
