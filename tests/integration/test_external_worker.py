@@ -39,7 +39,8 @@ def spec(**over: Any) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def external_worker(tmp_path: Path, section: dict[str, Any]) -> AsyncIterator[WorkerServer]:
+async def worker_process(tmp_path: Path, section: dict[str, Any]) -> AsyncIterator[tuple[WorkerServer, Any]]:
+    """The external worker as the supervisor starts it, after its hello; killed (whole group) at exit."""
     ctx = new_context()
     server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
     cmd = [sys.executable, "-m", "smart_tuner.trainer.external", "--endpoint", server.endpoint, "--worker-id", "x1",
@@ -49,13 +50,19 @@ async def external_worker(tmp_path: Path, section: dict[str, Any]) -> AsyncItera
     try:
         hello = await collect(server, m.WorkerHello, 1, timeout_s=60)
         assert isinstance(hello[-1].data, m.WorkerHello)
-        yield server
+        yield server, proc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         await server.aclose()
         ctx.term()
+
+
+@contextlib.asynccontextmanager
+async def external_worker(tmp_path: Path, section: dict[str, Any]) -> AsyncIterator[WorkerServer]:
+    async with worker_process(tmp_path, section) as (server, _):
+        yield server
 
 
 async def segment(server: WorkerServer, sid: str, steps: int, hparams: dict[str, Any] | None = None,
@@ -180,14 +187,7 @@ def test_sigterm_to_the_worker_stops_the_script_first(tmp_path: Path) -> None:
     """The supervisor retires a worker with SIGTERM to its group; the script has a group of its own."""
 
     async def scenario() -> tuple[int, int | None]:
-        ctx = new_context()
-        server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
-        cmd = [sys.executable, "-m", "smart_tuner.trainer.external", "--endpoint", server.endpoint, "--worker-id",
-               "x1", "--output-dir", str(tmp_path / "external"), "--heartbeat-s", "0.5"]  # fmt: skip
-        env = {**os.environ, EXTERNAL_SPEC_ENV: json.dumps(spec())}
-        proc = await asyncio.to_thread(subprocess.Popen, cmd, env=env, start_new_session=True)
-        try:
-            await collect(server, m.WorkerHello, 1, timeout_s=60)
+        async with worker_process(tmp_path, spec()) as (server, proc):
             run = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={}, steps=100000,
                                eval_every=0, report_every=1)  # fmt: skip
             await server.send(b"x1", command(run))
@@ -195,14 +195,7 @@ def test_sigterm_to_the_worker_stops_the_script_first(tmp_path: Path) -> None:
             started = next(e.data for e in got if isinstance(e.data, m.SegmentStarted))
             assert isinstance(started, m.SegmentStarted)
             os.killpg(proc.pid, signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, 30)
-            return started.pid, code
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            await server.aclose()
-            ctx.term()
+            return started.pid, await asyncio.to_thread(proc.wait, 30)
 
     script_pid, code = asyncio.run(scenario())
     assert code == 0  # it ended as on Shutdown, not by the signal
