@@ -105,8 +105,10 @@ def test_the_worker_under_torchrun_runs_segments_aborts_and_shuts_down_every_ran
 
 
 def test_the_supervisor_starts_a_ddp_trial_under_torchrun(tiny_data_dir: Path, tmp_path: Path) -> None:
-    """trainer.ddp_ranks=2 on the CPU: the supervisor's worker is a torchrun job of two gloo ranks."""
+    """trainer.ddp_ranks=2 on the CPU: the supervisor's worker is a torchrun job of two gloo ranks; a rank
+    that dies takes the job with it and the segment runs again."""
     import asyncio
+    import signal
 
     from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
     from smart_tuner.actors.devices import DevicePool
@@ -144,12 +146,31 @@ def test_the_supervisor_starts_a_ddp_trial_under_torchrun(tiny_data_dir: Path, t
                 assert applied.hparams == {"learning_rate": 4e-3}  # type: ignore[attr-defined]
                 assert not of(events, m.WorkerLost)  # the ranks' parent is torchrun's agent: not an orphan
                 rank0 = hellos[0].pid  # type: ignore[attr-defined]
+
+                # a rank dies mid-segment: rank 0's collective fails (the segment fails, naming it) or
+                # torchrun ends the job first (the segment runs again on a new one); either way no rank hangs
+                await propose(c, scheduled("s3", 100_000))
+                await wait_for(h, lambda ev: bool(of(ev, m.MetricsObserved, "s3")))
+                agent = io.workers["w1"].proc.pid  # type: ignore[union-attr]
+                ranks = (await asyncio.to_thread(Path(f"/proc/{agent}/task/{agent}/children").read_text)).split()
+                (rank1,) = [int(p) for p in ranks if int(p) != rank0]
+                os.kill(rank1, signal.SIGKILL)
+
+                def ended(ev: list[object]) -> bool:
+                    return bool(of(ev, m.WorkerLost)) and (
+                        bool(of(ev, m.SegmentFailed, "s3")) or len(of(ev, m.SegmentStarted, "s3")) == 2
+                    )  # type: ignore[arg-type]
+
+                events = await wait_for(h, ended, timeout_s=120)
+                assert len(of(events, m.WorkerLost)) == 1
+                failed = of(events, m.SegmentFailed, "s3")
+                assert not failed or failed[0].reason == "error"  # type: ignore[attr-defined]
+                assert not alive(rank0)  # the job went as a whole: no rank left waiting in a collective
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 await server.aclose()
                 ctx.term()
-            assert not io.workers and io.pool.in_use == 0
-            assert not alive(rank0)  # the ranks have sessions of their own: stopped by Shutdown, not by killpg
+            assert not io.workers and io.pool.in_use == 0  # the second job stopped at teardown too
 
     asyncio.run(main())
