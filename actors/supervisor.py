@@ -14,9 +14,12 @@ its own WorkerLost (a worker silent for ``heartbeat_timeout_s`` or exited) and
 SegmentFailed ``lost`` once a segment has lost ``max_attempts`` workers.
 
 The I/O side owns one ROUTER (``WorkerServer``), the device pool (never more than
-``n_gpus`` workers at once; the CPU counts as one) and the worker processes, each in a
-process group of its own and killed as a group. A worker is kept between segments:
-hyperparameters change in place, not by a restart.
+``n_gpus`` GPUs in use; a DDP trial, ``spec.ranks`` > 1, takes that many in one lease; the
+CPU counts as one device) and the worker processes, each in a process group of its own
+and killed as a group. A worker is kept between segments: hyperparameters change in
+place, not by a restart. Behind CURVE (``accept_remote``) a worker started by hand on
+another host joins with its hello: no process or lease of ours, lost like any other when
+its heartbeats stop; a worker the supervisor does not know is told to stop.
 
 Imports asyncio, ``protocol``, ``state`` and the actors package only (never torch).
 """
