@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
 def alive(pid: int) -> bool:
-    """The process exists and is not a zombie (exited, not reaped yet)."""
+    """Running (not gone, not a zombie waiting for whoever adopted it to reap it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]  # the name may hold spaces
     except OSError:
         return False
+    return state != "Z"

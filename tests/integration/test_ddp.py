@@ -54,22 +54,19 @@ def test_the_worker_under_torchrun_runs_segments_aborts_and_shuts_down_every_ran
     tiny_data_dir: Path, tmp_path: Path
 ) -> None:
     import asyncio
-    import signal
 
-    from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
     from smart_tuner.protocol import messages as m
-    from tests.integration.test_worker import collect, command
+    from tests.integration.test_worker import collect, command, connected_process
+
+    def argv(endpoint: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "smart_tuner.trainer.worker", "--endpoint", endpoint, "--worker-id", "w0",
+                "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(tiny_data_dir),
+                "--output-dir", str(tmp_path / "out"), "--threads", "1", "--val-count", "2"]  # fmt: skip
 
     async def main() -> None:
-        ctx = new_context()
-        server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "smart_tuner.trainer.worker", "--endpoint", server.endpoint, "--worker-id", "w0",
-               "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(tiny_data_dir),
-               "--output-dir", str(tmp_path / "out"), "--threads", "1", "--val-count", "2"]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = await asyncio.to_thread(subprocess.Popen, cmd, env=env, start_new_session=True)
-        try:
+        async with connected_process(tmp_path, argv, env) as (server, proc):
             await collect(server, m.WorkerHello, 1)  # rank 0 only: one worker as far as the supervisor sees
             run1 = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={}, steps=2,
                                 eval_every=0, report_every=1)  # fmt: skip
@@ -94,12 +91,6 @@ def test_the_worker_under_torchrun_runs_segments_aborts_and_shuts_down_every_ran
             assert failed.reason == "aborted"  # both ranks stopped at the same step: no hang
             await server.send(b"w0", command(m.Shutdown(reason="test over")))
             assert await asyncio.to_thread(proc.wait, 120) == 0  # rank 1 left its loop too
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            await server.aclose()
-            ctx.term()
 
     asyncio.run(main())
 

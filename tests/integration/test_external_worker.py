@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
+from smart_tuner.actors.bus.zmqbus import WorkerServer
 from smart_tuner.actors.launcher import EXTERNAL_SPEC_ENV
 from smart_tuner.protocol import Envelope, decode
 from smart_tuner.protocol import messages as m
 from tests.helpers.procs import alive
-from tests.integration.test_worker import collect, command
+from tests.integration.test_worker import collect, command, connected_process
 
 FAKE = Path(__file__).resolve().parents[1] / "helpers" / "fake_train.py"
 
@@ -41,22 +40,16 @@ def spec(**over: Any) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def worker_process(tmp_path: Path, section: dict[str, Any]) -> AsyncIterator[tuple[WorkerServer, Any]]:
     """The external worker as the supervisor starts it, after its hello; killed (whole group) at exit."""
-    ctx = new_context()
-    server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
-    cmd = [sys.executable, "-m", "smart_tuner.trainer.external", "--endpoint", server.endpoint, "--worker-id", "x1",
-           "--output-dir", str(tmp_path / "external"), "--heartbeat-s", "0.5"]  # fmt: skip
+
+    def argv(endpoint: str) -> list[str]:
+        return [sys.executable, "-m", "smart_tuner.trainer.external", "--endpoint", endpoint, "--worker-id", "x1",
+                "--output-dir", str(tmp_path / "external"), "--heartbeat-s", "0.5"]  # fmt: skip
+
     env = {**os.environ, EXTERNAL_SPEC_ENV: json.dumps(section)}
-    proc = await asyncio.to_thread(subprocess.Popen, cmd, env=env, start_new_session=True)
-    try:
+    async with connected_process(tmp_path, argv, env) as (server, proc):
         hello = await collect(server, m.WorkerHello, 1, timeout_s=60)
         assert isinstance(hello[-1].data, m.WorkerHello)
         yield server, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        await server.aclose()
-        ctx.term()
 
 
 @contextlib.asynccontextmanager

@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
 from smart_tuner.protocol import Envelope, decode, encode
 from smart_tuner.protocol import messages as m
+from tests.helpers.procs import alive
 
 
 def command(msg: m.Message) -> bytes:
@@ -33,16 +34,14 @@ async def collect(server: WorkerServer, until: type, count: int, timeout_s: floa
 
 
 @contextlib.asynccontextmanager
-async def worker_process(
-    tmp_path: Path, data_dir: Path, worker_id: str, *extra: str
+async def connected_process(
+    tmp_path: Path, argv: Callable[[str], list[str]], env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[WorkerServer, subprocess.Popen[bytes]]]:
-    """A worker process of the tiny model connected to a real ROUTER; killed (whole group) at exit."""
+    """A real ROUTER and the process ``argv(endpoint)`` starts in a group of its own; killed (whole group)
+    and the socket closed at exit."""
     ctx = new_context()
     server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
-    cmd = [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", server.endpoint, "--worker-id", worker_id,
-           "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"),
-           "--threads", "1", "--val-count", "4", *extra]  # fmt: skip
-    proc = await asyncio.to_thread(subprocess.Popen, cmd, start_new_session=True)
+    proc = await asyncio.to_thread(subprocess.Popen, argv(server.endpoint), env=env, start_new_session=True)
     try:
         yield server, proc
     finally:
@@ -51,6 +50,21 @@ async def worker_process(
             proc.wait()
         await server.aclose()
         ctx.term()
+
+
+@contextlib.asynccontextmanager
+async def worker_process(
+    tmp_path: Path, data_dir: Path, worker_id: str, *extra: str
+) -> AsyncIterator[tuple[WorkerServer, subprocess.Popen[bytes]]]:
+    """A worker process of the tiny model connected to a real ROUTER; killed (whole group) at exit."""
+
+    def argv(endpoint: str) -> list[str]:
+        return [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", endpoint, "--worker-id", worker_id,
+                "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(data_dir), "--output-dir",
+                str(tmp_path / "out"), "--threads", "1", "--val-count", "4", *extra]  # fmt: skip
+
+    async with connected_process(tmp_path, argv) as connected:
+        yield connected
 
 
 def last(envs: list[Envelope], kind: type[m.Message]) -> m.Message:
@@ -158,17 +172,8 @@ def test_a_worker_whose_supervisor_died_stops_by_itself(tiny_data_dir: Path, tmp
     launcher = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], capture_output=True, text=True, check=True)
     pid = int(launcher.stdout.strip())  # its parent is gone already: init (or a subreaper) adopted it
     for _ in range(1200):  # 60 s: the trainer's start-up, then the worker notices and stops
-        if not _alive(pid):
+        if not alive(pid):
             return
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     raise AssertionError("the orphaned worker was still running after 60 s")
-
-
-def _alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting for whoever adopted it to reap it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
