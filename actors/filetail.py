@@ -8,7 +8,8 @@
 A file that was replaced (another inode: a rotated log, a re-created event file) or
 truncated (smaller than the offset) is read again from its start, and ``restarted`` says
 so, because whatever the caller kept of the old one (a partial line) is void. A missing
-file reads as nothing. Imports the standard library only.
+file reads as nothing. ``last_lines(path, n)``: a log's end, for an error message.
+Imports the standard library only.
 """
 
 from __future__ import annotations
@@ -45,3 +46,14 @@ class FileTail:
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             return f.read(size - self.offset), restarted
+
+
+def last_lines(path: Path, lines: int, missing: str = "(no log)") -> str:
+    """The last ``lines`` lines of a log (from its last 16 KiB), joined by " | ", for an error's detail."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return missing
+    return " | ".join(text.strip().splitlines()[-lines:])

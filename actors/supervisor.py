@@ -45,6 +45,7 @@ from ..state.model import Segment, TunerState
 from .bus import BusClient, BusError
 from .bus.zmqbus import WorkerServer
 from .devices import DevicePool, Lease
+from .filetail import last_lines
 from .launcher import WorkerProcess, WorkerSpec, worker_command
 from .runtime import ActorCore, Out
 
@@ -279,7 +280,7 @@ class SupervisorIO:
         self.start_failures += 1
         if self.start_failures < self.policy.max_start_failures:
             return
-        tail = _tail(self.run_dir / "logs" / f"worker-{worker.worker_id}.log")
+        tail = last_lines(self.run_dir / "logs" / f"worker-{worker.worker_id}.log", 5)
         detail = f"{self.start_failures} workers in a row died before starting ({reason}); last log lines: {tail}"
         while self.pending:
             await self._propose(m.SegmentFailed(segment_id=self.pending.popleft().segment_id, reason="error",
@@ -314,13 +315,6 @@ class SupervisorIO:
         task = asyncio.get_running_loop().create_task(send())
         self._sends.add(task)  # a task nobody references can be collected before it runs
         task.add_done_callback(self._sends.discard)
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _command(message: Message) -> bytes:

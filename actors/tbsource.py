@@ -173,6 +173,11 @@ def _tensor_scalar(t: Any) -> float | None:
     return None
 
 
+def tb_canonical(tag: str, directory: str) -> str | None:
+    """The watcher's TensorBoard table (every preset's rules): the mapping when no preset is named."""
+    return canonical("tensorboard", tag, directory)
+
+
 class TensorBoardSource(MetricSource):
     """Every event file under ``logdir`` (and under new subdirectories as they appear)."""
 
@@ -182,7 +187,7 @@ class TensorBoardSource(MetricSource):
                  mapping: Callable[[str, str], str | None] | None = None) -> None:  # fmt: skip
         self.logdir = Path(logdir)
         self.segment_of = segment_of
-        self.mapping = mapping or (lambda tag, directory: canonical("tensorboard", tag, directory))
+        self.mapping = mapping or tb_canonical
         self.tails: dict[Path, EventFileTail] = {}
         self.unmapped: Counter[tuple[str, str]] = Counter()  # (directory, tag) -> values seen
         self.latest: dict[str, tuple[int, float]] = {}  # canonical name -> (step, value)

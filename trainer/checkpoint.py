@@ -36,14 +36,6 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, damaged, tampered, or made for another model."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save(path: Path, payload: dict[str, Any]) -> str:
     """Write ``payload`` atomically to ``path``; returns its sha256 (also written to the sidecar)."""
     path.parent.mkdir(parents=True, exist_ok=True)

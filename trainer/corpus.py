@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from .fileio import sha256_file
 from .text import normalize
 
 GENERATOR = "smart_tuner.trainer.corpus"
@@ -248,10 +249,6 @@ class CorpusSpec:
     pad_s: float = PAD_S
 
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _build_into(out: Path, spec: CorpusSpec) -> None:
     """Write wavs, metadata, provenance and manifest under ``out``; runs in a fresh process."""
     engine = _Espeak()
@@ -271,7 +268,7 @@ def _build_into(out: Path, spec: CorpusSpec) -> None:
         "generator_version": GENERATOR_VERSION,
         "params": asdict(spec),
         "espeak_ng_version": engine.version,
-        "metadata_sha256": _sha256_file(out / "metadata.csv"),
+        "metadata_sha256": sha256_file(out / "metadata.csv"),
         "audio_sha256": audio_hash.hexdigest(),
         "n_utterances": len(lines),
         "audio_seconds": round(n_samples / SAMPLING_RATE, 3),
@@ -310,7 +307,7 @@ def _is_current(root: Path, spec: CorpusSpec) -> bool:
         return False
     if manifest.get("params") != asdict(spec) or not (root / "metadata.csv").is_file():
         return False
-    if manifest.get("metadata_sha256") != _sha256_file(root / "metadata.csv"):
+    if manifest.get("metadata_sha256") != sha256_file(root / "metadata.csv"):
         return False
     ids = [line.split("|", 1)[0] for line in (root / "metadata.csv").read_text(encoding="utf-8").splitlines()]
     return all((root / "wavs" / f"{utt_id}.wav").is_file() for utt_id in ids)

@@ -51,7 +51,7 @@ import sys
 import time
 import traceback
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,16 +60,18 @@ import structlog
 import yaml
 
 from ..actors.bus.zmqbus import CURVE_ENV, new_context
+from ..actors.filetail import last_lines
 from ..actors.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
 from ..actors.launcher import GroupProcess
 from ..actors.logs import configure_logging
 from ..actors.presets import PRESETS, UserMapping
 from ..actors.stdoutsource import STDOUT_RULES, LineRule, StdoutSource
-from ..actors.tbsource import TensorBoardSource
-from ..actors.watcher import MetricSource, Reading, canonical
+from ..actors.tbsource import TensorBoardSource, tb_canonical
+from ..actors.watcher import MetricSource, Reading
 from ..protocol import messages as m
 from ..state.config import ExternalConfig
 from .client import SupervisorClient, curve_of
+from .fileio import sha256_file
 from .loop import WorkerLoop, device_label
 
 log = structlog.get_logger("external")
@@ -240,13 +242,11 @@ def _mtime(path: Path) -> float:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for p in files:
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
+    """A checkpoint file's sha256; for a folder, the sha256 of its files' digests in name order."""
+    if path.is_file():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
 
 
 # --- the script's process --------------------------------------------------------------------------
@@ -404,9 +404,7 @@ class ExternalWorker(WorkerLoop):
             sources.append(StdoutSource(folder / "console.log", rules=rules))
         if spec.tensorboard_dir is not None:
             preset = PRESETS.get(spec.preset)
-            fallback: Callable[[str, str], str | None] = (
-                (lambda tag, d: canonical("tensorboard", tag, d)) if preset is None else preset.name_of
-            )
+            fallback = tb_canonical if preset is None else preset.name_of
             sources.append(TensorBoardSource(folder / spec.tensorboard_dir, mapping=user.over(fallback)))
         if spec.mlflow_tracking_uri is not None:
             from ..actors.mlflowsource import MlflowSource
@@ -492,7 +490,7 @@ class ExternalWorker(WorkerLoop):
             if run.nonfinite is not None:  # a NaN between the target and the checkpoint: not a good end
                 end, found = "nan", None
         await self.flush_reports()
-        tail = _tail(self.output_dir / sid / "console.log")
+        tail = last_lines(self.output_dir / sid / "console.log", 8, "(no console log)")
         if end == "nan" and run.nonfinite is not None:
             name, step_at, value = run.nonfinite
             await self._fail(sid, "nan", f"{name} was {value} at step {step_at}", step_at)
@@ -539,16 +537,6 @@ class ExternalWorker(WorkerLoop):
     async def _fail(self, sid: str, reason: m.FailureReason, detail: str, step: int | None) -> None:
         log.warning("segment failed", segment_id=sid, reason=reason, detail=detail)
         await self.send(m.SegmentFailed(segment_id=sid, reason=reason, detail=detail[:2000], step=step))
-
-
-def _tail(path: Path, lines: int = 8) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 16384))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return "(no console log)"
-    return " | ".join(text.strip().splitlines()[-lines:])
 
 
 def build_parser() -> argparse.ArgumentParser:

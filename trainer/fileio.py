@@ -1,17 +1,28 @@
 """Atomic file writes for the trainer's outputs (checkpoints, images, audio, cached mels).
 
-``write_atomic(path, data)``: a temp file in the same folder (``os.replace`` is atomic only
-within one filesystem), fsync'ed, made readable (mkstemp creates 0600 files), renamed
-into place; a reader sees the old file or the whole new one, never a torn one.
+``sha256_file(path)``: its digest, read in pieces. ``write_atomic(path, data)``: a temp
+file in the same folder (``os.replace`` is atomic only within one filesystem), fsync'ed,
+made readable (mkstemp creates 0600 files), renamed into place; a reader sees the old
+file or the whole new one, never a torn one.
 
 Imports the standard library only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

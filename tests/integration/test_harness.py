@@ -13,6 +13,7 @@ import torch
 
 from smart_tuner.trainer import checkpoint as ckpt
 from smart_tuner.trainer.dataset import TrainerConfig
+from smart_tuner.trainer.fileio import sha256_file
 from smart_tuner.trainer.harness import SegmentError, Trainer
 from smart_tuner.trainer.hparams import preset
 from smart_tuner.trainer.inplace import ColdChangeError
@@ -125,7 +126,7 @@ def test_segments_fork_from_checkpoints_and_keep_state_in_memory(trainer: Traine
     first = trainer.run_segment("s1", None, None, {"learning_rate": 3e-3}, steps=3, eval_every=2)
     assert first.end_step == 3 and len(first.evals) == 2 and first.alignment_png is not None
     assert first.alignment_png.read_bytes().startswith(b"\x89PNG")
-    assert ckpt.sha256_file(first.checkpoint) == first.sha256
+    assert sha256_file(first.checkpoint) == first.sha256
     assert set(first.metrics) >= {"val_objective", "val_loss", "diagonality", "focus_rate", "gate_accuracy"}
     a = trainer.run_segment("a", first.checkpoint, first.sha256, {"learning_rate": 1e-3}, steps=2)
     b = trainer.run_segment("b", first.checkpoint, first.sha256, {"learning_rate": 1e-2}, steps=2)
