@@ -50,18 +50,18 @@ from .bus.zmqbus import (
     ipc_endpoints,
     new_context,
 )
-from .devices import DevicePool, Lease
 from .guards import GuardRails
-from .launcher import EXTERNAL_SPEC_ENV, WorkerSpec, worker_command
 from .lifecycle import Lifecycle
+from .projections.projector import Projector
+from .projections.terminal import LiveView
 from .rundir import RunPaths
 from .runtime import ActorCore, ActorShell, RestartPolicy, supervise
-from .scheduler import Scheduler
 from .sequencer import Sequencer, SequencerSettings
 from .stopper import Stopper
-from .supervisor import Supervisor, SupervisorIO, SupervisorPolicy
+from .supervisor.core import Supervisor, SupervisorIO, SupervisorPolicy
+from .supervisor.devices import DevicePool, Lease
+from .supervisor.launcher import EXTERNAL_SPEC_ENV, WorkerSpec, worker_command
 from .tuner import STRATEGIES, Tuner
-from .view import LiveView
 
 log = structlog.get_logger("coordinator")
 
@@ -94,7 +94,7 @@ class Coordinator:
             Stopper(available_strategies=AVAILABLE_STRATEGIES),
             Tuner(),
             GuardRails(),
-            Scheduler(paths.root, optuna_storage=_secret(config.resolved.optuna_storage)),
+            Projector(paths.root, optuna_storage=_secret(config.resolved.optuna_storage)),
             Alerter(
                 AlertChannels(
                     [u.get_secret_value() for u in config.resolved.alerts.urls],

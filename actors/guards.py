@@ -37,7 +37,7 @@ from ..protocol import Envelope, Message
 from ..protocol import messages as m
 from ..state.model import Segment, TunerState
 from .runtime import ActorCore, Out
-from .store import MetricStore
+from .store.metric_store import MetricStore
 from .tuner._base import announced_hparams
 
 ALIGNMENT_PHASE_STEPS = 300  # global steps after which attention should be diagonal (demo: ~100-300)

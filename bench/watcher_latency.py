@@ -7,7 +7,7 @@ an fsync'ed journal (the coordinator's, over ZeroMQ ipc):
 
 * native: a worker process reporting through ``trainer.loop.WorkerLoop`` (outbox, sender
   task, DEALER) -> the supervisor's relay (ROUTER, ``propose_payload``) -> commit;
-* stdout / tensorboard / mlflow: the real ``trainer.external`` worker running a stand-in
+* stdout / tensorboard / mlflow: the real ``actors.external.worker`` running a stand-in
   training script that writes each step's loss one way: a console line (flushed), a
   ``torch.utils.tensorboard`` scalar followed by ``flush()``, or an MLflow ``log_metric``
   into a sqlite store; the external worker polls its source for that segment and
@@ -43,8 +43,8 @@ from smart_tuner.actors.bus.zmqbus import (
     ipc_endpoints,
     new_context,
 )
-from smart_tuner.actors.launcher import EXTERNAL_SPEC_ENV
 from smart_tuner.actors.sequencer import Sequencer, SequencerSettings
+from smart_tuner.actors.supervisor.launcher import EXTERNAL_SPEC_ENV
 from smart_tuner.protocol import Envelope, ProtocolError, decode, encode
 from smart_tuner.protocol import messages as m
 from smart_tuner.state.journal import FileJournal
@@ -56,7 +56,7 @@ import asyncio, os, random, sys, time
 from smart_tuner.actors.bus.zmqbus import new_context
 from smart_tuner.protocol import messages as m
 from smart_tuner.trainer.client import SupervisorClient
-from smart_tuner.trainer.loop import WorkerLoop
+from smart_tuner.trainer.worker_loop import WorkerLoop
 endpoint, steps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
 class Bench(WorkerLoop):
@@ -168,7 +168,7 @@ async def arm(name: str, directory: Path, steps: int, server: WorkerServer, comm
                    "mlflow_experiment": "bench" if name == "mlflow" else None,
                    "checkpoint_timeout_s": 30, "sigint_timeout_s": 5}  # fmt: skip
         env[EXTERNAL_SPEC_ENV] = json.dumps(section)
-        cmd = [sys.executable, "-m", "smart_tuner.trainer.external", "--endpoint", server.endpoint,
+        cmd = [sys.executable, "-m", "smart_tuner.actors.external.worker", "--endpoint", server.endpoint,
                "--worker-id", "x1", "--output-dir", str(out), "--heartbeat-s", "0.5"]  # fmt: skip
         written = out / name / "written.txt"
         worker_id = "x1"

@@ -29,7 +29,6 @@ import torch
 
 from . import checkpoint as ckpt
 from .data import BatchStream
-from .dataset import TrainerConfig, TrainingData
 from .distributed import Dist
 from .evaluation import validate
 from .fileio import write_atomic
@@ -38,6 +37,7 @@ from .inplace import Applied, ColdChangeError, apply_hparams, new_optimizer, set
 from .loss import Tacotron2Loss
 from .model import Tacotron2
 from .text import SYMBOLS, SYMBOLS_ID
+from .training_data import TrainerConfig, TrainingData
 
 Report = Callable[[int, dict[str, float]], None]
 ShouldAbort = Callable[[], bool]

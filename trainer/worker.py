@@ -29,15 +29,15 @@ from pathlib import Path
 import structlog
 
 from ..actors.bus.zmqbus import new_context
-from ..actors.logs import configure_logging
 from ..protocol import messages as m
 from .client import SupervisorClient, curve_of
-from .dataset import TrainerConfig
 from .distributed import Dist, Segment, follow
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, announcement, parse_hparams_string, preset
 from .inplace import Applied
-from .loop import WorkerLoop, device_label
+from .logsetup import configure_logging
+from .training_data import TrainerConfig
+from .worker_loop import WorkerLoop, device_label
 
 log = structlog.get_logger("worker")
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from smart_tuner.actors.bus.zmqbus import BusEndpoints, SocketOptions, ZmqClient, new_context
-from smart_tuner.actors.cli import COMMANDS
+from smart_tuner.actors.cli.main import COMMANDS
 from smart_tuner.protocol import Envelope
 from smart_tuner.protocol import messages as m
 from smart_tuner.state.journal import FRAME, MAGIC, writer_active

@@ -97,10 +97,10 @@ def test_a_worker_started_by_hand_on_another_host_joins_the_run(keydir: Path, ti
     import subprocess
     import sys
 
-    from smart_tuner.actors.devices import DevicePool
-    from smart_tuner.actors.launcher import WorkerSpec
     from smart_tuner.actors.runtime import ActorShell
-    from smart_tuner.actors.supervisor import Supervisor, SupervisorIO, SupervisorPolicy
+    from smart_tuner.actors.supervisor.core import Supervisor, SupervisorIO, SupervisorPolicy
+    from smart_tuner.actors.supervisor.devices import DevicePool
+    from smart_tuner.actors.supervisor.launcher import WorkerSpec
     from smart_tuner.protocol import messages as m
     from tests.integration.test_supervisor import of, scheduled, wait_for
     from tests.unit.busharness import harness, propose, run_started

@@ -102,10 +102,10 @@ def test_the_supervisor_starts_a_ddp_trial_under_torchrun(tiny_data_dir: Path, t
     import signal
 
     from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
-    from smart_tuner.actors.devices import DevicePool
-    from smart_tuner.actors.launcher import WorkerSpec
     from smart_tuner.actors.runtime import ActorShell
-    from smart_tuner.actors.supervisor import Supervisor, SupervisorIO, SupervisorPolicy
+    from smart_tuner.actors.supervisor.core import Supervisor, SupervisorIO, SupervisorPolicy
+    from smart_tuner.actors.supervisor.devices import DevicePool
+    from smart_tuner.actors.supervisor.launcher import WorkerSpec
     from smart_tuner.protocol import messages as m
     from tests.helpers.procs import alive
     from tests.integration.test_supervisor import of, scheduled, wait_for

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from smart_tuner.actors.bus.zmqbus import WorkerServer
-from smart_tuner.actors.launcher import EXTERNAL_SPEC_ENV
+from smart_tuner.actors.supervisor.launcher import EXTERNAL_SPEC_ENV
 from smart_tuner.protocol import Envelope, decode
 from smart_tuner.protocol import messages as m
 from tests.helpers.procs import alive
@@ -42,7 +42,7 @@ async def worker_process(tmp_path: Path, section: dict[str, Any]) -> AsyncIterat
     """The external worker as the supervisor starts it, after its hello; killed (whole group) at exit."""
 
     def argv(endpoint: str) -> list[str]:
-        return [sys.executable, "-m", "smart_tuner.trainer.external", "--endpoint", endpoint, "--worker-id", "x1",
+        return [sys.executable, "-m", "smart_tuner.actors.external.worker", "--endpoint", endpoint, "--worker-id", "x1",
                 "--output-dir", str(tmp_path / "external"), "--heartbeat-s", "0.5"]  # fmt: skip
 
     env = {**os.environ, EXTERNAL_SPEC_ENV: json.dumps(section)}

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
-from smart_tuner.actors.devices import DevicePool
-from smart_tuner.actors.launcher import WorkerProcess, WorkerSpec, worker_command
+from smart_tuner.actors.supervisor.devices import DevicePool
+from smart_tuner.actors.supervisor.launcher import WorkerProcess, WorkerSpec, worker_command
 from smart_tuner.protocol import decode
 from smart_tuner.protocol import messages as m
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from smart_tuner.actors.bus.zmqbus import SocketOptions, WorkerServer, ipc_endpoints, new_context
-from smart_tuner.actors.devices import DevicePool
-from smart_tuner.actors.launcher import WorkerSpec
 from smart_tuner.actors.runtime import ActorShell
-from smart_tuner.actors.supervisor import Supervisor, SupervisorIO, SupervisorPolicy
+from smart_tuner.actors.supervisor.core import Supervisor, SupervisorIO, SupervisorPolicy
+from smart_tuner.actors.supervisor.devices import DevicePool
+from smart_tuner.actors.supervisor.launcher import WorkerSpec
 from smart_tuner.protocol import Envelope
 from smart_tuner.protocol import messages as m
 from smart_tuner.state import history

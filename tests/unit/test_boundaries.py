@@ -15,7 +15,7 @@ def imported_after(*modules: str) -> set[str]:
 
 
 def test_the_coordinator_never_imports_torch() -> None:
-    loaded = imported_after("smart_tuner.actors.cli", "smart_tuner.actors.coordinator")
+    loaded = imported_after("smart_tuner.actors.cli.main", "smart_tuner.actors.coordinator")
     assert "torch" not in loaded and "numpy" not in loaded
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smart_tuner.actors.devices import DeviceError, DevicePool, Lease, visible_gpus
+from smart_tuner.actors.supervisor.devices import DeviceError, DevicePool, Lease, visible_gpus
 
 
 def test_cpu_only_is_one_device_lent_to_one_holder_that_sees_no_gpu() -> None:

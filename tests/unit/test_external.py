@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smart_tuner.state.config import ConfigError, load_config
-from smart_tuner.trainer.external import (
+from smart_tuner.actors.external.worker import (
     Checkpoints,
     ExternalError,
     build_argv,
     merged_hparams,
     render_hparams,
 )
+from smart_tuner.state.config import ConfigError, load_config
 
 DECLARED = {"learning_rate": 1e-3, "batch_size": 16, "use_saved_lr": False, "ignore_layers": ["embedding.weight"],
             "tag": "ljs"}  # fmt: skip
@@ -168,7 +168,7 @@ def test_bad_external_sections_are_refused_naming_the_key(tmp_path: Path, edit: 
 
 
 def test_a_users_own_names_come_before_the_presets() -> None:
-    from smart_tuner.actors.presets import PRESETS, UserMapping
+    from smart_tuner.actors.watcher.layouts import PRESETS, UserMapping
 
     user = UserMapping.parse({"valid:loss": "val_loss", "loss/g/total": "val_objective", "mel_l1": "val_mel_loss"})
     name = user.over(PRESETS["espnet2"].name_of)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from smart_tuner.actors.mlflowsource import MlflowSource
+from smart_tuner.actors.watcher.mlflow_source import MlflowSource
 
 WRITER = """
 import os, sys

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from smart_tuner.actors.optuna_mirror import TRIAL_ATTR, OptunaMirror
+from smart_tuner.actors.projections.optuna_mirror import TRIAL_ATTR, OptunaMirror
 from smart_tuner.actors.tuner.objectives import score
 from tests.unit.test_tuning_loop import ScriptedSupervisor, config, run_loop
 

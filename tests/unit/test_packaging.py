@@ -63,4 +63,4 @@ def test_wheel_puts_everything_under_smart_tuner(tmp_path: Path) -> None:
     for pkg in ("actors", "protocol", "state", "trainer"):
         assert f"smart_tuner/{pkg}/__init__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "smart-tuner = smart_tuner.actors.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "smart-tuner = smart_tuner.actors.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

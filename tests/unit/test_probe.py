@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from smart_tuner.actors.presets import detect
-from smart_tuner.actors.probe import ProbeError, probe_target, render
+from smart_tuner.actors.watcher.layouts import detect
+from smart_tuner.actors.watcher.probe import ProbeError, probe_target, render
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smart_tuner.actors.series import Series
+from smart_tuner.actors.store.series import Series
 
 
 def series(*points: tuple[int, float]) -> Series:

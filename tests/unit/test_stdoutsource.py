@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-from smart_tuner.actors.stdoutsource import STDOUT_RULES, StdoutSource
+from smart_tuner.actors.watcher.console_source import STDOUT_RULES, StdoutSource
 
 NVIDIA = STDOUT_RULES["nvidia_tacotron2"]
 

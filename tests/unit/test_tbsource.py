@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from smart_tuner.actors.tbsource import PATTERN, EventFileTail, TensorBoardSource, masked_crc32c
+from smart_tuner.actors.watcher.tensorboard_source import (
+    PATTERN,
+    EventFileTail,
+    TensorBoardSource,
+    masked_crc32c,
+)
 
 
 def nvidia_like(logdir: Path, steps: range, writer: str = "torch") -> None:

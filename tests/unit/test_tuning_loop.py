@@ -247,7 +247,7 @@ def test_a_quality_target_ends_the_run_early(tmp_path: Path) -> None:
 def test_the_live_view_shows_the_phase_the_champion_curve_and_the_decisions(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from smart_tuner.actors.view import LiveView, render
+    from smart_tuner.actors.projections.terminal import LiveView, render
 
     state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor()))
     console = Console(record=True, width=140)

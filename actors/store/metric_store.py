@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..protocol import Envelope
-from ..protocol import messages as m
-from ..state.model import TunerState
+from ...protocol import Envelope
+from ...protocol import messages as m
+from ...state.model import TunerState
 from .series import Series
 
 SEGMENT_LIMIT = 10_000  # segments kept; a run has tens to hundreds, this bounds a runaway one

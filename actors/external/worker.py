@@ -1,6 +1,6 @@
 """External mode: a user's own ``train.py`` behind the worker protocol, tuned by restarts.
 
-    python -m smart_tuner.trainer.external --endpoint ipc:///…/workers.sock --worker-id w1 \\
+    python -m smart_tuner.actors.external.worker --endpoint ipc:///…/workers.sock --worker-id w1 \\
         --output-dir runs/<id>/external --device cpu     # the spec comes in $SMART_TUNER_EXTERNAL
 
 The supervisor starts this process where it would start ``trainer.worker``; to the rest
@@ -59,20 +59,20 @@ from typing import Any
 import structlog
 import yaml
 
-from ..actors.bus.zmqbus import CURVE_ENV, new_context
-from ..actors.filetail import last_lines
-from ..actors.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
-from ..actors.launcher import GroupProcess
-from ..actors.logs import configure_logging
-from ..actors.presets import PRESETS, UserMapping
-from ..actors.stdoutsource import STDOUT_RULES, LineRule, StdoutSource
-from ..actors.tbsource import TensorBoardSource, tb_canonical
-from ..actors.watcher import MetricSource, Reading
-from ..protocol import messages as m
-from ..state.config import ExternalConfig
-from .client import SupervisorClient, curve_of
-from .fileio import sha256_file
-from .loop import WorkerLoop, device_label
+from ...protocol import messages as m
+from ...state.config import ExternalConfig
+from ...trainer.client import SupervisorClient, curve_of
+from ...trainer.fileio import sha256_file
+from ...trainer.logsetup import configure_logging
+from ...trainer.worker_loop import WorkerLoop, device_label
+from ..bus.zmqbus import CURVE_ENV, new_context
+from ..supervisor.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
+from ..supervisor.launcher import GroupProcess
+from ..watcher.console_source import STDOUT_RULES, LineRule, StdoutSource
+from ..watcher.filetail import last_lines
+from ..watcher.layouts import PRESETS, UserMapping
+from ..watcher.source import MetricSource, Reading
+from ..watcher.tensorboard_source import TensorBoardSource, tb_canonical
 
 log = structlog.get_logger("external")
 
@@ -407,7 +407,7 @@ class ExternalWorker(WorkerLoop):
             fallback = tb_canonical if preset is None else preset.name_of
             sources.append(TensorBoardSource(folder / spec.tensorboard_dir, mapping=user.over(fallback)))
         if spec.mlflow_tracking_uri is not None:
-            from ..actors.mlflowsource import MlflowSource
+            from ..watcher.mlflow_source import MlflowSource
 
             sources.append(MlflowSource(spec.mlflow_tracking_uri, experiment=spec.mlflow_experiment,
                                         started_after_ms=int(time.time() * 1000),
@@ -540,7 +540,7 @@ class ExternalWorker(WorkerLoop):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m smart_tuner.trainer.external", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m smart_tuner.actors.external.worker", description=__doc__.split("\n")[0])
     p.add_argument("--endpoint", required=True, help="the supervisor's worker endpoint (ipc:// or tcp://)")
     p.add_argument("--worker-id", required=True, help="this worker's id (its ZeroMQ routing id)")
     p.add_argument("--output-dir", type=Path, required=True, help="one folder per segment goes here")

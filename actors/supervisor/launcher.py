@@ -46,11 +46,11 @@ class WorkerSpec:
     module: str = (
         "smart_tuner.trainer.worker"  # the worker program (``python -m``); another one speaks the same protocol
     )
-    external: bool = False  # trainer.external: the user's script; its spec travels in ``env``
+    external: bool = False  # actors.external: the user's script; its spec travels in ``env``
     ranks: int = 1  # devices per worker: > 1 runs our worker under torchrun (a DDP trial); external: the script's
 
 
-EXTERNAL_MODULE = "smart_tuner.trainer.external"
+EXTERNAL_MODULE = "smart_tuner.actors.external.worker"
 EXTERNAL_SPEC_ENV = "SMART_TUNER_EXTERNAL"  # the resolved external section, as JSON (it may hold secrets)
 
 

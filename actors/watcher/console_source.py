@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .filetail import FileTail
-from .watcher import CANONICAL_NAMES, MetricSource, Reading, canonical
+from .source import CANONICAL_NAMES, MetricSource, Reading, canonical
 
 _FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf|NaN|Inf)"
 

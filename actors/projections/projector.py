@@ -1,6 +1,6 @@
-"""The scheduler's projections: the run as MLflow and TensorBoard show it.
+"""The projector: the actor that writes the run as MLflow, TensorBoard and Optuna show it.
 
-    Scheduler(run_dir)      # an actor core; writes in a thread of its own
+    Projector(run_dir)      # an actor core; writes in a thread of its own
 
 Segment plans themselves (which checkpoint, which hyperparameters, how many steps, and
 the names ``r<round>-t<trial>-g<rung>``) are made by the tuner's strategy and recorded
@@ -48,13 +48,13 @@ from typing import Any
 
 import structlog
 
-from ..protocol import Envelope
-from ..protocol import messages as m
-from ..state.model import TunerState
+from ...protocol import Envelope
+from ...protocol import messages as m
+from ...state.model import TunerState
+from ..runtime import ActorCore, Out
 from .optuna_mirror import OptunaMirror
-from .runtime import ActorCore, Out
 
-log = structlog.get_logger("scheduler")
+log = structlog.get_logger("projector")
 
 QUEUE_LIMIT = 100_000  # events waiting for the writer; at ~10 events/s per worker this is hours of backlog
 EXPERIMENT = "smart-tuner"
@@ -62,8 +62,8 @@ PROJECTED = (m.RunStarted, m.SegmentScheduled, m.MetricsObserved, m.SegmentFinis
              m.TrialPruned, m.ChampionPromoted, m.RunFinished)  # fmt: skip
 
 
-class Scheduler(ActorCore):
-    name = "scheduler"
+class Projector(ActorCore):
+    name = "projector"
     replays_history = True
     follows_tail = True  # RunFinished, the summary, may be committed after the last event this actor received
 
@@ -191,7 +191,7 @@ class _Writer:
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its schema-migration chatter is not ours to print
 
-        from .tensorboard import TensorBoardWriter
+        from .tensorboard_writer import TensorBoardWriter
 
         self.tb = TensorBoardWriter(self.run_dir / "tensorboard")
         db = (self.run_dir / "mlflow.db").resolve()

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..protocol import Envelope
-from ..protocol import messages as m
+from ...protocol import Envelope
+from ...protocol import messages as m
 
 SEGMENTS_OPEN = 8  # segment writers kept open; older ones are closed (their files stay)
 

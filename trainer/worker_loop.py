@@ -20,7 +20,7 @@ agent is the parent, the supervisor's pid no longer exists) stops by itself: a k
 coordinator cannot stop workers that live in process groups of their own.
 
 Two workers speak this protocol: ``trainer.worker`` (our trainer, in-process) and
-``trainer.external`` (a user's own ``train.py``, restarted per segment).
+``actors.external.worker`` (a user's own ``train.py``, restarted per segment).
 
 Imports the standard library, ``protocol`` and ``trainer.client`` only (never torch).
 """

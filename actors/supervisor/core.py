@@ -39,15 +39,15 @@ from pathlib import Path
 
 import structlog
 
-from ..protocol import Envelope, Message, ProtocolError, decode, encode
-from ..protocol import messages as m
-from ..state.model import Segment, TunerState
-from .bus import BusClient, BusError
-from .bus.zmqbus import WorkerServer
+from ...protocol import Envelope, Message, ProtocolError, decode, encode
+from ...protocol import messages as m
+from ...state.model import Segment, TunerState
+from ..bus import BusClient, BusError
+from ..bus.zmqbus import WorkerServer
+from ..runtime import ActorCore, Out
+from ..watcher.filetail import last_lines
 from .devices import DevicePool, Lease
-from .filetail import last_lines
 from .launcher import WorkerProcess, WorkerSpec, worker_command
-from .runtime import ActorCore, Out
 
 log = structlog.get_logger("supervisor")
 

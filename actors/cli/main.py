@@ -15,11 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..state.config import QUICK, ConfigError, LoadedConfig, load_config, with_overrides
-from ..state.journal import JournalError, writer_active
-from . import tools
-from .probe import ProbeError
-from .rundir import RUNS_DIR, RunPaths, latest_run, new_run_id, resolve_run_dir
+from ...state.config import QUICK, ConfigError, LoadedConfig, load_config, with_overrides
+from ...state.journal import JournalError, writer_active
+from ..rundir import RUNS_DIR, RunPaths, latest_run, new_run_id, resolve_run_dir
+from ..watcher.probe import ProbeError
+from . import commands as tools
 
 COMMANDS = ("run", "tail", "replay", "status", "stop", "salvage", "probe", "keys")
 
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     salvage.add_argument("run_dir", help="run directory or run id")
 
-    from .probe import probe
+    from ..watcher.probe import probe
 
     prb = sub.add_parser("probe", help="what Smart Tuner can read from a training's logs", description=probe.__doc__)
     prb.add_argument("target", help="TensorBoard log directory, console log file, or MLflow tracking URI")
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keys":
             return cmd_keys(args.directory, args.name)
         if args.command == "probe":
-            from .probe import probe
+            from ..watcher.probe import probe
 
             return probe(args.target, run_id=args.run_id, experiment=args.experiment, preset=args.preset)
     except (ConfigError, JournalError, FileNotFoundError, tools.ToolError, ProbeError) as exc:
@@ -133,7 +133,7 @@ def cmd_keys(directory: Path, name: str) -> int:
     The coordinator's pair: export its secret (the file's secret-key value) as the environment
     variable that bus.curve_server_secret names, e.g. ${SMART_TUNER_CURVE_SECRET}. A worker's
     pair: put its public key in the coordinator's bus.allow_keys. Existing files are kept."""
-    from .bus.zmqbus import load_keypair, write_keypair
+    from ..bus.zmqbus import load_keypair, write_keypair
 
     try:
         public_path, secret_path = write_keypair(directory, name)
@@ -168,8 +168,8 @@ def _refusal(paths: RunPaths, loaded: LoadedConfig, args: argparse.Namespace) ->
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .coordinator import RunError, run_coordinator
-    from .logs import configure_logging
+    from ...trainer.logsetup import configure_logging
+    from ..coordinator import RunError, run_coordinator
 
     if args.resume:
         root = args.run_dir or latest_run()
@@ -194,8 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if not args.resume:
         paths.create()
-        from ..state.config import dump_config
-        from ..state.projection import write_atomic
+        from ...state.config import dump_config
+        from ...state.projection import write_atomic
 
         write_atomic(paths.config, dump_config(loaded.raw).encode("utf-8"))
     configure_logging(paths.logs / "coordinator.jsonl", level)

@@ -25,9 +25,9 @@ from typing import Any
 
 import structlog
 
-from ..state.model import Round, TunerState
-from .tuner.objectives import score
-from .tuner.space import SearchSpace, space_value
+from ...state.model import Round, TunerState
+from ..tuner.objectives import score
+from ..tuner.space import SearchSpace, space_value
 
 log = structlog.get_logger("optuna_mirror")
 

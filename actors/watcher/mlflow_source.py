@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .watcher import CANONICAL_NAMES, MetricSource, Reading, canonical
+from .source import CANONICAL_NAMES, MetricSource, Reading, canonical
 
 
 class MlflowSource(MetricSource):

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .presets import PRESETS, Match, detect
-from .stdoutsource import STDOUT_RULES, StdoutSource
-from .tbsource import PATTERN, TensorBoardSource
+from .console_source import STDOUT_RULES, StdoutSource
+from .layouts import PRESETS, Match, detect
+from .tensorboard_source import PATTERN, TensorBoardSource
 
 
 class ProbeError(Exception):
@@ -112,7 +112,7 @@ def _mlflow(uri: str, run_id: str | None, experiment: str | None) -> Findings:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
-    from .mlflowsource import MlflowSource
+    from .mlflow_source import MlflowSource
 
     try:
         client = MlflowClient(tracking_uri=uri)

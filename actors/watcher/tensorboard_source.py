@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from .filetail import FileTail
-from .watcher import MetricSource, Reading, canonical
+from .source import MetricSource, Reading, canonical
 
 log = structlog.get_logger("tbsource")
 

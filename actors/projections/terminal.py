@@ -21,10 +21,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..protocol import Envelope
-from ..state.model import TunerState
-from .tuner._base import steps_spent
-from .tuner.objectives import champion_curve, phase_of
+from ...protocol import Envelope
+from ...state.model import TunerState
+from ..tuner._base import steps_spent
+from ..tuner.objectives import champion_curve, phase_of
 
 SPARK = "▁▂▃▄▅▆▇█"
 SHOWN = ("RoundPlanned", "TrialPruned", "ChampionPromoted", "GuardTripped", "RollbackPerformed", "StopDecided",

@@ -18,13 +18,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..protocol import messages as m
-from ..state import history, projection, timeline
-from ..state.journal import FileJournal, JournalCorrupt, JournalFollower, writer_active
-from ..state.model import TunerState
-from .bus import Ack, BusClient, BusError, committed_events
-from .bus.zmqbus import BusEndpoints, SocketOptions, ZmqClient, new_context
-from .rundir import RunPaths
+from ...protocol import messages as m
+from ...state import history, projection, timeline
+from ...state.journal import FileJournal, JournalCorrupt, JournalFollower, writer_active
+from ...state.model import TunerState
+from ..bus import Ack, BusClient, BusError, committed_events
+from ..bus.zmqbus import BusEndpoints, SocketOptions, ZmqClient, new_context
+from ..rundir import RunPaths
 
 
 class ToolError(Exception):
@@ -246,7 +246,7 @@ def stop(run_dir: Path, *, reason: str, wait: bool, timeout_s: float) -> int:
 
 
 async def _stop(paths: RunPaths, reason: str, wait: bool, timeout_s: float) -> int:
-    from ..protocol import Envelope
+    from ...protocol import Envelope
 
     ctx = new_context()
     client = ZmqClient(ctx, BusEndpoints.read(paths.bus), SocketOptions(linger_ms=0), subscribe=False)
