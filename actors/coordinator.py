@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-import zmq
 from pydantic import SecretStr
 
 from ..protocol import Envelope
@@ -46,6 +45,7 @@ from .bus.zmqbus import (
     WorkerServer,
     ZmqClient,
     ZmqSequencerPort,
+    curve_public,
     curve_server_with_local_client,
     ipc_endpoints,
     new_context,
@@ -220,7 +220,7 @@ class Coordinator:
         io = SupervisorIO(server, pool, spec, client, self.paths.root, policy)
         io.accept_remote = self._curve is not None  # only behind CURVE and the allow-list: no key, no entry
         if self._curve is not None and cfg.external is None:  # the command a person runs on another host
-            public = zmq.curve_public(cfg.bus.curve_server_secret.encode()).decode()  # type: ignore[union-attr]
+            public = curve_public(cfg.bus.curve_server_secret)  # type: ignore[arg-type]
             argv = worker_command(spec, server.endpoint, "NAME", Lease("NAME", ("0",)))
             argv[argv.index("--parent-pid") + 1] = "0"  # no supervisor process on that host
             argv[0] = "python"

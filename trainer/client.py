@@ -22,8 +22,10 @@ import time
 import structlog
 
 from ..actors.bus import BusError
-from ..actors.bus.zmqbus import CURVE_ENV, CurveClient, SocketOptions, WorkerConnection, load_keypair
+from ..actors.bus.zmqbus import CURVE_ENV, CurveClient, SocketOptions, WorkerConnection, load_keypair, new_context
 from ..protocol import Envelope, Message, ProtocolError, decode, encode
+
+__all__ = ["SupervisorClient", "SupervisorUnreachable", "curve_of", "new_context"]
 
 log = structlog.get_logger("worker.client")
 

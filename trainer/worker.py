@@ -28,9 +28,8 @@ from pathlib import Path
 
 import structlog
 
-from ..actors.bus.zmqbus import new_context
 from ..protocol import messages as m
-from .client import SupervisorClient, curve_of
+from .client import SupervisorClient, curve_of, new_context
 from .distributed import Dist, Segment, follow
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, announcement, parse_hparams_string, preset

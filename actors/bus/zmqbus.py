@@ -383,6 +383,11 @@ def write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
     return paths
 
 
+def curve_public(secret_key: str) -> str:
+    """The Z85 public key of a Z85 CURVE secret key."""
+    return zmq.curve_public(secret_key.encode()).decode()
+
+
 def load_keypair(path: Path) -> tuple[bytes, bytes | None]:
     """``(public, secret)`` (Z85) from a certificate file (secret is None in a public one)."""
     import zmq.auth
