@@ -103,7 +103,12 @@ def trainer_reaches_the_tuner_through_its_client(name: str, target: str) -> str 
     return None
 
 
-RULES: list[Rule] = [protocol_is_pure, state_stays_below, only_the_bus_imports_zmq, trainer_reaches_the_tuner_through_its_client]
+RULES: list[Rule] = [
+    protocol_is_pure,
+    state_stays_below,
+    only_the_bus_imports_zmq,
+    trainer_reaches_the_tuner_through_its_client,
+]
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[r.__name__ for r in RULES])
