@@ -22,7 +22,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -32,7 +32,7 @@ from ..protocol import messages as m
 from ..state import projection
 from ..state.journal import Journal
 from ..state.model import TunerState
-from ..state.reducers import ProgressRun, ReducerError, changes_for
+from ..state.reducers import Folder, ReducerError
 from ..state.snapshot import write_snapshot
 from .bus import Ack, Proposal, SequencerPort
 
@@ -153,10 +153,9 @@ class Sequencer:
         accepted: list[tuple[Envelope, bytes, Proposal]] = []
         in_group: dict[str, int] = {}
         retries: list[tuple[Proposal, int]] = []  # same id proposed again: same seq, answered after the commit
-        # A burst of metric events touches only `progress`: accumulate it and rebuild the state once
-        # (before the next other event, which may read it), as replay's fold does.
-        metrics: ProgressRun | None = None
-        last_seq, last_ts = state.last_seq, state.last_ts
+        # A burst of metric events touches only `progress`: the folder accumulates it and rebuilds the
+        # state once (before the next other event, which may read it), as replay's fold does.
+        folder = Folder(state)
         for proposal in group:
             env, error = self._check(proposal.payload)
             if env is None:
@@ -167,22 +166,18 @@ class Sequencer:
             if seen:
                 retries.append((proposal, seen))
                 continue
-            seq = last_seq + 1
-            env = env.with_seq(seq)
+            env = env.with_seq(folder.last_seq + 1)
             try:
-                state, metrics = _fold_one(state, metrics, seq, env)
+                folder.add(env.seq, env.ts, env.data)
             except ReducerError as exc:  # e.g. a race another actor won: normal, not bad input
                 error = f"invalid transition: {exc}"
                 self._refuse(error, malformed=False)
                 await proposal.reply(Ack(False, 0, error))
                 continue
-            last_seq, last_ts = seq, env.ts
-            in_group[env.id] = seq
+            in_group[env.id] = env.seq
             accepted.append((env, encode(env), proposal))
-        if metrics is not None:
-            state = replace(state, progress=metrics.result())
+        state = folder.result()
         if accepted:
-            state = replace(state, last_seq=last_seq, last_ts=last_ts)
             await asyncio.to_thread(self.journal.append, [payload for _, payload, _ in accepted])
             self.state = state
             self.groups_committed += 1
@@ -267,16 +262,3 @@ class Sequencer:
     async def _final_flush(self) -> None:
         await asyncio.to_thread(self._write_projections)
         log.info("journal flushed", last_seq=self.state.last_seq)
-
-
-def _fold_one(
-    state: TunerState, metrics: ProgressRun | None, seq: int, env: Envelope
-) -> tuple[TunerState, ProgressRun | None]:
-    """``env`` folded into ``state`` (raises ReducerError); metric events accumulate in ``metrics``."""
-    if type(env.data) is m.MetricsObserved and state.run is not None:
-        metrics = metrics or ProgressRun(state.progress)
-        metrics.add(env.data)
-        return state, metrics
-    if metrics is not None:
-        state = replace(state, progress=metrics.result())
-    return replace(state, **changes_for(state, seq, env.ts, env.data)), None

@@ -12,7 +12,7 @@ Imports the standard library, ``protocol`` and ``state.model`` only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -96,46 +96,71 @@ Folded = Message | dict[str, Any]
 
 
 def fold(items: Iterable[tuple[int, float, Folded]], state: TunerState | None = None) -> TunerState:
-    """``replay`` over ``(seq, ts, message)`` triples: the hot loop of every replay.
-
-    Two shortcuts keep a million-event replay within seconds, neither changing
-    the result (a property test compares it with folding ``apply``):
-    ``last_seq``/``last_ts`` are stamped once at the end, and a run of
-    consecutive ``MetricsObserved`` events, whose reducer reads and writes only
-    ``progress``, is accumulated and written into the state once.
-    """
-    state = TunerState() if state is None else state
-    last_seq, last_ts = state.last_seq, state.last_ts
-    pending: ProgressRun | None = None
+    """``replay`` over ``(seq, ts, message)`` triples: the hot loop of every replay (see ``Folder``)."""
+    folder = Folder(TunerState() if state is None else state)
+    add = folder.add
     for seq, ts, message in items:
-        if seq != last_seq + 1:
-            raise InvalidTransition(f"event seq {seq} does not follow the state's last seq {last_seq}")
-        last_seq, last_ts = seq, ts
-        if type(message) is m.MetricsObserved:
-            if pending is None:
-                pending = ProgressRun(state.progress)
-            pending.add(message)
-            continue
-        if type(message) is dict:
-            if pending is None:
-                pending = ProgressRun(state.progress)
-            pending.add_raw(message)
-            continue
-        if pending is not None:
-            state = replace(state, progress=pending.result())
-            pending = None
-        state = replace(state, **changes_for(state, seq, ts, message))  # type: ignore[arg-type]
-    if pending is not None:
-        state = replace(state, progress=pending.result())
-    if last_seq == state.last_seq:
+        add(seq, ts, message)
+    return folder.result()
+
+
+class Folder:
+    """Events folded into a state in seq order: what ``fold`` and the sequencer both use.
+
+        folder = Folder(state)
+        folder.add(seq, ts, message)    # raises ReducerError; the folder is as before the call
+        state = folder.result()
+
+    Two shortcuts keep a million-event replay within seconds, neither changing the result
+    (a property test compares it with folding ``apply``): ``last_seq``/``last_ts`` are
+    stamped once at the end, and a run of consecutive ``MetricsObserved`` events, whose
+    reducer reads and writes only ``progress``, is accumulated in one ``ProgressRun`` and
+    written into the state before the next other event (which may read it).
+    """
+
+    __slots__ = ("_run", "last_seq", "last_ts", "state")
+
+    def __init__(self, state: TunerState) -> None:
+        self.state = state
+        self.last_seq, self.last_ts = state.last_seq, state.last_ts
+        self._run: ProgressRun | None = None
+
+    def add(self, seq: int, ts: float, message: Folded) -> None:
+        if seq != self.last_seq + 1:
+            raise InvalidTransition(f"event seq {seq} does not follow the state's last seq {self.last_seq}")
+        kind = type(message)
+        if kind is m.MetricsObserved or kind is dict:
+            if self.state.run is None:
+                raise InvalidTransition("MetricsObserved before RunStarted: every run begins with RunStarted")
+            run = self._run
+            if run is None:
+                run = self._run = ProgressRun(self.state.progress)
+            if kind is dict:
+                run.observe(message["step"], message["metrics"])  # type: ignore[index]
+            else:
+                run.observe(message.step, message.metrics)  # type: ignore[union-attr]
+        else:
+            state = self._flushed()
+            self.state = replace(state, **changes_for(state, seq, ts, message))  # type: ignore[arg-type]
+        self.last_seq, self.last_ts = seq, ts
+
+    def result(self) -> TunerState:
+        state = self._flushed()
+        if self.last_seq != state.last_seq:
+            state = self.state = replace(state, last_seq=self.last_seq, last_ts=self.last_ts)
         return state
-    return replace(state, last_seq=last_seq, last_ts=last_ts)
+
+    def _flushed(self) -> TunerState:
+        if self._run is not None:
+            self.state = replace(self.state, progress=self._run.result())
+            self._run = None
+        return self.state
 
 
 class ProgressRun:
-    """``_metrics_observed`` applied to a run of metric events, with one Progress built at the end.
-
-    Used by ``fold`` and by the sequencer, which commits bursts of metric events.
+    """The ``MetricsObserved`` fold rule, written once: the reducer, ``Folder`` and so the
+    sequencer all apply it. A run of metric events accumulates here; ``result`` builds one
+    ``Progress``.
     """
 
     __slots__ = ("count", "last", "step")
@@ -145,17 +170,11 @@ class ProgressRun:
         self.count = progress.metrics_observed
         self.last = dict(progress.last_metrics)
 
-    def add(self, e: m.MetricsObserved) -> None:
-        self.step = max(self.step, e.step)
-        self.count += 1
-        self.last.update(e.metrics)
-
-    def add_raw(self, data: dict[str, Any]) -> None:
-        step = data["step"]
+    def observe(self, step: int, metrics: Mapping[str, float]) -> None:
         if step > self.step:  # noqa: PLR1730 - a branch is cheaper than max() in replay's hot loop
             self.step = step
         self.count += 1
-        self.last.update(data["metrics"])
+        self.last.update(metrics)
 
     def result(self) -> Progress:
         return Progress(global_step=self.step, metrics_observed=self.count, last_metrics=self.last)
@@ -304,10 +323,9 @@ def _hparams_applied(state: TunerState, e: m.HparamsApplied, seq: int, ts: float
 @reducer(m.MetricsObserved)
 def _metrics_observed(state: TunerState, e: m.MetricsObserved, seq: int, ts: float) -> Changes:
     # The hot path: only the small progress section is rebuilt.
-    p = state.progress
-    last = {**p.last_metrics, **e.metrics}
-    step = p.global_step if p.global_step >= e.step else e.step
-    return {"progress": Progress(global_step=step, metrics_observed=p.metrics_observed + 1, last_metrics=last)}
+    run = ProgressRun(state.progress)
+    run.observe(e.step, e.metrics)
+    return {"progress": run.result()}
 
 
 @reducer(m.SegmentFinished)
