@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..protocol import metrics as mx
 from .metrics import alignment_image, alignment_metrics, decoder_steps, gate_accuracy, to_rgb
 from .png import encode_png
 
@@ -58,7 +59,7 @@ def _measure(trainer: Trainer) -> tuple[dict[str, float], bytes]:
         steps = decoder_steps(batch.mel_lengths, r)
         values = {f"val_{k}": v for k, v in parts.items()}
         values.update(alignment_metrics(out.alignments, batch.text_lengths, steps))
-        values["gate_accuracy"] = gate_accuracy(out.gate, batch.gate, batch.mel_lengths, trainer.hp.gate_threshold)
+        values[mx.GATE_ACCURACY] = gate_accuracy(out.gate, batch.gate, batch.mel_lengths, trainer.hp.gate_threshold)
         weight = int(batch.text.size(0))
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v * weight

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..protocol import metrics as mx
 from . import checkpoint as ckpt
 from .data import BatchStream
 from .distributed import Dist
@@ -223,13 +224,13 @@ class Trainer:
         self.step = step
         floats = parts.floats()
         return {
-            "train_loss": floats["loss"],
-            "train_mel_loss": floats["mel_loss"],
-            "train_mel_post_loss": floats["mel_post_loss"],
-            "train_gate_loss": floats["gate_loss"],
-            "train_guided_attn_loss": floats["guided_attn_loss"],
-            "train_objective": floats["objective"],
-            "grad_norm": grad_norm,
+            mx.TRAIN_LOSS: floats["loss"],
+            mx.TRAIN_MEL_LOSS: floats["mel_loss"],
+            mx.TRAIN_MEL_POST_LOSS: floats["mel_post_loss"],
+            mx.TRAIN_GATE_LOSS: floats["gate_loss"],
+            mx.TRAIN_GUIDED_ATTN_LOSS: floats["guided_attn_loss"],
+            mx.TRAIN_OBJECTIVE: floats["objective"],
+            mx.GRAD_NORM: grad_norm,
         }
 
     def _update_ema(self) -> None:
@@ -271,11 +272,11 @@ class Trainer:
 
     def _summary(self, window: dict[str, list[float]], dt: float) -> dict[str, float]:
         out = {k: sum(v) / len(v) for k, v in window.items()}
-        n = len(window.get("grad_norm", ()))
-        out["grad_norm_max"] = max(window.get("grad_norm", [0.0]))
-        out["steps_per_s"] = n / dt if dt > 0 else 0.0
-        out["learning_rate"] = self.hp.learning_rate
-        out["guided_attn_weight_eff"] = self.loss.effective_guided_attn_weight
+        n = len(window.get(mx.GRAD_NORM, ()))
+        out[mx.GRAD_NORM_MAX] = max(window.get(mx.GRAD_NORM, [0.0]))
+        out[mx.STEPS_PER_S] = n / dt if dt > 0 else 0.0
+        out[mx.LEARNING_RATE] = self.hp.learning_rate
+        out[mx.GUIDED_ATTN_WEIGHT_EFF] = self.loss.effective_guided_attn_weight
         return out
 
     def validate(self) -> tuple[dict[str, float], bytes]:

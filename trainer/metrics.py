@@ -22,6 +22,8 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
+from ..protocol import metrics as mx
+
 __all__ = [
     "alignment_image",
     "alignment_metrics",
@@ -166,10 +168,10 @@ def coverage(alignments: Tensor, text_lengths: Tensor, mel_lengths: Tensor, thre
 def alignment_metrics(alignments: Tensor, text_lengths: Tensor, mel_lengths: Tensor) -> dict[str, float]:
     """All four alignment metrics with their default settings, keyed by name."""
     return {
-        "diagonality": diagonality(alignments, text_lengths, mel_lengths),
-        "focus_rate": focus_rate(alignments, text_lengths, mel_lengths),
-        "attention_entropy": attention_entropy(alignments, text_lengths, mel_lengths),
-        "coverage": coverage(alignments, text_lengths, mel_lengths),
+        mx.DIAGONALITY: diagonality(alignments, text_lengths, mel_lengths),
+        mx.FOCUS_RATE: focus_rate(alignments, text_lengths, mel_lengths),
+        mx.ATTENTION_ENTROPY: attention_entropy(alignments, text_lengths, mel_lengths),
+        mx.COVERAGE: coverage(alignments, text_lengths, mel_lengths),
     }
 
 

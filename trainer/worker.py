@@ -29,6 +29,7 @@ from pathlib import Path
 import structlog
 
 from ..protocol import messages as m
+from ..protocol import metrics as mx
 from .client import SupervisorClient, curve_of, new_context
 from .distributed import Dist, Segment, follow
 from .harness import SegmentError, Trainer
@@ -40,12 +41,7 @@ from .worker_loop import WorkerLoop, device_label
 
 log = structlog.get_logger("worker")
 
-METRICS = (
-    "train_loss", "train_mel_loss", "train_mel_post_loss", "train_gate_loss", "train_guided_attn_loss",
-    "train_objective", "grad_norm", "grad_norm_max", "learning_rate", "guided_attn_weight_eff", "steps_per_s",
-    "val_loss", "val_mel_loss", "val_mel_post_loss", "val_gate_loss", "val_guided_attn_loss", "val_objective",
-    "diagonality", "focus_rate", "attention_entropy", "coverage", "gate_accuracy",
-)  # fmt: skip
+METRICS = mx.WORKER_METRICS  # announced in WorkerHello
 
 
 class Worker(WorkerLoop):

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from ...protocol import metrics as mx
+
 Rule = tuple[str, str]  # (directory's last component or "", tag)
 
 
@@ -45,46 +47,46 @@ def _preset(name: str, x_axis: str, rules: Mapping[Rule, str], signature: Iterab
 
 
 NVIDIA = _preset("nvidia_tacotron2", "iteration", {
-    ("", "training.loss"): "train_loss", ("", "validation.loss"): "val_loss", ("", "grad.norm"): "grad_norm",
-    ("", "learning.rate"): "learning_rate",
+    ("", "training.loss"): mx.TRAIN_LOSS, ("", "validation.loss"): mx.VAL_LOSS, ("", "grad.norm"): mx.GRAD_NORM,
+    ("", "learning.rate"): mx.LEARNING_RATE,
     # not NVIDIA's own: our train.py's (and forks') unweighted objective and attention diagonality
-    ("", "validation.objective"): "val_objective", ("", "validation.diagonality"): "diagonality",
+    ("", "validation.objective"): mx.VAL_OBJECTIVE, ("", "validation.diagonality"): mx.DIAGONALITY,
 }, [("", "training.loss"), ("", "validation.loss"), ("", "grad.norm"), ("", "learning.rate"), ("", "duration")],
     "NVIDIA/tacotron2 and its forks; stdout: Train loss <i> <loss> Grad Norm <g> <dt>s/it")  # fmt: skip
 
 COQUI = _preset("coqui", "iteration", {
-    ("", "TrainIterStats/loss"): "train_loss", ("", "TrainIterStats/loss_0"): "train_loss",
-    ("", "EvalStats/avg_loss"): "val_loss", ("", "EvalStats/avg_loss_0"): "val_loss",
-    ("", "TrainIterStats/grad_norm"): "grad_norm", ("", "TrainIterStats/current_lr"): "learning_rate",
-    ("", "EvalStats/avg_postnet_loss"): "val_mel_post_loss", ("", "EvalStats/avg_stopnet_loss"): "val_gate_loss",
-    ("", "EvalStats/avg_ga_loss"): "val_guided_attn_loss",
+    ("", "TrainIterStats/loss"): mx.TRAIN_LOSS, ("", "TrainIterStats/loss_0"): mx.TRAIN_LOSS,
+    ("", "EvalStats/avg_loss"): mx.VAL_LOSS, ("", "EvalStats/avg_loss_0"): mx.VAL_LOSS,
+    ("", "TrainIterStats/grad_norm"): mx.GRAD_NORM, ("", "TrainIterStats/current_lr"): mx.LEARNING_RATE,
+    ("", "EvalStats/avg_postnet_loss"): mx.VAL_MEL_POST_LOSS, ("", "EvalStats/avg_stopnet_loss"): mx.VAL_GATE_LOSS,
+    ("", "EvalStats/avg_ga_loss"): mx.VAL_GUIDED_ATTN_LOSS,
 }, [("", "TrainIterStats/loss"), ("", "TrainIterStats/grad_norm"), ("", "TrainIterStats/current_lr"),
     ("", "EvalStats/avg_loss")], "Coqui TTS's trainer (several optimizers: loss_0, loss_1, ...)")  # fmt: skip
 
 ESPNET2 = _preset("espnet2", "epoch", {
-    ("train", "loss"): "train_loss", ("valid", "loss"): "val_loss", ("train", "grad_norm"): "grad_norm",
-    ("train", "optim0_lr0"): "learning_rate", ("valid", "bce_loss"): "val_gate_loss",
-    ("valid", "attn_loss"): "val_guided_attn_loss",
+    ("train", "loss"): mx.TRAIN_LOSS, ("valid", "loss"): mx.VAL_LOSS, ("train", "grad_norm"): mx.GRAD_NORM,
+    ("train", "optim0_lr0"): mx.LEARNING_RATE, ("valid", "bce_loss"): mx.VAL_GATE_LOSS,
+    ("valid", "attn_loss"): mx.VAL_GUIDED_ATTN_LOSS,
 }, [("train", "loss"), ("valid", "loss"), ("train", "optim0_lr0"), ("train", "grad_norm")],
     "ESPnet2: tensorboard/train and tensorboard/valid, x = epoch")  # fmt: skip
 
 VITS = _preset("vits", "iteration", {
-    ("", "loss/g/total"): "train_loss", ("", "grad_norm_g"): "grad_norm", ("", "learning_rate"): "learning_rate",
-    ("", "loss/g/mel"): "train_mel_loss",
+    ("", "loss/g/total"): mx.TRAIN_LOSS, ("", "grad_norm_g"): mx.GRAD_NORM, ("", "learning_rate"): mx.LEARNING_RATE,
+    ("", "loss/g/mel"): mx.TRAIN_MEL_LOSS,
 }, [("", "loss/g/total"), ("", "loss/d/total"), ("", "grad_norm_g"), ("", "grad_norm_d")],
     "VITS (original): generator/discriminator losses; no validation loss")  # fmt: skip
 
 INDEXTTS = _preset("indextts", "iteration", {
-    ("", "mel_loss"): "train_loss", ("", "text_loss"): "train_text_loss", ("", "mel_top1"): "train_mel_top1",
-    ("", "grad_norm"): "grad_norm", ("", "lr"): "learning_rate",
+    ("", "mel_loss"): mx.TRAIN_LOSS, ("", "text_loss"): mx.TRAIN_TEXT_LOSS, ("", "mel_top1"): mx.TRAIN_MEL_TOP1,
+    ("", "grad_norm"): mx.GRAD_NORM, ("", "lr"): mx.LEARNING_RATE,
 }, [("", "text_loss"), ("", "mel_loss"), ("", "mel_top1")],
     "IndexTTS-style GPT trainers (text and mel token losses); train_loss is the mel loss")  # fmt: skip
 
 GENERIC = _preset("generic", "iteration", {
-    ("", "train_loss"): "train_loss", ("", "val_loss"): "val_loss", ("", "grad_norm"): "grad_norm",
-    ("", "learning_rate"): "learning_rate", ("", "lr"): "learning_rate", ("", "loss"): "train_loss",
-    ("", "train/loss"): "train_loss", ("", "val/loss"): "val_loss", ("", "valid/loss"): "val_loss",
-    ("", "val_objective"): "val_objective", ("", "diagonality"): "diagonality",
+    ("", "train_loss"): mx.TRAIN_LOSS, ("", "val_loss"): mx.VAL_LOSS, ("", "grad_norm"): mx.GRAD_NORM,
+    ("", "learning_rate"): mx.LEARNING_RATE, ("", "lr"): mx.LEARNING_RATE, ("", "loss"): mx.TRAIN_LOSS,
+    ("", "train/loss"): mx.TRAIN_LOSS, ("", "val/loss"): mx.VAL_LOSS, ("", "valid/loss"): mx.VAL_LOSS,
+    ("", "val_objective"): mx.VAL_OBJECTIVE, ("", "diagonality"): mx.DIAGONALITY,
 }, [("", "train_loss"), ("", "val_loss"), ("", "train/loss"), ("", "val/loss"), ("", "loss"), ("", "lr")],
     "canonical names and common spellings")  # fmt: skip
 

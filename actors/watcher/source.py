@@ -22,6 +22,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ...protocol import metrics as mx
 from .layouts import GENERIC, PRESETS
 
 # Tags that two trainers use for different things: only a known preset may map them.
@@ -39,21 +40,23 @@ CANONICAL: Mapping[tuple[str, str, str], str] = {
         if (d, t) not in _AMBIGUOUS
     },
     # NVIDIA's stdout line: "Train loss <i> <loss> Grad Norm <g> <dt>s/it"
-    ("stdout", "", "loss"): "train_loss",
-    ("stdout", "", "grad_norm"): "grad_norm",
-    ("stdout", "", "lr"): "learning_rate",
+    ("stdout", "", "loss"): mx.TRAIN_LOSS,
+    ("stdout", "", "grad_norm"): mx.GRAD_NORM,
+    ("stdout", "", "lr"): mx.LEARNING_RATE,
     # MLflow keys as scripts commonly log them (canonical names pass as they are)
-    ("mlflow", "", "loss"): "train_loss",
-    ("mlflow", "", "training.loss"): "train_loss",
-    ("mlflow", "", "validation.loss"): "val_loss",
-    ("mlflow", "", "valid_loss"): "val_loss",
-    ("mlflow", "", "grad.norm"): "grad_norm",
-    ("mlflow", "", "learning.rate"): "learning_rate",
-    ("mlflow", "", "lr"): "learning_rate",
+    ("mlflow", "", "loss"): mx.TRAIN_LOSS,
+    ("mlflow", "", "training.loss"): mx.TRAIN_LOSS,
+    ("mlflow", "", "validation.loss"): mx.VAL_LOSS,
+    ("mlflow", "", "valid_loss"): mx.VAL_LOSS,
+    ("mlflow", "", "grad.norm"): mx.GRAD_NORM,
+    ("mlflow", "", "learning.rate"): mx.LEARNING_RATE,
+    ("mlflow", "", "lr"): mx.LEARNING_RATE,
 }
 
 # Names the tuner reads; a source may pass them through unmapped.
-CANONICAL_NAMES = frozenset({*CANONICAL.values(), "val_objective", "diagonality", "gate_accuracy", "train_objective"})
+CANONICAL_NAMES = frozenset(
+    {*CANONICAL.values(), mx.VAL_OBJECTIVE, mx.DIAGONALITY, mx.GATE_ACCURACY, mx.TRAIN_OBJECTIVE}
+)
 
 
 def canonical(source: str, tag: str, directory: str = "") -> str | None:
