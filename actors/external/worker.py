@@ -31,7 +31,13 @@ It fails the segment with ``nan`` (a non-finite train loss or gradient norm was 
 ``oom`` (the script died saying it ran out of memory), ``timeout`` (no new step for
 ``hang_timeout_s``), ``aborted`` (``AbortSegment``) or ``error`` (it exited before the
 segment's end, or saved no checkpoint within ``checkpoint_timeout_s`` after its last step:
-the detail names the log's last lines). Never imports torch.
+the detail names the log's last lines).
+
+The pieces it drives live beside it: ``hparams`` (the rendering), ``checkpoints`` (a
+complete checkpoint), ``script`` (the script's command line and process). This module
+holds the segment driving, the worker protocol's side of it and the command line
+``main``; it imports them, the worker loop and the watcher's sources, and none of them
+imports it. Never imports torch.
 """
 
 from __future__ import annotations
@@ -39,40 +45,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
-import hashlib
 import json
 import math
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import traceback
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
-import yaml
 
 from ...protocol import messages as m
 from ...state.config import ExternalConfig
 from ...trainer.client import SupervisorClient, curve_of
-from ...trainer.fileio import sha256_file
 from ...trainer.logsetup import configure_logging
 from ...trainer.worker_loop import WorkerLoop, device_label
-from ..bus.zmqbus import CURVE_ENV, new_context
+from ..bus.zmqbus import new_context
 from ..supervisor.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
-from ..supervisor.launcher import GroupProcess
 from ..watcher.console_source import STDOUT_RULES, LineRule, StdoutSource
 from ..watcher.filetail import last_lines
 from ..watcher.layouts import PRESETS, UserMapping
 from ..watcher.source import MetricSource, Reading
 from ..watcher.tensorboard_source import TensorBoardSource, tb_canonical
+from .checkpoints import Checkpoints, sha256_of
+from .hparams import ExternalError, merged_hparams, render_hparams
+from .script import Script, build_argv
 
 log = structlog.get_logger("external")
 
@@ -82,203 +83,6 @@ OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", r
 NONFINITE_GUARDED = ("train_loss", "grad_norm")
 METRICS = ("train_loss", "grad_norm", "learning_rate", "val_loss", "val_objective", "diagonality",
            "val_mel_loss", "val_gate_loss", "val_guided_attn_loss", "train_mel_loss")  # fmt: skip
-
-
-class ExternalError(ValueError):
-    """The segment cannot be handed to the script as asked (a value its format cannot carry)."""
-
-
-# --- hyperparameters, as the script wants them ----------------------------------------------
-
-
-def typed(name: str, value: Any, declared: Any) -> Any:
-    """``value`` in the type of the script's declared value (NVIDIA: the default's type decides)."""
-    if isinstance(declared, bool):
-        if not isinstance(value, bool):
-            raise ExternalError(f"{name}: the script takes true/false, not {value!r}")
-        return value
-    if isinstance(declared, int):
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise ExternalError(f"{name}: the script takes an integer, not {value!r}")
-        return int(value)
-    if isinstance(declared, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ExternalError(f"{name}: the script takes a finite number, not {value!r}")
-        return float(value)
-    if isinstance(declared, list):
-        if not isinstance(value, list | tuple):
-            raise ExternalError(f"{name}: the script takes a list, not {value!r}")
-        return list(value)
-    if not isinstance(value, str):
-        raise ExternalError(f"{name}: the script takes a string, not {value!r}")
-    return value
-
-
-def _nvidia_value(name: str, value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ",".join(_nvidia_value(name, v) for v in value) + "]"
-    if not value or re.search(r"[,=\[\]\s]", value):
-        raise ExternalError(f"{name}: {value!r} cannot be written in NVIDIA's --hparams format")
-    return str(value)
-
-
-def merged_hparams(declared: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Every declared hyperparameter, the segment's values over the declared ones, typed."""
-    unknown = sorted(set(changes) - set(declared))
-    if unknown:
-        raise ExternalError(f"{unknown[0]}: the script declares no such hyperparameter (external.hparams)")
-    return {name: typed(name, changes.get(name, value), value) for name, value in declared.items()}
-
-
-def render_hparams(values: Mapping[str, Any], fmt: str, prefix: str = "--", file: Path | None = None) -> list[str]:
-    """The argv tokens ``{hparams}`` stands for: one NVIDIA string, flag pairs, or a file's path."""
-    if fmt == "nvidia":
-        return [",".join(f"{k}={_nvidia_value(k, v)}" for k, v in values.items())]
-    if fmt == "flags":
-        out = []
-        for k, v in values.items():
-            out += [f"{prefix}{k}", _nvidia_value(k, v) if isinstance(v, bool | list) else str(v)]
-        return out
-    if file is None:
-        raise ExternalError(f"hparams_format {fmt} writes a file: give its path")
-    text = json.dumps(dict(values), indent=2) if fmt == "json" else yaml.safe_dump(dict(values), sort_keys=False)
-    file.write_text(text)
-    return [str(file)]
-
-
-def build_argv(template: Sequence[str], fills: Mapping[str, str], hparams: Sequence[str],
-               checkpoint: str | None) -> list[str]:  # fmt: skip
-    """The template with its placeholders filled; with no checkpoint, ``-c {checkpoint}`` is left out."""
-    out: list[str] = []
-    for token in template:
-        if token == "{hparams}":
-            out += hparams
-            continue
-        if "{checkpoint}" in token and checkpoint is None:
-            if token == "{checkpoint}" and out and out[-1].startswith("-"):
-                out.pop()  # the option that named it goes with it
-            continue
-        values = {**fills, "checkpoint": checkpoint or "", "hparams": hparams[0] if len(hparams) == 1 else ""}
-        out.append(token.format(**values))
-    return out
-
-
-# --- checkpoints --------------------------------------------------------------------------------
-
-
-@dataclass
-class Checkpoints:
-    """The script's checkpoints in one folder: ``glob``, the step from ``step_pattern``, ordered by step.
-
-    A segment ends at the first complete one at or past its last step: the script may have
-    saved more by the time it stops, but those steps are not the segment's."""
-
-    folder: Path
-    glob: str
-    step_pattern: re.Pattern[str]
-    stable_s: float = 2.0  # a file that is not a zip is complete once unchanged this long (or its writer is gone)
-    seen: dict[Path, tuple[int, float, float]] = field(default_factory=dict)  # (size, mtime, since when)
-
-    def step_of(self, path: Path | str) -> int | None:
-        found = self.step_pattern.search(Path(path).name)
-        return int(found.group(1)) if found else None
-
-    def listed(self) -> list[tuple[int, Path]]:
-        out = []
-        for path in self.folder.glob(self.glob) if self.folder.is_dir() else []:
-            step = self.step_of(path)
-            if step is not None:
-                out.append((step, path))
-        return sorted(out, key=lambda sp: (sp[0], _mtime(sp[1])))
-
-    def first_complete(self, at_least: int, writer_gone: bool = False) -> tuple[int, Path] | None:
-        """The complete checkpoint nearest past ``at_least`` (step >= it): where the segment ends."""
-        for step, path in self.listed():
-            if step >= at_least and self.complete(path, writer_gone):
-                return step, path
-        return None
-
-    def complete(self, path: Path, writer_gone: bool = False) -> bool:
-        """A torch zip file whose central directory is written and every member's CRC checks; any other
-        file (or folder) once its size and mtime have not changed for ``stable_s``, or at once when the
-        process that wrote it has exited."""
-        try:
-            if path.is_file():
-                with open(path, "rb") as f:
-                    zipped = f.read(4) == b"PK\x03\x04"
-                if zipped:
-                    try:
-                        with zipfile.ZipFile(path) as z:
-                            return z.testzip() is None
-                    except (zipfile.BadZipFile, EOFError, OSError):
-                        return False  # still being written: its end record is not there yet
-                size, mtime = path.stat().st_size, path.stat().st_mtime
-            else:
-                files = [p.stat() for p in path.rglob("*") if p.is_file()]
-                size, mtime = sum(f.st_size for f in files), max((f.st_mtime for f in files), default=0.0)
-        except OSError:
-            return False  # gone or changing under us: look again next time
-        if size == 0:
-            return False
-        if writer_gone:
-            return True
-        now = time.monotonic()
-        before = self.seen.get(path)
-        if before is None or before[:2] != (size, mtime):
-            self.seen[path] = (size, mtime, now)
-            return False
-        return now - before[2] >= self.stable_s
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def sha256_of(path: Path) -> str:
-    """A checkpoint file's sha256; for a folder, the sha256 of its files' digests in name order."""
-    if path.is_file():
-        return sha256_file(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
-
-
-# --- the script's process --------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec: no Python objects of the parent
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Script(GroupProcess):
-    """The user's script: own process group, console to a file, a graceful stop."""
-
-    @classmethod
-    def start(cls, argv: Sequence[str], log_file: Path, env: Mapping[str, str], cwd: str | None) -> Script:
-        """Started from the event loop's thread: the parent-death signal follows the thread that forked."""
-        # our own secrets (the CURVE keys, the external section) are not the script's business
-        inherited = {k: v for k, v in os.environ.items() if k not in (*CURVE_ENV, SPEC_ENV)}
-        with open(log_file, "ab") as out:
-            popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**inherited, **env, "PYTHONUNBUFFERED": "1"}, cwd=cwd,
-                                     start_new_session=True,
-                                     # only prctl runs in the child before exec, and this thread forks
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509 # fmt: skip
-        return cls(popen)
-
-    async def stop(self, sigint_s: float, sigterm_s: float) -> int:
-        """SIGINT to the group, SIGTERM after ``sigint_s``, SIGKILL after ``sigterm_s``; the exit code."""
-        return await self.escalate(((signal.SIGINT, sigint_s), (signal.SIGTERM, sigterm_s)))
-
-
-# --- the worker --------------------------------------------------------------------------------------
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from smart_tuner.actors.external.worker import Script
+from smart_tuner.actors.external.script import Script
 from tests.helpers.procs import alive
 
 # The script says "ready" once its handlers are installed; HANDLERS is filled in per case.
@@ -72,7 +72,7 @@ def test_a_script_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     starter = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from smart_tuner.actors.external.worker import Script
+        from smart_tuner.actors.external.script import Script
         script = Script.start([sys.executable, "-c", "import time; time.sleep(300)"], Path({str(tmp_path / "c.log")!r}),
                               {{}}, None)
         print(script.pid, flush=True)

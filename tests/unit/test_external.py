@@ -11,13 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smart_tuner.actors.external.worker import (
-    Checkpoints,
-    ExternalError,
-    build_argv,
-    merged_hparams,
-    render_hparams,
-)
+from smart_tuner.actors.external.checkpoints import Checkpoints
+from smart_tuner.actors.external.hparams import ExternalError, merged_hparams, render_hparams
+from smart_tuner.actors.external.script import build_argv
 from smart_tuner.state.config import ConfigError, load_config
 
 DECLARED = {"learning_rate": 1e-3, "batch_size": 16, "use_saved_lr": False, "ignore_layers": ["embedding.weight"],

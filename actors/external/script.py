@@ -1,0 +1,70 @@
+"""The user's script as a process: its command line, its start, its graceful stop.
+
+``build_argv``: the command template with its placeholders filled (``{hparams}``,
+``{checkpoint}``, ``{output_dir}``, ...). ``Script.start``: argv (never a shell) in a process
+group of its own, stdout and stderr appended to the console log, ``PYTHONUNBUFFERED=1``, our
+own secrets (CURVE keys, the external section) left out of its environment, SIGTERM if this
+process dies (``PR_SET_PDEATHSIG``). ``Script.stop``: SIGINT to the group, then SIGTERM,
+then SIGKILL.
+
+Imports the standard library, the launcher's ``GroupProcess`` and the names of the variables
+it must not pass on (``CURVE_ENV`` from the bus, the launcher's spec variable) only: nothing
+of the worker protocol or the log sources, and never torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..bus.zmqbus import CURVE_ENV
+from ..supervisor.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
+from ..supervisor.launcher import GroupProcess
+
+
+def build_argv(template: Sequence[str], fills: Mapping[str, str], hparams: Sequence[str],
+               checkpoint: str | None) -> list[str]:  # fmt: skip
+    """The template with its placeholders filled; with no checkpoint, ``-c {checkpoint}`` is left out."""
+    out: list[str] = []
+    for token in template:
+        if token == "{hparams}":
+            out += hparams
+            continue
+        if "{checkpoint}" in token and checkpoint is None:
+            if token == "{checkpoint}" and out and out[-1].startswith("-"):
+                out.pop()  # the option that named it goes with it
+            continue
+        values = {**fills, "checkpoint": checkpoint or "", "hparams": hparams[0] if len(hparams) == 1 else ""}
+        out.append(token.format(**values))
+    return out
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec: no Python objects of the parent
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Script(GroupProcess):
+    """The user's script: own process group, console to a file, a graceful stop."""
+
+    @classmethod
+    def start(cls, argv: Sequence[str], log_file: Path, env: Mapping[str, str], cwd: str | None) -> Script:
+        """Started from the event loop's thread: the parent-death signal follows the thread that forked."""
+        # our own secrets (the CURVE keys, the external section) are not the script's business
+        inherited = {k: v for k, v in os.environ.items() if k not in (*CURVE_ENV, SPEC_ENV)}
+        with open(log_file, "ab") as out:
+            popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     env={**inherited, **env, "PYTHONUNBUFFERED": "1"}, cwd=cwd,
+                                     start_new_session=True,
+                                     # only prctl runs in the child before exec, and this thread forks
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509 # fmt: skip
+        return cls(popen)
+
+    async def stop(self, sigint_s: float, sigterm_s: float) -> int:
+        """SIGINT to the group, SIGTERM after ``sigint_s``, SIGKILL after ``sigterm_s``; the exit code."""
+        return await self.escalate(((signal.SIGINT, sigint_s), (signal.SIGTERM, sigterm_s)))
