@@ -9,7 +9,9 @@ running but not ended: a segment interrupted by a crash is run again under the s
 from the same checkpoint.
 
 Emits: the workers' own events, relayed as they were proposed (WorkerHello,
-SegmentStarted, HparamsApplied, MetricsObserved, SegmentFinished, SegmentFailed), and
+SegmentStarted, HparamsApplied, MetricsObserved, SegmentFinished, SegmentFailed; what
+has arrived is relayed in one ``propose_payloads`` round trip, up to
+``SupervisorPolicy.relay_batch``, so a burst of reports lands in one group commit), and
 its own WorkerLost (a worker silent for ``heartbeat_timeout_s`` or exited) and
 SegmentFailed ``lost`` once a segment has lost ``max_attempts`` workers.
 
@@ -42,7 +44,7 @@ import structlog
 from ...protocol import Envelope, Message, ProtocolError, decode, encode
 from ...protocol import messages as m
 from ...state.model import Segment, TunerState
-from ..bus import BusClient, BusError
+from ..bus import Ack, BusClient, BusError
 from ..bus.zmqbus import WorkerServer
 from ..runtime import ActorCore, Out
 from ..watcher.filetail import last_lines
@@ -63,6 +65,10 @@ class SupervisorPolicy:
     max_attempts: int = 3  # workers a segment may lose before it fails as "lost"
     max_start_failures: int = 3  # workers in a row that die before saying hello: the trainer cannot start
     stop_grace_s: float = 10.0
+    # Worker messages taken per wake-up and relayed in one round trip (``propose_payloads``), so a
+    # burst of reports lands in one group commit; small enough that a hello behind it waits little.
+    # 1 relays one message per awaited fsync (what bench/supervisor_relay.py compares against).
+    relay_batch: int = 256
 
 
 @dataclass
@@ -188,25 +194,40 @@ class SupervisorIO:
             item = await self.server.recv(0.5)
             if item is None:
                 continue
-            worker = self.workers.get(item[0].decode(errors="replace"))
-            if worker is None:
-                worker = self._join(item[0].decode(errors="replace"), item[1])
-            if worker is None:  # a worker we retired, still talking, or one that may not join
-                self._turn_away(item[0])
+            batch = [item]
+            while len(batch) < self.policy.relay_batch:
+                more = await self.server.recv(0)  # only what has already arrived
+                if more is None:
+                    break
+                batch.append(more)
+            relayed = [r for r in (self._received(routing_id, payload) for routing_id, payload in batch) if r]
+            if not relayed:
                 continue
-            worker.last_seen = time.monotonic()
-            try:
-                env = decode(item[1])
-            except ProtocolError as exc:
-                log.warning("malformed message from a worker", worker_id=worker.worker_id, error=str(exc))
-                continue
-            await self._on_worker_message(worker, env, item[1])
+            acks = await self.client.propose_payloads([payload for _, _, payload in relayed], 10.0)
+            for (worker, env, _), ack in zip(relayed, acks, strict=True):
+                self._relayed(worker, env, ack)
 
-    async def _on_worker_message(self, worker: _Worker, env: Envelope, payload: bytes) -> None:
+    def _received(self, routing_id: bytes, payload: bytes) -> tuple[_Worker, Envelope, bytes] | None:
+        """A worker's message, if it is one to relay to the journal (not a heartbeat, not malformed)."""
+        worker = self.workers.get(routing_id.decode(errors="replace"))
+        if worker is None:
+            worker = self._join(routing_id.decode(errors="replace"), payload)
+        if worker is None:  # a worker we retired, still talking, or one that may not join
+            self._turn_away(routing_id)
+            return None
+        worker.last_seen = time.monotonic()
+        try:
+            env = decode(payload)
+        except ProtocolError as exc:
+            log.warning("malformed message from a worker", worker_id=worker.worker_id, error=str(exc))
+            return None
+        if isinstance(env.data, m.Heartbeat) or not isinstance(env.data, RELAYED):
+            return None
+        return worker, env, payload
+
+    def _relayed(self, worker: _Worker, env: Envelope, ack: Ack) -> None:
+        """What follows a relayed message once the journal answered: readiness, a free worker."""
         msg = env.data
-        if isinstance(msg, m.Heartbeat) or not isinstance(msg, RELAYED):
-            return
-        ack = await self.client.propose_payload(payload, 10.0)
         if not ack.ok:
             log.warning("worker event refused", worker_id=worker.worker_id, type=env.type, error=ack.error)
         if isinstance(msg, m.WorkerHello):
