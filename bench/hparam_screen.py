@@ -29,7 +29,7 @@ from typing import Any
 CHILD = """
 import json, sys
 from pathlib import Path
-from smart_tuner.trainer.training_data import TrainerConfig
+from smart_tuner.trainer.config import TrainerConfig
 from smart_tuner.trainer.harness import Trainer
 from smart_tuner.trainer.hparams import preset
 args = json.loads(sys.argv[1])

@@ -32,7 +32,7 @@ from pathlib import Path
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from smart_tuner.trainer.training_data import TrainerConfig
+from smart_tuner.trainer.config import TrainerConfig
 from smart_tuner.trainer.harness import Trainer
 from smart_tuner.trainer.hparams import preset
 lr, steps, every, out = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])

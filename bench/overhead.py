@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BARE = """
 import json, sys, time
 from pathlib import Path
-from smart_tuner.trainer.training_data import TrainerConfig
+from smart_tuner.trainer.config import TrainerConfig
 from smart_tuner.trainer.harness import Trainer
 from smart_tuner.trainer.hparams import preset
 steps, out = int(sys.argv[1]), Path(sys.argv[2])

@@ -29,16 +29,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from smart_tuner.trainer.config import TrainerConfig
 from smart_tuner.trainer.harness import Trainer
 from smart_tuner.trainer.hparams import preset
-from smart_tuner.trainer.training_data import TrainerConfig
 
 CHILD = """
 import sys, time, json
 t0 = float(sys.argv[1])
 import torch
 from pathlib import Path
-from smart_tuner.trainer.training_data import TrainerConfig
+from smart_tuner.trainer.config import TrainerConfig
 from smart_tuner.trainer.harness import Trainer
 from smart_tuner.trainer.hparams import preset
 torch.set_num_threads(int(sys.argv[4]))

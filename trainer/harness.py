@@ -29,6 +29,7 @@ import torch
 
 from ..protocol import metrics as mx
 from . import checkpoint as ckpt
+from .config import TrainerConfig
 from .data import BatchStream
 from .distributed import Dist
 from .evaluation import validate
@@ -38,7 +39,7 @@ from .inplace import Applied, ColdChangeError, apply_hparams, new_optimizer, set
 from .loss import Tacotron2Loss
 from .model import Tacotron2
 from .text import SYMBOLS, SYMBOLS_ID
-from .training_data import TrainerConfig, TrainingData
+from .training_data import TrainingData
 
 Report = Callable[[int, dict[str, float]], None]
 ShouldAbort = Callable[[], bool]

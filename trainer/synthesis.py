@@ -23,10 +23,10 @@ import torch
 
 from . import checkpoint as ckpt
 from .audio import griffin_lim, save_wav
+from .config import audio_config
 from .hparams import HParams
 from .model import Tacotron2
 from .text import SYMBOLS, normalize, text_to_ids
-from .training_data import audio_config
 
 
 @dataclass

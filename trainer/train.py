@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from .config import TrainerConfig
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, parse_hparams_with_extras, preset
 from .metrics import alignment_image, decoder_steps, to_rgb
-from .training_data import TrainerConfig
 
 # NVIDIA's loop settings, accepted in --hparams beside the model's (typed by these defaults).
 LOOP_DEFAULTS: dict[str, Any] = {

@@ -31,12 +31,12 @@ import structlog
 from ..protocol import messages as m
 from ..protocol import metrics as mx
 from .client import SupervisorClient, curve_of, new_context
+from .config import TrainerConfig
 from .distributed import Dist, Segment, follow
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, announcement, parse_hparams_string, preset
 from .inplace import Applied
 from .logsetup import configure_logging
-from .training_data import TrainerConfig
 from .worker_loop import WorkerLoop, device_label
 
 log = structlog.get_logger("worker")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from smart_tuner.trainer.config import TrainerConfig
 from smart_tuner.trainer.distributed import Dist, Segment, follow
 from smart_tuner.trainer.harness import SegmentError, Trainer
 from smart_tuner.trainer.hparams import preset
-from smart_tuner.trainer.training_data import TrainerConfig
 
 CHANGE = {"learning_rate": 5e-3, "p_encoder_dropout": 0.2, "grad_clip_thresh": 0.5, "adam_beta2": 0.98}
 

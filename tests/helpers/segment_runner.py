@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
+from smart_tuner.trainer.config import TrainerConfig
 from smart_tuner.trainer.harness import Trainer
 from smart_tuner.trainer.hparams import preset
-from smart_tuner.trainer.training_data import TrainerConfig
 
 
 def main() -> None:

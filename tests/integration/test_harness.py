@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from smart_tuner.trainer import checkpoint as ckpt
+from smart_tuner.trainer.config import TrainerConfig
 from smart_tuner.trainer.fileio import sha256_file
 from smart_tuner.trainer.harness import SegmentError, Trainer
 from smart_tuner.trainer.hparams import preset
 from smart_tuner.trainer.inplace import ColdChangeError
-from smart_tuner.trainer.training_data import TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
