@@ -68,7 +68,7 @@ from ..bus.zmqbus import new_context
 from ..supervisor.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
 from ..watcher.console_source import STDOUT_RULES, LineRule, StdoutSource
 from ..watcher.filetail import last_lines
-from ..watcher.layouts import PRESETS, UserMapping
+from ..watcher.layouts import LAYOUTS, UserMapping
 from ..watcher.source import MetricSource, Reading
 from ..watcher.tensorboard_source import TensorBoardSource, tb_canonical
 from .checkpoints import Checkpoints, sha256_of
@@ -207,7 +207,7 @@ class ExternalWorker(WorkerLoop):
             rules = [*own, *preset_rules] or None
             sources.append(StdoutSource(folder / "console.log", rules=rules))
         if spec.tensorboard_dir is not None:
-            preset = PRESETS.get(spec.preset)
+            preset = LAYOUTS.get(spec.preset)
             fallback = tb_canonical if preset is None else preset.name_of
             sources.append(TensorBoardSource(folder / spec.tensorboard_dir, mapping=user.over(fallback)))
         if spec.mlflow_tracking_uri is not None:

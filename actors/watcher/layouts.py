@@ -1,22 +1,26 @@
 """Log layouts of the trainers people use, as rules from (directory, tag) to canonical metric names.
 
-    preset = PRESETS["espnet2"]
-    preset.name_of("loss", "exp/tensorboard/valid")     # -> "val_loss"
+    layout = LAYOUTS["espnet2"]
+    layout.name_of("loss", "exp/tensorboard/valid")     # -> "val_loss"
     detect({("", "training.loss"), ("", "grad.norm")})  # -> [Match(preset=nvidia_tacotron2, confidence=…), …]
 
-One ``Preset`` per trainer family (REFERENCE.md, "Metric names in other frameworks"):
+One ``LogLayout`` per trainer family (REFERENCE.md, "Metric names in other frameworks"):
 ``nvidia_tacotron2``, ``coqui``, ``espnet2``, ``vits``, ``indextts`` and ``generic``
 (canonical names and common spellings). Rules match on the directory's last component
 *and* the tag, because ESPnet logs ``loss`` under both ``train/`` and ``valid/``; a rule
-with directory ``""`` matches the tag anywhere. Each preset says whether its x-axis is
+with directory ``""`` matches the tag anywhere. Each layout says whether its x-axis is
 iterations or epochs (ESPnet's TensorBoard logs are per epoch).
 
-``detect`` ranks the presets for a set of observed (directory, tag) pairs by how much of
-each preset's *signature* (its characteristic tags) was seen: the confidence is that
+``detect`` ranks the layouts for a set of observed (directory, tag) pairs by how much of
+each layout's *signature* (its characteristic tags) was seen: the confidence is that
 share, so a run that has logged only a few steps already names its trainer, and a log
 with nothing characteristic falls to ``generic`` at a low confidence.
 
-Imports the standard library only.
+Users name a layout as a *preset* (``external.preset`` in the config, ``probe --preset``):
+the word they know from other tools; in the code it is a ``LogLayout``, never to be
+confused with the trainer's hyperparameter presets (``trainer.hparams.preset``).
+
+Imports the standard library and ``protocol.metrics`` only.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ Rule = tuple[str, str]  # (directory's last component or "", tag)
 
 
 @dataclass(frozen=True, slots=True)
-class Preset:
+class LogLayout:
     name: str
     tensorboard: Mapping[Rule, str]
     x_axis: str  # "iteration" or "epoch"
@@ -42,8 +46,8 @@ class Preset:
         return self.tensorboard.get((leaf, tag)) or self.tensorboard.get(("", tag))
 
 
-def _preset(name: str, x_axis: str, rules: Mapping[Rule, str], signature: Iterable[Rule], notes: str = "") -> Preset:
-    return Preset(name=name, tensorboard=dict(rules), x_axis=x_axis, signature=frozenset(signature), notes=notes)
+def _preset(name: str, x_axis: str, rules: Mapping[Rule, str], signature: Iterable[Rule], notes: str = "") -> LogLayout:
+    return LogLayout(name=name, tensorboard=dict(rules), x_axis=x_axis, signature=frozenset(signature), notes=notes)
 
 
 NVIDIA = _preset("nvidia_tacotron2", "iteration", {
@@ -90,7 +94,7 @@ GENERIC = _preset("generic", "iteration", {
 }, [("", "train_loss"), ("", "val_loss"), ("", "train/loss"), ("", "val/loss"), ("", "loss"), ("", "lr")],
     "canonical names and common spellings")  # fmt: skip
 
-PRESETS: Mapping[str, Preset] = {p.name: p for p in (NVIDIA, COQUI, ESPNET2, VITS, INDEXTTS, GENERIC)}
+LAYOUTS: Mapping[str, LogLayout] = {p.name: p for p in (NVIDIA, COQUI, ESPNET2, VITS, INDEXTTS, GENERIC)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,7 @@ GENERIC_WEIGHT = 0.5  # generic names are weak evidence: a trainer's own preset 
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    preset: Preset
+    preset: LogLayout
     confidence: float  # share of the preset's signature seen (generic: halved)
     seen: frozenset[Rule]
 
@@ -135,7 +139,7 @@ def detect(observed: Iterable[Rule]) -> list[Match]:
     pairs = {(d.rstrip("/").rsplit("/", 1)[-1], t) for d, t in observed}
     tags = {t for _, t in pairs}
     out = []
-    for p in PRESETS.values():
+    for p in LAYOUTS.values():
         seen = frozenset(r for r in p.signature if (r in pairs if r[0] else r[1] in tags))
         if seen:
             confidence = len(seen) / len(p.signature) * (GENERIC_WEIGHT if p is GENERIC else 1.0)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .console_source import STDOUT_RULES, StdoutSource
-from .layouts import PRESETS, Match, detect
+from .layouts import LAYOUTS, Match, detect
 from .tensorboard_source import PATTERN, TensorBoardSource
 
 
@@ -44,8 +44,8 @@ class Findings:
 
 def probe_target(target: str, *, run_id: str | None = None, experiment: str | None = None,
                  preset: str | None = None) -> Findings:  # fmt: skip
-    if preset is not None and preset not in PRESETS:
-        raise ProbeError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    if preset is not None and preset not in LAYOUTS:
+        raise ProbeError(f"unknown preset {preset!r}; known: {', '.join(LAYOUTS)}")
     if "://" in target or target.startswith("sqlite:"):
         return _mlflow(target, run_id, experiment)
     path = Path(target)
@@ -71,7 +71,7 @@ def _tensorboard(logdir: Path, preset: str | None) -> Findings:
     scan = TensorBoardSource(logdir, mapping=record)
     scan.read()
     matches = detect(seen)
-    chosen = PRESETS[preset] if preset else (matches[0].preset if matches else PRESETS["generic"])
+    chosen = LAYOUTS[preset] if preset else (matches[0].preset if matches else LAYOUTS["generic"])
     logged_as: dict[str, str] = {}
 
     def mapping(tag: str, directory: str) -> str | None:

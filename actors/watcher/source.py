@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ...protocol import metrics as mx
-from .layouts import GENERIC, PRESETS
+from .layouts import GENERIC, LAYOUTS
 
 # Tags that two trainers use for different things: only a known preset may map them.
 _AMBIGUOUS = frozenset({("", "mel_loss"), ("", "lr"), ("", "grad_norm"), ("", "learning_rate")})
@@ -34,7 +34,7 @@ _AMBIGUOUS = frozenset({("", "mel_loss"), ("", "lr"), ("", "grad_norm"), ("", "l
 CANONICAL: Mapping[tuple[str, str, str], str] = {
     **{
         ("tensorboard", d, t): name
-        for p in PRESETS.values()
+        for p in LAYOUTS.values()
         if p is not GENERIC
         for (d, t), name in p.tensorboard.items()
         if (d, t) not in _AMBIGUOUS

@@ -164,10 +164,10 @@ def test_bad_external_sections_are_refused_naming_the_key(tmp_path: Path, edit: 
 
 
 def test_a_users_own_names_come_before_the_presets() -> None:
-    from smart_tuner.actors.watcher.layouts import PRESETS, UserMapping
+    from smart_tuner.actors.watcher.layouts import LAYOUTS, UserMapping
 
     user = UserMapping.parse({"valid:loss": "val_loss", "loss/g/total": "val_objective", "mel_l1": "val_mel_loss"})
-    name = user.over(PRESETS["espnet2"].name_of)
+    name = user.over(LAYOUTS["espnet2"].name_of)
     assert name("loss", "exp/tensorboard/valid") == "val_loss"  # DIR:tag, the directory's last component
     assert name("loss/g/total", "") == "val_objective"  # a tag with slashes is one tag
     assert name("loss", "exp/tensorboard/train") == "train_loss"  # not theirs: the preset's rule
