@@ -36,9 +36,9 @@ from typing import Any
 from ..protocol import Envelope, Message
 from ..protocol import messages as m
 from ..state.model import Segment, TunerState
+from ..state.queries import announced_hparams
 from .runtime import ActorCore, Out
 from .store.metric_store import MetricStore
-from .tuner._base import announced_hparams
 
 ALIGNMENT_PHASE_STEPS = 300  # global steps after which attention should be diagonal (demo: ~100-300)
 COOLDOWN_STEPS = 200  # between two trips of a validation guard

@@ -16,8 +16,8 @@ from typing import Any
 from ..protocol import Envelope
 from ..protocol import messages as m
 from ..state.model import TunerState
+from ..state.queries import steps_spent
 from .runtime import ActorCore, Out
-from .tuner._base import steps_spent
 
 FAILURE_RULES = frozenset({"actor_failure", "fatal_error"})
 

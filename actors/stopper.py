@@ -32,9 +32,8 @@ from typing import Any
 from ..protocol import Envelope
 from ..protocol import messages as m
 from ..state.model import TunerState
+from ..state.queries import ALIGNED, champion_curve, phase_of, steps_spent
 from .runtime import ActorCore, Out
-from .tuner._base import steps_spent
-from .tuner.objectives import ALIGNED, champion_curve, phase_of
 
 
 class Stopper(ActorCore):

@@ -23,8 +23,7 @@ from rich.text import Text
 
 from ...protocol import Envelope
 from ...state.model import TunerState
-from ..tuner._base import steps_spent
-from ..tuner.objectives import champion_curve, phase_of
+from ...state.queries import champion_curve, phase_of, steps_spent
 
 SPARK = "▁▂▃▄▅▆▇█"
 SHOWN = ("RoundPlanned", "TrialPruned", "ChampionPromoted", "GuardTripped", "RollbackPerformed", "StopDecided",

@@ -9,8 +9,10 @@ wake it when a decision was deferred). Emits what its strategy decides:
 
 Strategies (one module each, ``_base.Strategy``): ``forks`` (the default), ``pbt``
 (population-based training), ``trials`` (from scratch, successive halving) and ``none``
-(the forks machinery with an empty search space: one lineage trained with the starting
-hyperparameters, which is also the control arm of ``bench/tuning_gain.py``).
+(the forks strategy with an empty search space: one lineage trained with the starting
+hyperparameters, which is also the control arm of ``bench/tuning_gain.py``). The three are
+siblings on one round engine (``engine.RoundStrategy``: running rounds, scheduling their
+segments through ``actors/scheduler.py``, failures, the rung decision); none imports another.
 
 After proposing, the tuner waits until its own proposals are in the state it sees
 (``proposed_seq``) before deciding again, so one decision is never taken twice; after a

@@ -1,6 +1,11 @@
 """The ``pbt`` strategy: population-based training (Jaderberg et al. 2017) with truncation selection.
 
-    PbtStrategy(settings).decide(state)
+    PbtStrategy(settings).decide(state) -> [TrialProposed, RoundPlanned, SegmentScheduled, ...]
+
+The tuner actor calls ``decide``; the round engine (``engine.RoundStrategy``) runs each
+generation as a round of one rung and calls this module's hooks: ``plan_first_round``
+(generation 0), ``plan_next_round`` (the next generation, or the champion alone) and
+``decide_rung`` (the ranking, the promotion and the replacements).
 
 A population of ``population`` members trains side by side, ``interval_steps`` at a
 time; each interval is one round (a *generation*), and every member of a generation is
@@ -23,7 +28,8 @@ The random choices (which donor, up or down) come from a generator seeded by the
 seed and the generation number: a restarted tuner makes the same ones from the same log.
 Values a guard rail moved (``state.tuning.adjustments``) are not perturbed.
 
-Imports the standard library, ``protocol``, ``state`` and the tuner package only.
+Imports the standard library, ``protocol``, ``state`` and the tuner package's ``engine``,
+``objectives`` and ``space`` only: never another strategy module.
 """
 
 from __future__ import annotations
@@ -36,35 +42,35 @@ from typing import Any
 from ...protocol import Message
 from ...protocol import messages as m
 from ...state.model import Round, Trial, TunerState
-from ._base import steps_spent
-from .forks import INCUMBENT, ForksStrategy, _changed, _eligible, _finished, _trial_proposed
+from ...state.queries import steps_spent
+from .engine import INCUMBENT, RoundStrategy, describe_changes, finished_segments, is_eligible, propose_trial
 from .objectives import Score, score
 from .space import Param, Result, ask, rebuild_study
 
 CONTINUE, PERTURB, RESAMPLE = "pbt-continue", "pbt-perturb", "pbt-resample"
 
 
-class PbtStrategy(ForksStrategy):
+class PbtStrategy(RoundStrategy):
     name = "pbt"
 
     # --- generation 0 ---------------------------------------------------------------------
 
-    def _warmup(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+    def plan_first_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
         s, p = self.settings, self.settings.pbt
         hp = {**{n: announced[n]["default"] for n in self.space.names}, **s.base_hparams}
         size = p.population if self.space.params else 1
         budget = s.budget_steps
         steps = p.interval_steps if budget is None else max(1, min(p.interval_steps, budget // size))
-        out: list[Message] = [_trial_proposed(0, hp, INCUMBENT, "member 0: the starting hyperparameters",
-                                              {"member": 0, "generation": 0})]  # fmt: skip
+        out: list[Message] = [propose_trial(0, hp, INCUMBENT, "member 0: the starting hyperparameters",
+                                            {"member": 0, "generation": 0})]  # fmt: skip
         if size > 1:
             study = rebuild_study(self.space, s.sampler, s.seed, s.n_startup_trials, [])
             for i in range(1, size):
                 params, inputs = ask(study, self.space)
-                out.append(_trial_proposed(i, {**hp, **params}, s.sampler, f"member {i}: sampled by "
-                                           f"{inputs['sampler']}: " + _changed(params, {}),
-                                           {"member": i, "generation": 0, "inputs": inputs,
-                                            "outputs": params}))  # fmt: skip
+                out.append(propose_trial(i, {**hp, **params}, s.sampler, f"member {i}: sampled by "
+                                         f"{inputs['sampler']}: " + describe_changes(params, {}),
+                                         {"member": i, "generation": 0, "inputs": inputs,
+                                          "outputs": params}))  # fmt: skip
         trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
         plan = m.RoundPlanned(round=0, trials=trials, from_checkpoint=s.start_checkpoint, from_sha256=None,
                               start_step=0, rung_steps=(steps,), keep=(1,),
@@ -84,7 +90,7 @@ class PbtStrategy(ForksStrategy):
 
     # --- the next generation --------------------------------------------------------------
 
-    def _next_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+    def plan_next_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
         champion = state.tuning.champion
         assert champion is not None
         budget = self.settings.budget_steps
@@ -94,8 +100,8 @@ class PbtStrategy(ForksStrategy):
         prev = state.tuning.rounds[-1]
         steps = self._interval(state, len(prev.trials))
         if len(prev.trials) == 1 or steps == 0:  # no whole generation fits (or nothing to search): the champion
-            return self._exploit(state, self.settings.pbt.interval_steps if remaining is None else remaining,
-                                 champion.hparams)  # fmt: skip
+            return self.plan_exploit(state, self.settings.pbt.interval_steps if remaining is None else remaining,
+                                     champion.hparams)  # fmt: skip
         return self._generation(state, prev, steps)
 
     def _generation(self, state: TunerState, prev: Round, steps: int) -> list[Message]:
@@ -124,14 +130,14 @@ class PbtStrategy(ForksStrategy):
                 reason = (f"member {slot}: {t.trial_id} ({lost}) replaced by a copy of {donor.trial_id} "
                           f"({results[donor.trial_id].objective:.4f}); " + why)  # fmt: skip
                 evidence = {"member": slot, "generation": n, "parent": donor.trial_id, **evidence}
-                origin = _finished(state, donor.trial_id)[-1].segment_id
+                origin = finished_segments(state, donor.trial_id)[-1].segment_id
             else:
                 source = t if t.trial_id in results else top[0]  # failed, with no proposals left: copy the best
                 hp, sampler = dict(source.hparams), CONTINUE
                 reason = f"member {slot}: {source.trial_id} trains on with its hyperparameters"
                 evidence = {"member": slot, "generation": n, "parent": source.trial_id}
-                origin = _finished(state, source.trial_id)[-1].segment_id
-            out.append(_trial_proposed(number + slot, hp, sampler, reason, evidence))
+                origin = finished_segments(state, source.trial_id)[-1].segment_id
+            out.append(propose_trial(number + slot, hp, sampler, reason, evidence))
             starts[tid] = origin
         champion = state.tuning.champion
         assert champion is not None
@@ -156,13 +162,13 @@ class PbtStrategy(ForksStrategy):
             study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._pbt_results(state))
             proposal, inputs = ask(study, self.space)
             change = {k: v for k, v in proposal.items() if k not in adjusted}
-            return ({**donor.hparams, **change}, RESAMPLE, f"resampled by {inputs['sampler']}: " + _changed(change, {}),
-                    {"inputs": inputs, "outputs": change})  # fmt: skip
+            return ({**donor.hparams, **change}, RESAMPLE, f"resampled by {inputs['sampler']}: "
+                    + describe_changes(change, {}), {"inputs": inputs, "outputs": change})  # fmt: skip
         change = {q.name: perturb(q, donor.hparams.get(q.name), p.perturb_factor, rng) for q in params}
         change = {k: v for k, v in change.items() if v is not None}
         return ({**donor.hparams, **change}, PERTURB, f"perturbed by x/÷ {p.perturb_factor:g}: "
-                + _changed(change, donor.hparams), {"around": {k: donor.hparams.get(k) for k in change},
-                                                    "outputs": change})  # fmt: skip
+                + describe_changes(change, donor.hparams), {"around": {k: donor.hparams.get(k) for k in change},
+                                                            "outputs": change})  # fmt: skip
 
     def _pbt_results(self, state: TunerState) -> list[Result]:
         """Every member's objective relative to its generation's best (1: the best), for the sampler."""
@@ -181,12 +187,12 @@ class PbtStrategy(ForksStrategy):
 
     def _ranking(self, state: TunerState, members: list[Trial]) -> tuple[list[Trial], dict[str, Score]]:
         """The members that finished, best first (aligned before unaligned), and their scores."""
-        results = {t.trial_id: score(f[0].metrics) for t in members if (f := _finished(state, t.trial_id))}
+        results = {t.trial_id: score(f[0].metrics) for t in members if (f := finished_segments(state, t.trial_id))}
         if not results:
             return [], results
         required = self._required(results)
         ranked = sorted((t for t in members if t.trial_id in results),
-                        key=lambda t: (not _eligible(results[t.trial_id], required), results[t.trial_id].objective,
+                        key=lambda t: (not is_eligible(results[t.trial_id], required), results[t.trial_id].objective,
                                        t.number))  # fmt: skip
         return ranked, results
 
@@ -195,17 +201,17 @@ class PbtStrategy(ForksStrategy):
 
     # --- deciding a generation --------------------------------------------------------------
 
-    def _decide_rung(self, state: TunerState, rnd: Round, rung: int, alive: list[Trial]) -> list[Message]:
+    def decide_rung(self, state: TunerState, rnd: Round, rung: int, alive: list[Trial]) -> list[Message]:
         ranked, results = self._ranking(state, alive)
         required = self._required(results)
         best = ranked[0]
-        seg = _finished(state, best.trial_id)[0]
+        seg = finished_segments(state, best.trial_id)[0]
         r = results[best.trial_id]
         champion = state.tuning.champion
         kept = champion is not None and dict(best.hparams) == dict(champion.hparams)
         table = [{"trial": t.trial_id, "sampler": t.sampler, "objective": results[t.trial_id].objective,
                   "diagonality": results[t.trial_id].diagonality,
-                  "eligible": _eligible(results[t.trial_id], required)} for t in ranked]  # fmt: skip
+                  "eligible": is_eligible(results[t.trial_id], required)} for t in ranked]  # fmt: skip
         evidence: dict[str, Any] = {
             "round": rnd.round,
             "generation": rnd.round,
@@ -216,7 +222,7 @@ class PbtStrategy(ForksStrategy):
         out: list[Message] = []
         cut = max(1, math.floor(len(rnd.trials) * self.settings.pbt.quantile)) if len(rnd.trials) > 1 else 0
         for t in ranked[len(ranked) - cut :] if cut and len(ranked) > cut else ():
-            out.append(m.TrialPruned(trial_id=t.trial_id, step=_finished(state, t.trial_id)[0].end_step or 0,
+            out.append(m.TrialPruned(trial_id=t.trial_id, step=finished_segments(state, t.trial_id)[0].end_step or 0,
                                      value=results[t.trial_id].objective / r.objective if r.objective > 0 else None,
                                      reason=f"{t.trial_id} in the worst {self.settings.pbt.quantile:.0%} of generation "
                                             f"{rnd.round} ({results[t.trial_id].objective:.4f}): replaced next",

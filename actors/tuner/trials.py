@@ -1,6 +1,10 @@
 """The ``trials`` strategy: classic Optuna trials from scratch, pruned by successive halving.
 
-    TrialsStrategy(settings).decide(state)
+    TrialsStrategy(settings).decide(state) -> [TrialProposed, RoundPlanned, SegmentScheduled, ...]
+
+The tuner actor calls ``decide``; the round engine (``engine.RoundStrategy``) calls this
+module's hooks, ``plan_first_round`` (the race) and ``plan_next_round`` (the champion alone,
+on the rest), and decides every rung itself (no incumbent: the best ranked wins).
 
 One round of ``n`` trials (``n_trials``, at most ``MAX_TRIALS``), each trained from the
 model's initial weights: the starting hyperparameters and ``n - 1`` proposals of the
@@ -11,7 +15,9 @@ budget; each dropped trial is a ``TrialPruned`` with the numbers it lost on. The
 survivor becomes the champion; what the rounding left of the budget, it trains on alone.
 
 It is the from-scratch baseline for ``forks``: every candidate pays for its own start.
-Imports the standard library, ``protocol``, ``state`` and the tuner package only.
+
+Imports the standard library, ``protocol``, ``state`` and the tuner package's ``engine``
+and ``space`` only: never another strategy module.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from typing import Any
 from ...protocol import Message
 from ...protocol import messages as m
 from ...state.model import TunerState
-from ._base import steps_spent
-from .forks import ForksStrategy, _trial_proposed
+from ...state.queries import steps_spent
+from .engine import RoundStrategy, propose_trial
 from .space import ask, rebuild_study
 
 ETA = 3
@@ -45,24 +51,24 @@ def rungs(n: int, budget: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(first * ETA**r for r in range(len(keep))), tuple(keep)
 
 
-class TrialsStrategy(ForksStrategy):
+class TrialsStrategy(RoundStrategy):
     name = "trials"
 
-    def _warmup(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+    def plan_first_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
         s = self.settings
         budget = s.budget_steps or 600
         n = max(1, min(s.n_trials, MAX_TRIALS)) if self.space.params else 1
         steps, keep = rungs(n, budget)
         hp = {**{p: announced[p]["default"] for p in self.space.names}, **s.base_hparams}
-        out: list[Message] = [_trial_proposed(0, hp, START, "the starting hyperparameters", {})]
+        out: list[Message] = [propose_trial(0, hp, START, "the starting hyperparameters", {})]
         if n > 1:
             study = rebuild_study(self.space, s.sampler, s.seed, s.n_startup_trials, [])
             for i in range(1, n):
                 params, inputs = ask(study, self.space)
-                out.append(_trial_proposed(i, {**hp, **params}, s.sampler, f"sampled by {inputs['sampler']}: "
-                                           + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                                       for k, v in params.items()),
-                                           {"inputs": inputs, "outputs": params}))  # fmt: skip
+                out.append(propose_trial(i, {**hp, **params}, s.sampler, f"sampled by {inputs['sampler']}: "
+                                         + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                                     for k, v in params.items()),
+                                         {"inputs": inputs, "outputs": params}))  # fmt: skip
         trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
         plan = m.RoundPlanned(round=0, trials=trials, from_checkpoint=s.start_checkpoint, from_sha256=None,
                               start_step=0, rung_steps=steps, keep=keep,
@@ -71,10 +77,10 @@ class TrialsStrategy(ForksStrategy):
                               evidence={"kind": "trials", "eta": ETA, "budget_steps": budget})  # fmt: skip
         return [*out, plan]
 
-    def _next_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
+    def plan_next_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:
         champion = state.tuning.champion
         budget = self.settings.budget_steps
         if champion is None or budget is None:
             return []
         remaining = budget - steps_spent(state)
-        return self._exploit(state, remaining, champion.hparams) if remaining > 0 else []
+        return self.plan_exploit(state, remaining, champion.hparams) if remaining > 0 else []

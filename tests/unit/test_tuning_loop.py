@@ -23,12 +23,12 @@ from smart_tuner.actors.lifecycle import Lifecycle
 from smart_tuner.actors.runtime import ActorCore, ActorShell, Out
 from smart_tuner.actors.stopper import Stopper
 from smart_tuner.actors.tuner import STRATEGIES, Tuner
-from smart_tuner.actors.tuner._base import steps_spent
 from smart_tuner.protocol import Envelope
 from smart_tuner.protocol import messages as m
 from smart_tuner.state import history
 from smart_tuner.state.config import load_config
 from smart_tuner.state.model import TunerState
+from smart_tuner.state.queries import steps_spent
 from smart_tuner.state.reducers import replay
 from tests.unit.busharness import harness, propose
 
