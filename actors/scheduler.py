@@ -4,6 +4,9 @@
     msg = plan_segment(state, rnd, trial, rung, rerun=hp, attempt=1)           # after a rollback
     msg = plan_segment(state, rnd, trial, rung, attempt=1, kind="re")          # after an abort
 
+It also decides the worker's cadence, recorded in the event: a metric report about every
+tenth of the segment (at least every 10 steps) and validation at the segment's end only.
+
 The scheduler role of the design is carried by the tuner actor: the round engine calls this
 module to plan each segment, and the tuner proposes the SegmentScheduled event it returns.
 
@@ -22,6 +25,14 @@ from typing import Any
 from ..protocol import messages as m
 from ..state.model import Round, Trial, TunerState
 from ..state.queries import segments_of
+
+
+def report_cadence(steps: int) -> int:
+    """Steps between a segment's metric reports: about ten reports a segment, at least every 10 steps."""
+    return max(1, min(10, steps // 10))
+
+
+EVAL_EVERY = 0  # validate at the segment's end only: candidates are compared there, on the same batches
 
 
 def plan_segment(
@@ -49,5 +60,6 @@ def plan_segment(
         why += f" (re-run {attempt} after " + ("a rollback)" if kind == "rb" else "it was aborted)")
     return m.SegmentScheduled(segment_id=sid, trial_id=trial.trial_id, from_checkpoint=start, from_sha256=sha,
                               start_step=step, steps=rnd.rung_steps[rung], hparams=hp, reason=why,
+                              report_every=report_cadence(rnd.rung_steps[rung]), eval_every=EVAL_EVERY,
                               evidence={"round": rnd.round, "rung": rung, "sampler": trial.sampler,
                                         "adjustments": dict(state.tuning.adjustments)})  # fmt: skip

@@ -123,6 +123,9 @@ class SegmentScheduled(Message):
     hparams: Hparams
     reason: str
     evidence: Evidence
+    # The worker's cadence, decided by the scheduler (absent in logs written before it was recorded):
+    report_every: int | None = None  # steps between MetricsObserved reports
+    eval_every: int | None = None  # steps between validations inside the segment; 0: only at its end
 
 
 @event()

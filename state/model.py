@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..protocol import Json
+from .serde import WRITTEN_WHEN_SET
 
 STATE_SCHEMA = 3  # bump when the shape changes; snapshots of another schema are ignored
 
@@ -91,6 +92,8 @@ class Segment:
     failure_detail: str | None = None
     applied: Mapping[str, Json] = field(default_factory=dict)
     rollback: Mapping[str, Json] | None = None  # once failed: the hparams a rollback re-runs it with
+    report_every: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)  # as SegmentScheduled has them
+    eval_every: int | None = field(default=None, metadata=WRITTEN_WHEN_SET)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -299,7 +299,7 @@ def _segment_scheduled(state: TunerState, e: m.SegmentScheduled, seq: int, ts: f
     seg = Segment(
         segment_id=e.segment_id, trial_id=e.trial_id, status="scheduled", from_checkpoint=e.from_checkpoint,
         from_sha256=e.from_sha256, start_step=e.start_step, steps=e.steps, hparams=e.hparams, reason=e.reason,
-        scheduled_seq=seq,
+        scheduled_seq=seq, report_every=e.report_every, eval_every=e.eval_every,
     )  # fmt: skip
     tuning = _put_segment(tuning, seg)
     if e.trial_id is not None and tuning.trials[e.trial_id].status == "proposed":

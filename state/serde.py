@@ -19,10 +19,20 @@ from typing import Any, Literal, TypeVar, Union
 
 T = TypeVar("T")
 
+# Field metadata for a field added after a state shape was recorded: written (YAML, snapshots) only
+# when it differs from its default, so the projection of a log older than the field stays byte for
+# byte what it was (``replay --verify`` passes on it); a document without it reads as the default.
+_WHEN_SET = "written_when_set"
+WRITTEN_WHEN_SET: Mapping[str, bool] = {_WHEN_SET: True}
+
 
 def to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: to_plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.metadata.get(_WHEN_SET) and getattr(value, f.name) == f.default)
+        }
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):

@@ -47,6 +47,7 @@ from ...state.model import Segment, TunerState
 from ..bus import Ack, BusClient, BusError
 from ..bus.zmqbus import WorkerServer
 from ..runtime import ActorCore, Out
+from ..scheduler import EVAL_EVERY, report_cadence
 from ..watcher.filetail import last_lines
 from .devices import DevicePool, Lease
 from .launcher import WorkerProcess, WorkerSpec, worker_command
@@ -343,10 +344,20 @@ def _command(message: Message) -> bytes:
 
 
 def _run_command(segment: Segment) -> m.RunSegment:
+    """The segment as scheduled. A log written before the cadence was recorded gets the scheduler's
+    rule for it, as the supervisor applied it then."""
     steps = segment.steps
-    return m.RunSegment(segment_id=segment.segment_id, from_checkpoint=segment.from_checkpoint,
-                        from_sha256=segment.from_sha256, hparams=dict(segment.hparams), steps=steps,
-                        eval_every=0, report_every=max(1, min(10, steps // 10)))  # fmt: skip
+    report_every = segment.report_every if segment.report_every is not None else report_cadence(steps)
+    eval_every = segment.eval_every if segment.eval_every is not None else EVAL_EVERY
+    return m.RunSegment(
+        segment_id=segment.segment_id,
+        from_checkpoint=segment.from_checkpoint,
+        from_sha256=segment.from_sha256,
+        hparams=dict(segment.hparams),
+        steps=steps,
+        eval_every=eval_every,
+        report_every=report_every,
+    )
 
 
 class Supervisor(ActorCore):

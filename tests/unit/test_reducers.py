@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from smart_tuner.protocol import messages as m
 from smart_tuner.state import reducers
 from smart_tuner.state.model import RECENT_DECISIONS, Incident, StopInfo, TunerState
 from smart_tuner.state.reducers import InvalidTransition, UnknownEvent, apply, fold, replay
-from smart_tuner.state.serde import to_plain
+from smart_tuner.state.serde import from_plain, to_plain
 from tests.unit.strategies import committed, envelope
 
 
@@ -426,3 +427,15 @@ def test_guard_adjustments_accumulate() -> None:
 
     s = state_after(run_started(), trip(guided_attn_weight=2.0), trip(batch_size=8), trip(guided_attn_weight=4.0))
     assert s.tuning.adjustments == {"guided_attn_weight": 4.0, "batch_size": 8}
+
+
+def test_the_cadence_is_recorded_with_the_segment_and_written_only_when_set() -> None:
+    """A log from before the cadence was recorded projects to the same document as it did then."""
+    old = state_after(run_started(), scheduled("s1"))
+    new = state_after(run_started(), replace(scheduled("s1"), report_every=10, eval_every=0))
+    old_plain = to_plain(old)["tuning"]["segments"]["s1"]
+    new_plain = to_plain(new)["tuning"]["segments"]["s1"]
+    assert "report_every" not in old_plain and "eval_every" not in old_plain
+    assert (new_plain["report_every"], new_plain["eval_every"]) == (10, 0)
+    assert {k: v for k, v in new_plain.items() if k not in ("report_every", "eval_every")} == old_plain
+    assert from_plain(TunerState, to_plain(new)) == new and from_plain(TunerState, to_plain(old)) == old

@@ -152,6 +152,9 @@ def test_forks_spends_the_budget_exactly_and_moves_the_learning_rate_towards_the
     assert lineage_steps >= 0.75 * 600  # losers' probes are the only steps off the lineage
     for p in of(events, m.TrialPruned):
         assert p.value is not None and p.evidence["candidates"]
+    for seg in of(events, m.SegmentScheduled):  # the worker's cadence is decided and recorded with the plan
+        assert seg.report_every == max(1, min(10, seg.steps // 10)) and seg.eval_every == 0
+        assert state.tuning.segments[seg.segment_id].report_every == seg.report_every
     assert replay(events) == state
 
 
