@@ -63,8 +63,9 @@ def alert_for(env: Envelope, state: TunerState) -> Alert | None:
     e = env.data
     run = state.run.run_id if state.run else "?"
     if isinstance(e, m.RunStarted):
-        return Alert("info", f"Smart Tuner run {e.run_id} started", f"strategy {e.strategy} on {e.host}",
-                     f"start:{e.run_id}:0")  # fmt: skip
+        return Alert(
+            "info", f"Smart Tuner run {e.run_id} started", f"strategy {e.strategy} on {e.host}", f"start:{e.run_id}:0"
+        )
     if isinstance(e, m.RunFinished):
         sev: m.Severity = "error" if e.status == "failed" else "info"
         champ = e.summary.get("champion_objective")
@@ -73,8 +74,12 @@ def alert_for(env: Envelope, state: TunerState) -> Alert | None:
     if isinstance(e, m.ChampionPromoted) and not e.kept:
         return Alert("info", f"Run {run}: new champion at step {e.step}", e.reason, "champion")
     if isinstance(e, m.GuardTripped):
-        return Alert("warning", f"Run {run}: guard {e.guard} tripped", f"{e.reason}; action: {e.action}",
-                     f"guard:{e.guard}:{e.segment_id}")  # fmt: skip
+        return Alert(
+            "warning",
+            f"Run {run}: guard {e.guard} tripped",
+            f"{e.reason}; action: {e.action}",
+            f"guard:{e.guard}:{e.segment_id}",
+        )
     if isinstance(e, m.WorkerLost):
         return Alert("warning", f"Run {run}: worker {e.worker_id} lost", e.reason, f"lost:{e.worker_id}")
     if isinstance(e, m.StopDecided):
@@ -109,9 +114,17 @@ def channel_name(url: str) -> str:
 class AlertChannels:
     """The delivery side: queue, filters, retries; ``deliver`` proposes one AlertSent per channel try."""
 
-    def __init__(self, urls: Sequence[str], *, min_severity: str = "info", rate_limit_per_min: int = 20,
-                 send: Send = apprise_send, clock: Callable[[], float] = time.monotonic,
-                 backoff_s: float = BACKOFF_S, timeout_s: float = SEND_TIMEOUT_S) -> None:  # fmt: skip
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        min_severity: str = "info",
+        rate_limit_per_min: int = 20,
+        send: Send = apprise_send,
+        clock: Callable[[], float] = time.monotonic,
+        backoff_s: float = BACKOFF_S,
+        timeout_s: float = SEND_TIMEOUT_S,
+    ) -> None:
         self.urls = list(urls)
         self.min_rank = SEVERITIES.index(min_severity)
         self.rate = rate_limit_per_min
@@ -185,8 +198,14 @@ class AlertChannels:
                 error = f"{type(exc).__name__}: {exc}" if isinstance(exc, RuntimeError) else type(exc).__name__
             if attempt < RETRIES - 1:
                 await asyncio.sleep(self.backoff_s * 2**attempt)
-        sent = m.AlertSent(channel=channel_name(url), severity=alert.severity, title=alert.title[:200],
-                           dedup_key=alert.dedup_key, ok=error is None, error=error)  # fmt: skip
+        sent = m.AlertSent(
+            channel=channel_name(url),
+            severity=alert.severity,
+            title=alert.title[:200],
+            dedup_key=alert.dedup_key,
+            ok=error is None,
+            error=error,
+        )
         if self.client is not None:
             ack = await self.client.propose_payload(encode(Envelope.new(sent, actor="alerter")), 10.0)
             if not ack.ok:
@@ -212,9 +231,14 @@ class Alerter(ActorCore):
         """The run (re)started: the events up to here were caught up with, not announced."""
         if state.run is not None and state.control.phase == "running":
             how = "started" if state.control.resumes == 0 else f"resumed (resume {state.control.resumes})"
-            self.channels.offer(Alert("info", f"Smart Tuner run {state.run.run_id} {how}",
-                                      f"strategy {state.run.strategy} on {state.run.host}",
-                                      f"start:{state.run.run_id}:{state.control.resumes}"))  # fmt: skip
+            self.channels.offer(
+                Alert(
+                    "info",
+                    f"Smart Tuner run {state.run.run_id} {how}",
+                    f"strategy {state.run.strategy} on {state.run.host}",
+                    f"start:{state.run.run_id}:{state.control.resumes}",
+                )
+            )
         return ()
 
     async def setup(self) -> None:

@@ -210,11 +210,19 @@ class Coordinator:
         env = self._curve_env
         if cfg.external is not None:  # the user's script: its section travels in the environment (secrets)
             env = (*env, (EXTERNAL_SPEC_ENV, cfg.external.model_dump_json()))
-        spec = WorkerSpec(dataset=t.dataset, preset=t.preset,
-                          output_dir=self.paths.root / ("external" if cfg.external else "trainer"),
-                          data_dir=Path(t.data_dir) if t.data_dir else None, threads=t.threads,
-                          val_count=t.val_count, heartbeat_s=t.heartbeat_s, hparams=hparams,
-                          env=env, external=cfg.external is not None, ranks=t.ddp_ranks)  # fmt: skip
+        spec = WorkerSpec(
+            dataset=t.dataset,
+            preset=t.preset,
+            output_dir=self.paths.root / ("external" if cfg.external else "trainer"),
+            data_dir=Path(t.data_dir) if t.data_dir else None,
+            threads=t.threads,
+            val_count=t.val_count,
+            heartbeat_s=t.heartbeat_s,
+            hparams=hparams,
+            env=env,
+            external=cfg.external is not None,
+            ranks=t.ddp_ranks,
+        )
         policy = SupervisorPolicy(heartbeat_timeout_s=t.heartbeat_timeout_s, max_attempts=t.max_attempts)
         pool = DevicePool.create(cfg.n_gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
         io = SupervisorIO(server, pool, spec, client, self.paths.root, policy)
@@ -225,8 +233,12 @@ class Coordinator:
             argv[argv.index("--parent-pid") + 1] = "0"  # no supervisor process on that host
             argv[0] = "python"
             argv += ["--curve-server-key", public, "--curve-key-file", "NAME.key_secret"]
-            log.info("remote workers may join (the same paths on a shared filesystem)", endpoint=server.endpoint,
-                     server_key=public, command=shlex.join(argv))  # fmt: skip
+            log.info(
+                "remote workers may join (the same paths on a shared filesystem)",
+                endpoint=server.endpoint,
+                server_key=public,
+                command=shlex.join(argv),
+            )
         return Supervisor(io)
 
     def _endpoints(self) -> BusEndpoints:
@@ -258,16 +270,24 @@ class Coordinator:
         if state.run is None:
             cfg = self.config
             started = m.RunStarted(
-                run_id=self.paths.run_id, config_hash=cfg.config_hash, config=cfg.recordable(),
-                strategy=cfg.raw.strategy, seed=cfg.raw.seed, host=socket.gethostname(), pid=os.getpid(),
+                run_id=self.paths.run_id,
+                config_hash=cfg.config_hash,
+                config=cfg.recordable(),
+                strategy=cfg.raw.strategy,
+                seed=cfg.raw.seed,
+                host=socket.gethostname(),
+                pid=os.getpid(),
                 version=VERSION,
-            )  # fmt: skip
+            )
             await sequencer.propose_local(started, actor="coordinator")
         else:
             resumed = m.RunResumed(
-                run_id=state.run.run_id, head_seq=state.last_seq, pid=os.getpid(), host=socket.gethostname(),
+                run_id=state.run.run_id,
+                head_seq=state.last_seq,
+                pid=os.getpid(),
+                host=socket.gethostname(),
                 truncated_bytes=sequencer.journal.recovery.truncated_bytes,  # type: ignore[attr-defined]
-            )  # fmt: skip
+            )
             await sequencer.propose_local(resumed, actor="coordinator")
 
     def _start_actors(

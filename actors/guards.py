@@ -81,8 +81,9 @@ class GuardRails(ActorCore):
         for seg in state.tuning.segments.values():
             if seg.status == "failed" and seg.failure in ("nan", "oom") and seg.rollback is None:
                 reason: m.FailureReason = "nan" if seg.failure == "nan" else "oom"
-                failed = m.SegmentFailed(segment_id=seg.segment_id, reason=reason, detail=seg.failure_detail or "",
-                                         step=seg.last_step)  # fmt: skip
+                failed = m.SegmentFailed(
+                    segment_id=seg.segment_id, reason=reason, detail=seg.failure_detail or "", step=seg.last_step
+                )
                 out += self._failure(state, failed)
         return [Out(x) for x in _settable(state, out)]
 
@@ -93,8 +94,13 @@ class GuardRails(ActorCore):
         hp = _in_force(state, seg)
         lr = float(hp.get("learning_rate", 1e-3))
         loss = self.store.metric(seg.segment_id, "train_loss").last_finite
-        evidence: dict[str, Any] = {"failure": e.reason, "detail": e.detail[:500], "step": e.step,
-                                    "learning_rate": lr, "last_finite_train_loss": loss}  # fmt: skip
+        evidence: dict[str, Any] = {
+            "failure": e.reason,
+            "detail": e.detail[:500],
+            "step": e.step,
+            "learning_rate": lr,
+            "last_finite_train_loss": loss,
+        }
         if e.reason == "nan":
             change: dict[str, Any] = {"learning_rate": lr * 0.5}
             action = f"roll back to step {seg.start_step} and halve the learning rate ({lr:.3g} -> {lr * 0.5:.3g})"
@@ -107,14 +113,18 @@ class GuardRails(ActorCore):
             change = {"batch_size": batch // 2, "learning_rate": lr * math.sqrt((batch // 2) / batch)}
             action = f"roll back to step {seg.start_step}, batch {batch} -> {batch // 2}, lr x sqrt(1/2)"
             lasting = {"batch_size": batch // 2}
-        trip = self._trip(e.reason, seg, e.step, action, f"{e.reason} in {seg.segment_id}: {e.detail[:200]}",
-                          evidence, lasting)  # fmt: skip
+        trip = self._trip(
+            e.reason, seg, e.step, action, f"{e.reason} in {seg.segment_id}: {e.detail[:200]}", evidence, lasting
+        )
         rollback = m.RollbackPerformed(
-            to_checkpoint=seg.from_checkpoint or "(initial weights)", to_sha256=seg.from_sha256 or "",
-            to_step=seg.start_step, hparams=change, segment_id=seg.segment_id,
+            to_checkpoint=seg.from_checkpoint or "(initial weights)",
+            to_sha256=seg.from_sha256 or "",
+            to_step=seg.start_step,
+            hparams=change,
+            segment_id=seg.segment_id,
             reason=f"{e.reason} at step {e.step}: re-run {seg.segment_id} from step {seg.start_step} with {change}",
             evidence=evidence,
-        )  # fmt: skip
+        )
         return [trip, rollback]
 
     # --- while training ----------------------------------------------------------------------
@@ -129,20 +139,41 @@ class GuardRails(ActorCore):
         loss = self.store.metric(seg.segment_id, "train_loss")
         ratio = loss.spike(SPIKE_FACTOR, SPIKE_WINDOW)
         if ratio is not None and "loss_spike" not in tripped:
-            out.append(self._trip("loss_spike", seg, e.step, f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
-                                  f"train loss {loss.last:.4g} is {ratio:.1f}x the median of the {SPIKE_WINDOW} "
-                                  "reports before it", {"ratio": ratio, "train_loss": loss.last,
-                                                "median": loss.median(SPIKE_WINDOW + 1)},
-                                  {"grad_clip_thresh": clip / 2}))  # fmt: skip
+            out.append(
+                self._trip(
+                    "loss_spike",
+                    seg,
+                    e.step,
+                    f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
+                    f"train loss {loss.last:.4g} is {ratio:.1f}x the median of the {SPIKE_WINDOW} reports before it",
+                    {"ratio": ratio, "train_loss": loss.last, "median": loss.median(SPIKE_WINDOW + 1)},
+                    {"grad_clip_thresh": clip / 2},
+                )
+            )
         grads = [v for _, v in self.store.metric(seg.segment_id, "grad_norm").finite(GRAD_REPORTS)]
         if len(grads) == GRAD_REPORTS and "grad_explode" not in tripped and min(grads) > GRAD_EXPLODE:
-            out.append(self._trip("grad_explode", seg, e.step, f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
-                                  f"gradient norm above {GRAD_EXPLODE:g} in {GRAD_REPORTS} reports in a row",
-                                  {"grad_norms": grads}, {"grad_clip_thresh": clip / 2}))  # fmt: skip
+            out.append(
+                self._trip(
+                    "grad_explode",
+                    seg,
+                    e.step,
+                    f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
+                    f"gradient norm above {GRAD_EXPLODE:g} in {GRAD_REPORTS} reports in a row",
+                    {"grad_norms": grads},
+                    {"grad_clip_thresh": clip / 2},
+                )
+            )
         if len(grads) == GRAD_REPORTS and "grad_vanish" not in tripped and max(grads) < GRAD_VANISH:
-            out.append(self._trip("grad_vanish", seg, e.step, "recorded: the lineage's next decision sees it",
-                                  f"gradient norm below {GRAD_VANISH:g} in {GRAD_REPORTS} reports in a row",
-                                  {"grad_norms": grads}))  # fmt: skip
+            out.append(
+                self._trip(
+                    "grad_vanish",
+                    seg,
+                    e.step,
+                    "recorded: the lineage's next decision sees it",
+                    f"gradient norm below {GRAD_VANISH:g} in {GRAD_REPORTS} reports in a row",
+                    {"grad_norms": grads},
+                )
+            )
         return out
 
     # --- after validation ----------------------------------------------------------------------
@@ -159,23 +190,38 @@ class GuardRails(ActorCore):
         if diag is not None and diag < MIN_DIAGONALITY and self._cool(state, "attention", step):
             w = float(hp.get("guided_attn_weight", 1.0))
             new = max(w * 2, 0.5)
-            out.append(self._trip("attention", seg, step, f"raise guided_attn_weight {w:g} -> {new:g}",
-                                  f"attention diagonality {diag:.2f} < {MIN_DIAGONALITY} after step {step}",
-                                  {"diagonality": diag, "focus_rate": met.get("focus_rate")},
-                                  {"guided_attn_weight": new}))  # fmt: skip
+            out.append(
+                self._trip(
+                    "attention",
+                    seg,
+                    step,
+                    f"raise guided_attn_weight {w:g} -> {new:g}",
+                    f"attention diagonality {diag:.2f} < {MIN_DIAGONALITY} after step {step}",
+                    {"diagonality": diag, "focus_rate": met.get("focus_rate")},
+                    {"guided_attn_weight": new},
+                )
+            )
         acc = met.get("gate_accuracy")
         if acc is not None and acc < MIN_GATE_ACCURACY and self._cool(state, "gate", step):
             pw = float(hp.get("gate_pos_weight", 1.0))
-            out.append(self._trip("gate", seg, step, f"raise gate_pos_weight {pw:g} -> {pw * 2:g}",
-                                  f"gate accuracy {acc:.2f} < {MIN_GATE_ACCURACY} after step {step}",
-                                  {"gate_accuracy": acc, "val_gate_loss": met.get("val_gate_loss")},
-                                  {"gate_pos_weight": pw * 2}))  # fmt: skip
+            out.append(
+                self._trip(
+                    "gate",
+                    seg,
+                    step,
+                    f"raise gate_pos_weight {pw:g} -> {pw * 2:g}",
+                    f"gate accuracy {acc:.2f} < {MIN_GATE_ACCURACY} after step {step}",
+                    {"gate_accuracy": acc, "val_gate_loss": met.get("val_gate_loss")},
+                    {"gate_pos_weight": pw * 2},
+                )
+            )
         out += self._divergence(state, seg, hp)
         return out
 
     def _divergence(self, state: TunerState, seg: Segment, hp: Mapping[str, Any]) -> list[Message]:
-        parent = next((s for s in state.tuning.segments.values()
-                       if s.checkpoint and s.checkpoint == seg.from_checkpoint), None)  # fmt: skip
+        parent = next(
+            (s for s in state.tuning.segments.values() if s.checkpoint and s.checkpoint == seg.from_checkpoint), None
+        )
         if parent is None or not self._cool(state, "divergence", seg.end_step or 0):
             return []
         val0, val1 = parent.metrics.get("val_objective"), seg.metrics.get("val_objective")
@@ -188,10 +234,17 @@ class GuardRails(ActorCore):
             return []
         wd = float(hp.get("weight_decay", 1e-6))
         new = min(max(wd * 10, 1e-6), 1e-2)
-        return [self._trip("divergence", seg, seg.end_step, f"more regularisation: weight_decay {wd:g} -> {new:g}",
-                           f"val objective rose {val0:.4f} -> {val1:.4f} while train objective fell "
-                           f"{tr0:.4f} -> {tr1:.4f}", {"val": [val0, val1], "train": [tr0, tr1]},
-                           {"weight_decay": new})]  # fmt: skip
+        return [
+            self._trip(
+                "divergence",
+                seg,
+                seg.end_step,
+                f"more regularisation: weight_decay {wd:g} -> {new:g}",
+                f"val objective rose {val0:.4f} -> {val1:.4f} while train objective fell {tr0:.4f} -> {tr1:.4f}",
+                {"val": [val0, val1], "train": [tr0, tr1]},
+                {"weight_decay": new},
+            )
+        ]
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -207,10 +260,25 @@ class GuardRails(ActorCore):
                     return False
         return True
 
-    def _trip(self, guard: str, seg: Segment, step: int | None, action: str, reason: str,
-              evidence: Mapping[str, Any], hparams: Mapping[str, Any] | None = None) -> m.GuardTripped:  # fmt: skip
-        return m.GuardTripped(guard=guard, segment_id=seg.segment_id, step=step, action=action, reason=reason,
-                              evidence=_finite(evidence), hparams=dict(hparams or {}))  # fmt: skip
+    def _trip(
+        self,
+        guard: str,
+        seg: Segment,
+        step: int | None,
+        action: str,
+        reason: str,
+        evidence: Mapping[str, Any],
+        hparams: Mapping[str, Any] | None = None,
+    ) -> m.GuardTripped:
+        return m.GuardTripped(
+            guard=guard,
+            segment_id=seg.segment_id,
+            step=step,
+            action=action,
+            reason=reason,
+            evidence=_finite(evidence),
+            hparams=dict(hparams or {}),
+        )
 
 
 def _settable(state: TunerState, found: Sequence[Message]) -> list[Message]:

@@ -199,12 +199,22 @@ async def supervise(
             while crashes and now - crashes[0] > policy.window_s:
                 crashes.popleft()
             gave_up = len(crashes) > policy.max_restarts
-            log.error("actor crashed", actor=name, error=repr(exc), restarts=len(crashes), gave_up=gave_up,
-                      phase=shell.phase, exc_info=True)  # fmt: skip
+            log.error(
+                "actor crashed",
+                actor=name,
+                error=repr(exc),
+                restarts=len(crashes),
+                gave_up=gave_up,
+                phase=shell.phase,
+                exc_info=True,
+            )
             event = m.ActorCrashed(
-                actor=name, error=repr(exc)[:500], restarts=len(crashes), gave_up=gave_up,
+                actor=name,
+                error=repr(exc)[:500],
+                restarts=len(crashes),
+                gave_up=gave_up,
                 traceback=traceback.format_exc()[-4000:],
-            )  # fmt: skip
+            )
             try:
                 await report(event)
             except BusError as bus_exc:

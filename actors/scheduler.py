@@ -58,8 +58,21 @@ def plan_segment(
     why = f"round {rnd.round}, rung {rung}: {trial.trial_id} trains {rnd.rung_steps[rung]} steps from step {step}"
     if attempt:
         why += f" (re-run {attempt} after " + ("a rollback)" if kind == "rb" else "it was aborted)")
-    return m.SegmentScheduled(segment_id=sid, trial_id=trial.trial_id, from_checkpoint=start, from_sha256=sha,
-                              start_step=step, steps=rnd.rung_steps[rung], hparams=hp, reason=why,
-                              report_every=report_cadence(rnd.rung_steps[rung]), eval_every=EVAL_EVERY,
-                              evidence={"round": rnd.round, "rung": rung, "sampler": trial.sampler,
-                                        "adjustments": dict(state.tuning.adjustments)})  # fmt: skip
+    return m.SegmentScheduled(
+        segment_id=sid,
+        trial_id=trial.trial_id,
+        from_checkpoint=start,
+        from_sha256=sha,
+        start_step=step,
+        steps=rnd.rung_steps[rung],
+        hparams=hp,
+        reason=why,
+        report_every=report_cadence(rnd.rung_steps[rung]),
+        eval_every=EVAL_EVERY,
+        evidence={
+            "round": rnd.round,
+            "rung": rung,
+            "sampler": trial.sampler,
+            "adjustments": dict(state.tuning.adjustments),
+        },
+    )

@@ -220,8 +220,12 @@ class Sequencer:
         # A flood of bad input must not become a flood of log lines: one line per second at most.
         if now - self._violations_logged_at >= VIOLATION_REPORT_S:
             self._violations_logged_at = now
-            log.warning("proposal refused", error=error, malformed_total=self.violation_count,
-                        refused_transitions=self.refused_transitions)  # fmt: skip
+            log.warning(
+                "proposal refused",
+                error=error,
+                malformed_total=self.violation_count,
+                refused_transitions=self.refused_transitions,
+            )
 
     def _maybe_report_violations(self, force: bool = False) -> None:
         now = time.monotonic()

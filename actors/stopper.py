@@ -91,11 +91,17 @@ class Stopper(ActorCore):
         _, objective, diag = curve[-1]
         need_diag = stop.get("target_diagonality", ALIGNED)
         if objective <= target and diag >= need_diag:
-            return m.StopDecided(rule="quality_target",
-                                 reason=f"the champion reached the target: objective {objective:.4f} <= {target:g} "
-                                        f"with diagonality {diag:.2f} >= {need_diag:g}",
-                                 evidence={"objective": objective, "diagonality": diag, "target_objective": target,
-                                           "target_diagonality": need_diag})  # fmt: skip
+            return m.StopDecided(
+                rule="quality_target",
+                reason=f"the champion reached the target: objective {objective:.4f} <= {target:g} "
+                f"with diagonality {diag:.2f} >= {need_diag:g}",
+                evidence={
+                    "objective": objective,
+                    "diagonality": diag,
+                    "target_objective": target,
+                    "target_diagonality": need_diag,
+                },
+            )
         return None
 
     def _budget(self, state: TunerState, config: Mapping[str, Any], now_ts: float) -> m.StopDecided | None:
@@ -105,14 +111,19 @@ class Stopper(ActorCore):
         if max_hours is not None:
             hours = (now_ts - state.run.started_ts) / 3600
             if hours >= max_hours:
-                return m.StopDecided(rule="budget_hours", reason=f"wall-clock budget reached: {hours:.2f} h of "
-                                     f"{max_hours:g} h", evidence={"hours": round(hours, 4), "max_hours": max_hours,
-                                                                    "clock_ts": now_ts})  # fmt: skip
+                return m.StopDecided(
+                    rule="budget_hours",
+                    reason=f"wall-clock budget reached: {hours:.2f} h of {max_hours:g} h",
+                    evidence={"hours": round(hours, 4), "max_hours": max_hours, "clock_ts": now_ts},
+                )
         if max_gpu is not None:
             gpu_h = sum((s.duration_s or 0.0) * _gpus(s.device) for s in state.tuning.segments.values()) / 3600
             if gpu_h >= max_gpu:
-                return m.StopDecided(rule="budget_gpu_hours", reason=f"GPU budget reached: {gpu_h:.2f} of {max_gpu:g} "
-                                     "GPU hours", evidence={"gpu_hours": gpu_h, "max_gpu_hours": max_gpu})  # fmt: skip
+                return m.StopDecided(
+                    rule="budget_gpu_hours",
+                    reason=f"GPU budget reached: {gpu_h:.2f} of {max_gpu:g} GPU hours",
+                    evidence={"gpu_hours": gpu_h, "max_gpu_hours": max_gpu},
+                )
         if max_steps is not None:
             spent = steps_spent(state)
             rounds = state.tuning.rounds
@@ -144,9 +155,11 @@ class Stopper(ActorCore):
         if since < need:
             return None
         recent = [round(o, 5) for _, o, _ in curve[-need - 1 :]]
-        return m.StopDecided(rule="plateau", reason=f"no gain of {min_delta:g} in {since} rounds ({phase} phase, "
-                             f"patience {need}): best {best:.4f}", evidence={"phase": phase, "patience": need,
-                             "min_delta": min_delta, "best": best, "recent": recent})  # fmt: skip
+        return m.StopDecided(
+            rule="plateau",
+            reason=f"no gain of {min_delta:g} in {since} rounds ({phase} phase, patience {need}): best {best:.4f}",
+            evidence={"phase": phase, "patience": need, "min_delta": min_delta, "best": best, "recent": recent},
+        )
 
 
 def _gpus(device: str | None) -> int:

@@ -39,16 +39,24 @@ from smart_tuner.state.model import TunerState
 
 def started() -> m.RunStarted:
     return m.RunStarted(
-        run_id="bench", config_hash="0" * 64, config={"strategy": "forks"}, strategy="forks", seed=0,
-        host="bench", pid=0, version="bench",
-    )  # fmt: skip
+        run_id="bench",
+        config_hash="0" * 64,
+        config={"strategy": "forks"},
+        strategy="forks",
+        seed=0,
+        host="bench",
+        pid=0,
+        version="bench",
+    )
 
 
 def metric(step: int) -> m.MetricsObserved:
     return m.MetricsObserved(
-        segment_id=f"s{step // 200}", source="worker", step=step,
+        segment_id=f"s{step // 200}",
+        source="worker",
+        step=step,
         metrics={"train_loss": 0.5 + 1.0 / (1 + step), "grad_norm": 1.25, "learning_rate": 1e-3, "step_time_s": 0.41},
-    )  # fmt: skip
+    )
 
 
 def realistic_events(n: int) -> list[m.Message]:
@@ -60,18 +68,39 @@ def realistic_events(n: int) -> list[m.Message]:
         if step % 200 == 0:
             hp = {"learning_rate": 1e-3 * (1 + k % 7), "batch_size": 16}
             evidence = {"sampler": "tpe", "n_complete": k}
-            out.append(m.TrialProposed(trial_id=f"t{k}", number=k, hparams=hp, sampler="tpe", reason="sampled",
-                                       evidence=evidence))  # fmt: skip
-            out.append(m.SegmentScheduled(segment_id=f"s{k}", trial_id=f"t{k}", from_checkpoint="ckpt",
-                                          from_sha256="a" * 64, start_step=step, steps=200, hparams=hp, reason="fork",
-                                          evidence={}))  # fmt: skip
+            out.append(
+                m.TrialProposed(
+                    trial_id=f"t{k}", number=k, hparams=hp, sampler="tpe", reason="sampled", evidence=evidence
+                )
+            )
+            out.append(
+                m.SegmentScheduled(
+                    segment_id=f"s{k}",
+                    trial_id=f"t{k}",
+                    from_checkpoint="ckpt",
+                    from_sha256="a" * 64,
+                    start_step=step,
+                    steps=200,
+                    hparams=hp,
+                    reason="fork",
+                    evidence={},
+                )
+            )
             out.append(m.SegmentStarted(segment_id=f"s{k}", worker_id="w0", device="cpu", pid=1))
         out.append(metric(step))
         step += 1
         if step % 200 == 0:
             final = {"val_loss": 0.3, "diag": 0.9}
-            out.append(m.SegmentFinished(segment_id=f"s{k}", end_step=step, metrics=final, checkpoint=f"ckpt-{k}",
-                                         checkpoint_sha256="b" * 64, duration_s=80.0))  # fmt: skip
+            out.append(
+                m.SegmentFinished(
+                    segment_id=f"s{k}",
+                    end_step=step,
+                    metrics=final,
+                    checkpoint=f"ckpt-{k}",
+                    checkpoint_sha256="b" * 64,
+                    duration_s=80.0,
+                )
+            )
     return out[:n]
 
 
@@ -80,8 +109,21 @@ def write_log(path: Path, n: int) -> float:
     journal = FileJournal.open(path, fsync=False)
     batch: list[bytes] = []
     for seq, msg in enumerate(realistic_events(n), 1):
-        batch.append(encode(Envelope(seq=seq, id=f"{seq:032x}", ts=1.7e9 + seq, type=msg.TYPE, tv=msg.TV,
-                                     actor="bench", corr=None, cause=None, data=msg)))  # fmt: skip
+        batch.append(
+            encode(
+                Envelope(
+                    seq=seq,
+                    id=f"{seq:032x}",
+                    ts=1.7e9 + seq,
+                    type=msg.TYPE,
+                    tv=msg.TV,
+                    actor="bench",
+                    corr=None,
+                    cause=None,
+                    data=msg,
+                )
+            )
+        )
         if len(batch) == 10_000:
             journal.append(batch)
             batch.clear()
@@ -218,12 +260,14 @@ def main() -> None:
     batched_zmq = asyncio.run(with_sequencer(base, "zmq", lambda mk: batched_rate(mk, 8, 10, 250)))
     single = asyncio.run(with_sequencer(base, "inproc", lambda mk: one_by_one_rate(mk, 64, 200)))
     raw = raw_journal_rate(base / "raw.log", 200, 1000)
-    print(f"ack latency, in-process client: p50 {pct(inproc, 0.5) * 1e3:.3f} ms  p99 {pct(inproc, 0.99) * 1e3:.3f} ms")  # type: ignore[arg-type]
+    print(f"ack latency, in-process client: p50 {pct(inproc, 0.5) * 1e3:.3f} ms  p99 {pct(inproc, 0.99) * 1e3:.3f} ms")
     print(
         f"ack latency, zmq ipc client:    p50 {pct(zmq_lat, 0.5) * 1e3:.3f} ms  p99 {pct(zmq_lat, 0.99) * 1e3:.3f} ms"
-    )  # type: ignore[arg-type]
-    print(f"through the sequencer, 8 producers proposing bursts of 250: {batched:,.0f} events/s in-process, "
-          f"{batched_zmq:,.0f} events/s over zmq ipc")  # fmt: skip
+    )
+    print(
+        f"through the sequencer, 8 producers proposing bursts of 250: {batched:,.0f} events/s in-process, "
+        f"{batched_zmq:,.0f} events/s over zmq ipc"
+    )
     print(f"through the sequencer, 64 producers waiting for each ack:   {single:,.0f} events/s")
     print(f"raw journal, groups of 1000 with one fsync:   {raw:,.0f} events/s")
 
@@ -237,8 +281,10 @@ def main() -> None:
     assert state.last_seq == args.events, state.last_seq
     size_mb = log_path.stat().st_size / 1e6
     per_event_us = replay_s / args.events * 1e6
-    print(f"replay of {args.events:,} events: {replay_s:.2f} s ({per_event_us:.2f} us/event; "
-          f"log of {size_mb:.0f} MB built in {build_s:.1f} s)")  # fmt: skip
+    print(
+        f"replay of {args.events:,} events: {replay_s:.2f} s ({per_event_us:.2f} us/event; "
+        f"log of {size_mb:.0f} MB built in {build_s:.1f} s)"
+    )
 
     yaml_times = []
     for _ in range(3):
@@ -250,9 +296,9 @@ def main() -> None:
     segments = len(state.tuning.segments)
     print(f"tuner_state.yaml ({segments} segments, {size_kb:.0f} kB): render + atomic write {yaml_s:.3f} s")
     print(
-        f"RESULT replay_1m_s={replay_s * 1e6 / args.events:.3f} ack_p50_ms={pct(inproc, 0.5) * 1e3:.3f} "  # type: ignore[arg-type]
-        f"ack_p99_ms={pct(inproc, 0.99) * 1e3:.3f} batched_per_s={batched:.0f} yaml_write_s={yaml_s:.3f} "  # type: ignore[arg-type]
-        f"zmq_ack_p50_ms={pct(zmq_lat, 0.5) * 1e3:.3f} zmq_batched_per_s={batched_zmq:.0f} "  # type: ignore[arg-type]
+        f"RESULT replay_1m_s={replay_s * 1e6 / args.events:.3f} ack_p50_ms={pct(inproc, 0.5) * 1e3:.3f} "
+        f"ack_p99_ms={pct(inproc, 0.99) * 1e3:.3f} batched_per_s={batched:.0f} yaml_write_s={yaml_s:.3f} "
+        f"zmq_ack_p50_ms={pct(zmq_lat, 0.5) * 1e3:.3f} zmq_batched_per_s={batched_zmq:.0f} "
         f"one_by_one_per_s={single:.0f} raw_journal_per_s={raw:.0f}"
     )
 

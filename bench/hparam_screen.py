@@ -57,8 +57,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def run_child(args: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
-                          timeout=7200)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, timeout=7200)
     if proc.returncode != 0:
         raise SystemExit(f"{args['name']} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -80,15 +79,34 @@ def main() -> None:
     variants = dict(VARIANTS) if args.variants is None else {"base": {}, **json.loads(args.variants)}
     out = Path(tempfile.mkdtemp(prefix="st-screen-"))
     common = {"out": str(out), "seed": args.seed}
-    base = run_child({**common, "name": "start", "ckpt": None, "sha": None, "hparams": {"learning_rate": args.lr},
-                      "steps": args.base_steps})  # fmt: skip
-    print(f"start: step {base['step']}, objective {objective(base['metrics']):.4f}, "
-          f"diagonality {base['metrics']['diagonality']:.3f} ({base['seconds']:.0f} s)", flush=True)  # fmt: skip
+    base = run_child(
+        {
+            **common,
+            "name": "start",
+            "ckpt": None,
+            "sha": None,
+            "hparams": {"learning_rate": args.lr},
+            "steps": args.base_steps,
+        }
+    )
+    print(
+        f"start: step {base['step']}, objective {objective(base['metrics']):.4f}, "
+        f"diagonality {base['metrics']['diagonality']:.3f} ({base['seconds']:.0f} s)",
+        flush=True,
+    )
 
     def fork(item: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         name, change = item
-        return run_child({**common, "name": name, "ckpt": base["checkpoint"], "sha": base["sha256"],
-                          "hparams": {"learning_rate": args.lr, **change}, "steps": args.steps})  # fmt: skip
+        return run_child(
+            {
+                **common,
+                "name": name,
+                "ckpt": base["checkpoint"],
+                "sha": base["sha256"],
+                "hparams": {"learning_rate": args.lr, **change},
+                "steps": args.steps,
+            }
+        )
 
     with ThreadPoolExecutor(args.parallel) as pool:
         results = dict(zip(variants, pool.map(fork, variants.items()), strict=True))
@@ -98,8 +116,10 @@ def main() -> None:
     for name, res in results.items():
         m = res["metrics"]
         ratio = objective(m) / base_val
-        print(f"{name:<20} {objective(m):>9.4f} {ratio:>6.3f} {m['diagonality']:>6.3f} "
-              f"{m.get('train_objective', float('nan')):>7.4f}  {json.dumps(variants[name])}")  # fmt: skip
+        print(
+            f"{name:<20} {objective(m):>9.4f} {ratio:>6.3f} {m['diagonality']:>6.3f} "
+            f"{m.get('train_objective', float('nan')):>7.4f}  {json.dumps(variants[name])}"
+        )
         if name != "base":
             fields.append(f"{name}={ratio:.3f}")
     print("RESULT " + " ".join(fields) + f" base_val={base_val:.4f}")

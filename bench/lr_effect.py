@@ -57,8 +57,12 @@ print(json.dumps(rows))
 
 def run_one(lr: float, seed: int, steps: int, every: int, out: Path) -> list[dict[str, float]]:
     where = str(out / f"lr{lr:g}-seed{seed}")
-    proc = subprocess.run([sys.executable, "-c", CHILD, repr(lr), str(steps), str(every), where, str(seed)],
-                          capture_output=True, text=True, timeout=7200)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, repr(lr), str(steps), str(every), where, str(seed)],
+        capture_output=True,
+        text=True,
+        timeout=7200,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"lr {lr:g} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -77,8 +81,9 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="st-lr-bench-"))
     jobs = [(lr, seed) for seed in seeds for lr in lrs]  # seeds outermost: every rate advances together
     with ThreadPoolExecutor(args.parallel) as pool:
-        runs = dict(zip(jobs, pool.map(lambda j: run_one(j[0], j[1], args.steps, args.eval_every, out), jobs),
-                        strict=True))  # fmt: skip
+        runs = dict(
+            zip(jobs, pool.map(lambda j: run_one(j[0], j[1], args.steps, args.eval_every, out), jobs), strict=True)
+        )
     results = {lr: runs[(lr, seeds[0])] for lr in lrs}
     print(f"{'step':>6} " + " ".join(f"{'lr ' + format(lr, 'g'):>22}" for lr in lrs))
     print(f"{'':>6} " + " ".join(f"{'objective  diag':>22}" for _ in lrs))
@@ -90,15 +95,19 @@ def main() -> None:
         rows = results[lr]
         final = rows[-1]
         reached = next((r["train_s"] for r in rows if r["diagonality"] >= 0.9), -1)
-        print(f"lr {lr:g}: final objective {final['val_objective']:.4f}, diagonality {final['diagonality']:.3f}, "
-              f"{final['train_s']:.0f} s of training; diagonality >= 0.9 after {reached} s")  # fmt: skip
+        print(
+            f"lr {lr:g}: final objective {final['val_objective']:.4f}, diagonality {final['diagonality']:.3f}, "
+            f"{final['train_s']:.0f} s of training; diagonality >= 0.9 after {reached} s"
+        )
         finals = [runs[(lr, s)][-1]["val_objective"] for s in seeds]
         mean = statistics.fmean(finals)
         fields += [f"val_{lr:g}={mean:.4f}", f"diag_{lr:g}={final['diagonality']:.3f}", f"diag09_s_{lr:g}={reached}"]
         if len(seeds) > 1:
             sd = statistics.stdev(finals)
-            print(f"lr {lr:g} over seeds {seeds}: objectives {', '.join(f'{v:.4f}' for v in finals)}; "
-                  f"mean {mean:.4f}, sd {sd:.4f}")  # fmt: skip
+            print(
+                f"lr {lr:g} over seeds {seeds}: objectives {', '.join(f'{v:.4f}' for v in finals)}; "
+                f"mean {mean:.4f}, sd {sd:.4f}"
+            )
             fields.append(f"val_sd_{lr:g}={sd:.4f}")
     print("RESULT " + " ".join(fields))
 

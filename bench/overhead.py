@@ -44,18 +44,38 @@ print(json.dumps({"seconds": time.perf_counter() - t0}))
 
 
 def bare(steps: int, out: Path) -> float:
-    proc = subprocess.run([sys.executable, "-c", BARE, str(steps), str(out)], capture_output=True, text=True,
-                          timeout=3600, check=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", BARE, str(steps), str(out)], capture_output=True, text=True, timeout=3600, check=True
+    )
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
 
 
 def tuned(steps: int, out: Path) -> float:
-    config = {"strategy": "none", "budget": {"max_steps": steps}, "forks": {"warmup_steps": steps},
-              "trainer": {"threads": 1}}  # fmt: skip
+    config = {
+        "strategy": "none",
+        "budget": {"max_steps": steps},
+        "forks": {"warmup_steps": steps},
+        "trainer": {"threads": 1},
+    }
     cfg = out.with_suffix(".yaml")
     cfg.write_text(yaml.safe_dump(config))
-    subprocess.run([sys.executable, str(ROOT / "run_tuner.py"), "run", "--config", str(cfg), "--run-dir", str(out),
-                    "--log-level", "warning"], capture_output=True, text=True, timeout=3600, check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_tuner.py"),
+            "run",
+            "--config",
+            str(cfg),
+            "--run-dir",
+            str(out),
+            "--log-level",
+            "warning",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=True,
+    )
     state = yaml.safe_load((out / "tuner_state.yaml").read_text())
     (segment,) = state["tuning"]["segments"].values()
     assert segment["steps"] == steps and segment["status"] == "finished"

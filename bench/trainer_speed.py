@@ -52,8 +52,12 @@ print(json.dumps({"first_step_s": time.time() - t0}))
 
 def restart_cost(out: Path, checkpoint: Path, threads: int, name: str) -> float:
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-c", CHILD, repr(t0), str(out), str(checkpoint), str(threads), name],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, repr(t0), str(out), str(checkpoint), str(threads), name],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"restart child failed: {proc.stderr[-2000:]}")
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["first_step_s"])
@@ -78,13 +82,29 @@ def main() -> None:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     hot = [
-        {"learning_rate": 3e-3, "weight_decay": 1e-5, "p_attention_dropout": 0.2, "p_decoder_dropout": 0.2,
-         "p_prenet_dropout": 0.4, "p_encoder_dropout": 0.4, "p_postnet_dropout": 0.4, "guided_attn_weight": 2.0,
-         "gate_loss_weight": 2.0},
-        {"learning_rate": 1e-3, "weight_decay": 1e-6, "p_attention_dropout": 0.1, "p_decoder_dropout": 0.1,
-         "p_prenet_dropout": 0.5, "p_encoder_dropout": 0.5, "p_postnet_dropout": 0.5, "guided_attn_weight": 1.0,
-         "gate_loss_weight": 1.0},
-    ]  # fmt: skip
+        {
+            "learning_rate": 3e-3,
+            "weight_decay": 1e-5,
+            "p_attention_dropout": 0.2,
+            "p_decoder_dropout": 0.2,
+            "p_prenet_dropout": 0.4,
+            "p_encoder_dropout": 0.4,
+            "p_postnet_dropout": 0.4,
+            "guided_attn_weight": 2.0,
+            "gate_loss_weight": 2.0,
+        },
+        {
+            "learning_rate": 1e-3,
+            "weight_decay": 1e-6,
+            "p_attention_dropout": 0.1,
+            "p_decoder_dropout": 0.1,
+            "p_prenet_dropout": 0.5,
+            "p_encoder_dropout": 0.5,
+            "p_postnet_dropout": 0.5,
+            "guided_attn_weight": 1.0,
+            "gate_loss_weight": 1.0,
+        },
+    ]
     apply_s = []
     for i in range(1000):
         t = time.perf_counter()
@@ -107,10 +127,14 @@ def main() -> None:
     restart_s = statistics.median(restarts)
 
     size_mb = path.stat().st_size / 1e6
-    print(f"demo model ({args.preset}), {args.threads} threads: {steps_per_s:.2f} steps/s over {args.steps} steps; "
-          f"peak RSS {peak_rss_mb:.0f} MB")  # fmt: skip
-    print(f"restart (fresh process -> first step, from a checkpoint): median {restart_s:.2f} s  "
-          f"({', '.join(f'{r:.2f}' for r in restarts)})")  # fmt: skip
+    print(
+        f"demo model ({args.preset}), {args.threads} threads: {steps_per_s:.2f} steps/s over {args.steps} steps; "
+        f"peak RSS {peak_rss_mb:.0f} MB"
+    )
+    print(
+        f"restart (fresh process -> first step, from a checkpoint): median {restart_s:.2f} s  "
+        f"({', '.join(f'{r:.2f}' for r in restarts)})"
+    )
     print(f"in-process hot change of {len(hot[0])} hyperparameters: median {hot_apply_s * 1e6:.1f} us")
     print(
         f"in-process checkpoint switch ({size_mb:.0f} MB: read, sha256, load, restore): median {switch_s * 1e3:.1f} ms"

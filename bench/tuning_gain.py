@@ -45,20 +45,46 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-START = {"learning_rate": 1e-3, "weight_decay": 1e-6, "grad_clip_thresh": 1.0, "p_attention_dropout": 0.1,
-         "p_decoder_dropout": 0.1, "guided_attn_weight": 1.0, "guided_attn_sigma": 0.4, "batch_size": 16}  # fmt: skip
+START = {
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-6,
+    "grad_clip_thresh": 1.0,
+    "p_attention_dropout": 0.1,
+    "p_decoder_dropout": 0.1,
+    "guided_attn_weight": 1.0,
+    "guided_attn_sigma": 0.4,
+    "batch_size": 16,
+}
 
 
 def run_arm(name: str, strategy: str, seed: int, budget: int, out: Path, lr: float | None = None) -> dict[str, Any]:
     hp = {**START, "seed": seed, **({"learning_rate": lr} if lr is not None else {})}
-    config = {"strategy": strategy, "seed": seed, "budget": {"max_steps": budget},
-              "trainer": {"threads": 1, "hparams": hp}, "journal": {"fsync": False}}  # fmt: skip
+    config = {
+        "strategy": strategy,
+        "seed": seed,
+        "budget": {"max_steps": budget},
+        "trainer": {"threads": 1, "hparams": hp},
+        "journal": {"fsync": False},
+    }
     run_dir = out / f"{name}-seed{seed}"
     cfg_path = out / f"{name}-seed{seed}.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    proc = subprocess.run([sys.executable, str(ROOT / "run_tuner.py"), "run", "--config", str(cfg_path),
-                           "--run-dir", str(run_dir), "--log-level", "warning"],
-                          capture_output=True, text=True, timeout=4 * 3600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_tuner.py"),
+            "run",
+            "--config",
+            str(cfg_path),
+            "--run-dir",
+            str(run_dir),
+            "--log-level",
+            "warning",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=4 * 3600,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{name} seed {seed} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return measure(run_dir)
@@ -76,9 +102,14 @@ def measure(run_dir: Path) -> dict[str, Any]:
         spent += s["steps"]
         if s["trial_id"] in winners and s["status"] == "finished":
             lineage.append((spent, s["metrics"]["val_objective"]))
-    return {"val": seg["metrics"]["val_objective"], "diag": seg["metrics"]["diagonality"],
-            "hparams": champion["hparams"], "lineage": lineage, "steps": spent,
-            "summary": state["control"]["summary"]}  # fmt: skip
+    return {
+        "val": seg["metrics"]["val_objective"],
+        "diag": seg["metrics"]["diagonality"],
+        "hparams": champion["hparams"],
+        "lineage": lineage,
+        "steps": spent,
+        "summary": state["control"]["summary"],
+    }
 
 
 def main() -> None:
@@ -103,13 +134,24 @@ def main() -> None:
         results = list(pool.map(lambda j: run_arm(j[0], j[1], j[2], args.budget_steps, out, j[3]), jobs))
     by = {(j[0], j[2]): r for j, r in zip(jobs, results, strict=True)}
     rows = []
-    print(f"{'seed':>6} {'control val':>12} {'diag':>5} {'tuned val':>10} {'diag':>5} {'ratio':>6} "
-          f"{'steps to control':>17}  champion hparams")  # fmt: skip
+    print(
+        f"{'seed':>6} {'control val':>12} {'diag':>5} {'tuned val':>10} {'diag':>5} {'ratio':>6} "
+        f"{'steps to control':>17}  champion hparams"
+    )
     for seed in seeds:
         c, t = by[("control", seed)], by[("tuned", seed)]
         reach = next((spent for spent, v in t["lineage"] if v <= c["val"]), None)
-        rows.append({"seed": seed, "control": c["val"], "tuned": t["val"], "control_diag": c["diag"],
-                     "tuned_diag": t["diag"], "ratio": t["val"] / c["val"], "reach": reach})  # fmt: skip
+        rows.append(
+            {
+                "seed": seed,
+                "control": c["val"],
+                "tuned": t["val"],
+                "control_diag": c["diag"],
+                "tuned_diag": t["diag"],
+                "ratio": t["val"] / c["val"],
+                "reach": reach,
+            }
+        )
         changed = {k: v for k, v in t["hparams"].items() if START.get(k) != v and k != "seed"}
         print(
             f"{seed:>6} {c['val']:>12.4f} {c['diag']:>5.2f} {t['val']:>10.4f} {t['diag']:>5.2f} "
@@ -123,13 +165,18 @@ def main() -> None:
     reaches = [r["reach"] for r in rows]
     steps_to_control = statistics.fmean(reaches) if all(x is not None for x in reaches) else -1
     ratio = tuned_val / control_val
-    print(f"\nmean over {len(seeds)} seeds: control {control_val:.4f}, tuned {tuned_val:.4f}, ratio {ratio:.3f} "
-          f"(goal <= 0.8), tuned diagonality {tuned_diag:.3f} (goal >= 0.9)")  # fmt: skip
+    print(
+        f"\nmean over {len(seeds)} seeds: control {control_val:.4f}, tuned {tuned_val:.4f}, ratio {ratio:.3f} "
+        f"(goal <= 0.8), tuned diagonality {tuned_diag:.3f} (goal >= 0.9)"
+    )
     extra = ""
     if args.oracle:
-        oracle = {lr: statistics.fmean(by[(name, s)]["val"] if name != "control" else by[("control", s)]["val"]
-                                       for s in seeds)
-                  for name, lr in (("lr3e-4", 3e-4), ("control", 1e-3), ("lr3e-3", 3e-3))}  # fmt: skip
+        oracle = {
+            lr: statistics.fmean(
+                by[(name, s)]["val"] if name != "control" else by[("control", s)]["val"] for s in seeds
+            )
+            for name, lr in (("lr3e-4", 3e-4), ("control", 1e-3), ("lr3e-3", 3e-3))
+        }
         best_lr = min(oracle, key=oracle.__getitem__)
         print(
             f"oracle (fixed lr, {args.budget_steps} steps each, 3x the budget in all): "

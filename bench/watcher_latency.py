@@ -148,8 +148,15 @@ def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[by
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
 
-async def arm(name: str, directory: Path, steps: int, server: WorkerServer, committed: dict[tuple[str, int], float],
-              hellos: set[str], mlflow_uri: str) -> list[float]:  # fmt: skip
+async def arm(
+    name: str,
+    directory: Path,
+    steps: int,
+    server: WorkerServer,
+    committed: dict[tuple[str, int], float],
+    hellos: set[str],
+    mlflow_uri: str,
+) -> list[float]:
     """One arm: start the writer, run one segment, pair each written step with its commit."""
     out = directory / name
     out.mkdir()
@@ -160,16 +167,40 @@ async def arm(name: str, directory: Path, steps: int, server: WorkerServer, comm
         worker_id = "n1"
     else:
         code = SCRIPT.replace("{", "{{").replace("}", "}}")  # literal braces in a command template
-        section = {"command": [sys.executable, "-c", code, name, "{output_dir}", str(steps), mlflow_uri,
-                               "{checkpoint}", "{hparams}"],
-                   "hparams": {"x": 1}, "stdout": name == "stdout",
-                   "tensorboard_dir": "logs" if name == "tensorboard" else None,
-                   "mlflow_tracking_uri": mlflow_uri if name == "mlflow" else None,
-                   "mlflow_experiment": "bench" if name == "mlflow" else None,
-                   "checkpoint_timeout_s": 30, "sigint_timeout_s": 5}  # fmt: skip
+        section = {
+            "command": [
+                sys.executable,
+                "-c",
+                code,
+                name,
+                "{output_dir}",
+                str(steps),
+                mlflow_uri,
+                "{checkpoint}",
+                "{hparams}",
+            ],
+            "hparams": {"x": 1},
+            "stdout": name == "stdout",
+            "tensorboard_dir": "logs" if name == "tensorboard" else None,
+            "mlflow_tracking_uri": mlflow_uri if name == "mlflow" else None,
+            "mlflow_experiment": "bench" if name == "mlflow" else None,
+            "checkpoint_timeout_s": 30,
+            "sigint_timeout_s": 5,
+        }
         env[EXTERNAL_SPEC_ENV] = json.dumps(section)
-        cmd = [sys.executable, "-m", "smart_tuner.actors.external.worker", "--endpoint", server.endpoint,
-               "--worker-id", "x1", "--output-dir", str(out), "--heartbeat-s", "0.5"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "smart_tuner.actors.external.worker",
+            "--endpoint",
+            server.endpoint,
+            "--worker-id",
+            "x1",
+            "--output-dir",
+            str(out),
+            "--heartbeat-s",
+            "0.5",
+        ]
         written = out / name / "written.txt"
         worker_id = "x1"
     proc = spawn(cmd, env, out / "stderr.log")
@@ -179,8 +210,15 @@ async def arm(name: str, directory: Path, steps: int, server: WorkerServer, comm
             if proc.poll() is not None:
                 raise SystemExit(f"{name}: the worker exited: {(out / 'stderr.log').read_text()[-2000:]}")
             await asyncio.sleep(0.05)
-        run = m.RunSegment(segment_id=name, from_checkpoint=None, from_sha256=None, hparams={}, steps=steps,
-                           eval_every=0, report_every=1)  # fmt: skip
+        run = m.RunSegment(
+            segment_id=name,
+            from_checkpoint=None,
+            from_sha256=None,
+            hparams={},
+            steps=steps,
+            eval_every=0,
+            report_every=1,
+        )
         await server.send(worker_id.encode(), encode(Envelope.new(run, actor="bench")))
         while time.monotonic() < deadline:
             if written.exists() and sum(1 for k in committed if k[0] == name) >= steps:
@@ -208,8 +246,9 @@ async def main_async(steps: int, directory: Path) -> dict[str, list[float]]:
     task = asyncio.create_task(sequencer.run())
     await sequencer.ready.wait()
     client = ZmqClient(ctx, port.endpoints, SocketOptions(linger_ms=0), subscribe=False)
-    started = m.RunStarted(run_id="bench", config_hash="0" * 64, config={}, strategy="forks", seed=0, host="bench",
-                           pid=0, version="bench")  # fmt: skip
+    started = m.RunStarted(
+        run_id="bench", config_hash="0" * 64, config={}, strategy="forks", seed=0, host="bench", pid=0, version="bench"
+    )
     await client.propose(Envelope.new(started, actor="bench"))
     server = WorkerServer(ctx, ipc_endpoints(directory / "wbus").workers, SocketOptions(linger_ms=0))
     hellos: set[str] = set()

@@ -62,8 +62,13 @@ def committed(journal: Journal, from_seq: int = 1, to_seq: int | None = None) ->
             raise HistoryError(f"record {seq}: {exc}") from None
         if type(frame) is tuple and len(frame) == ENVELOPE_LEN and frame[0] == ENVELOPE_VERSION and frame[1] == seq:
             data = frame[9]
-            if (frame[4] == _RAW_TYPE and frame[5] == _RAW_TV and type(data) is dict
-                    and type(data.get("step")) is int and type(data.get("metrics")) is dict):  # fmt: skip
+            if (
+                frame[4] == _RAW_TYPE
+                and frame[5] == _RAW_TV
+                and type(data) is dict
+                and type(data.get("step")) is int
+                and type(data.get("metrics")) is dict
+            ):
                 yield seq, frame[3], data
                 continue
         try:

@@ -220,9 +220,16 @@ def _run_started(state: TunerState, e: m.RunStarted, seq: int, ts: float) -> Cha
     if state.run is not None:
         raise InvalidTransition(f"run {state.run.run_id} has already started")
     run = RunInfo(
-        run_id=e.run_id, config_hash=e.config_hash, strategy=e.strategy, seed=e.seed, version=e.version,
-        host=e.host, pid=e.pid, started_ts=ts, config=e.config,
-    )  # fmt: skip
+        run_id=e.run_id,
+        config_hash=e.config_hash,
+        strategy=e.strategy,
+        seed=e.seed,
+        version=e.version,
+        host=e.host,
+        pid=e.pid,
+        started_ts=ts,
+        config=e.config,
+    )
     return {"run": run, "control": replace(state.control, phase="running")}
 
 
@@ -230,12 +237,21 @@ def _run_started(state: TunerState, e: m.RunStarted, seq: int, ts: float) -> Cha
 def _run_resumed(state: TunerState, e: m.RunResumed, seq: int, ts: float) -> Changes:
     _require_started(state, "RunResumed")
     control = replace(
-        state.control, phase="running", status=None, finish_reason=None, finished_ts=None, stop=None,
-        stop_requests=(), ready_actors=(), resumes=state.control.resumes + 1,
-    )  # fmt: skip
+        state.control,
+        phase="running",
+        status=None,
+        finish_reason=None,
+        finished_ts=None,
+        stop=None,
+        stop_requests=(),
+        ready_actors=(),
+        resumes=state.control.resumes + 1,
+    )
     # the earlier coordinator's workers went with it (they stop when their parent is gone)
-    workers = {k: w if w.status == "lost" else replace(w, status="lost", lost_reason="coordinator restarted")
-               for k, w in state.tuning.workers.items()}  # fmt: skip
+    workers = {
+        k: w if w.status == "lost" else replace(w, status="lost", lost_reason="coordinator restarted")
+        for k, w in state.tuning.workers.items()
+    }
     return {"control": control, "tuning": replace(state.tuning, workers=workers)}
 
 
@@ -267,9 +283,13 @@ def _run_finished(state: TunerState, e: m.RunFinished, seq: int, ts: float) -> C
     if state.control.phase == "finished":
         raise InvalidTransition("the run has already finished")
     control = replace(
-        state.control, phase="finished", status=e.status, finish_reason=e.reason, finished_ts=ts,
+        state.control,
+        phase="finished",
+        status=e.status,
+        finish_reason=e.reason,
+        finished_ts=ts,
         summary=e.summary,
-    )  # fmt: skip
+    )
     return {"control": control}
 
 
@@ -297,10 +317,19 @@ def _segment_scheduled(state: TunerState, e: m.SegmentScheduled, seq: int, ts: f
     if e.trial_id is not None and e.trial_id not in tuning.trials:
         raise InvalidTransition(f"segment {e.segment_id!r} names unknown trial {e.trial_id!r}")
     seg = Segment(
-        segment_id=e.segment_id, trial_id=e.trial_id, status="scheduled", from_checkpoint=e.from_checkpoint,
-        from_sha256=e.from_sha256, start_step=e.start_step, steps=e.steps, hparams=e.hparams, reason=e.reason,
-        scheduled_seq=seq, report_every=e.report_every, eval_every=e.eval_every,
-    )  # fmt: skip
+        segment_id=e.segment_id,
+        trial_id=e.trial_id,
+        status="scheduled",
+        from_checkpoint=e.from_checkpoint,
+        from_sha256=e.from_sha256,
+        start_step=e.start_step,
+        steps=e.steps,
+        hparams=e.hparams,
+        reason=e.reason,
+        scheduled_seq=seq,
+        report_every=e.report_every,
+        eval_every=e.eval_every,
+    )
     tuning = _put_segment(tuning, seg)
     if e.trial_id is not None and tuning.trials[e.trial_id].status == "proposed":
         tuning = _put_trial(tuning, replace(tuning.trials[e.trial_id], status="running"))
@@ -332,10 +361,17 @@ def _metrics_observed(state: TunerState, e: m.MetricsObserved, seq: int, ts: flo
 def _segment_finished(state: TunerState, e: m.SegmentFinished, seq: int, ts: float) -> Changes:
     seg = _open_segment(state, e.segment_id)
     seg = replace(
-        seg, status="finished", end_step=e.end_step, last_step=e.end_step, metrics=e.metrics,
-        checkpoint=e.checkpoint, checkpoint_sha256=e.checkpoint_sha256, duration_s=e.duration_s, failure=None,
+        seg,
+        status="finished",
+        end_step=e.end_step,
+        last_step=e.end_step,
+        metrics=e.metrics,
+        checkpoint=e.checkpoint,
+        checkpoint_sha256=e.checkpoint_sha256,
+        duration_s=e.duration_s,
+        failure=None,
         failure_detail=None,
-    )  # fmt: skip
+    )
     progress = replace(state.progress, global_step=max(state.progress.global_step, e.end_step))
     return {"tuning": _put_segment(state.tuning, seg), "progress": progress}
 
@@ -353,9 +389,13 @@ def _trial_proposed(state: TunerState, e: m.TrialProposed, seq: int, ts: float) 
     if e.trial_id in state.tuning.trials:
         raise InvalidTransition(f"trial {e.trial_id!r} was already proposed")
     trial = Trial(
-        trial_id=e.trial_id, number=e.number, hparams=e.hparams, sampler=e.sampler, status="proposed",
+        trial_id=e.trial_id,
+        number=e.number,
+        hparams=e.hparams,
+        sampler=e.sampler,
+        status="proposed",
         proposed_seq=seq,
-    )  # fmt: skip
+    )
     return {"tuning": _put_trial(state.tuning, trial)}
 
 
@@ -376,16 +416,26 @@ def _champion_promoted(state: TunerState, e: m.ChampionPromoted, seq: int, ts: f
         if old is None:
             raise InvalidTransition("cannot keep a champion before one was promoted")
         champion = replace(
-            old, segment_id=e.segment_id, checkpoint=e.checkpoint, checkpoint_sha256=e.checkpoint_sha256,
-            objective=e.objective, step=e.step, kept_count=old.kept_count + 1,
-        )  # fmt: skip
+            old,
+            segment_id=e.segment_id,
+            checkpoint=e.checkpoint,
+            checkpoint_sha256=e.checkpoint_sha256,
+            objective=e.objective,
+            step=e.step,
+            kept_count=old.kept_count + 1,
+        )
         tuning = replace(tuning, champion=champion)
     else:
         champion = Champion(
-            segment_id=e.segment_id, trial_id=e.trial_id, checkpoint=e.checkpoint,
-            checkpoint_sha256=e.checkpoint_sha256, objective=e.objective, step=e.step, hparams=e.hparams,
+            segment_id=e.segment_id,
+            trial_id=e.trial_id,
+            checkpoint=e.checkpoint,
+            checkpoint_sha256=e.checkpoint_sha256,
+            objective=e.objective,
+            step=e.step,
+            hparams=e.hparams,
             promoted_seq=seq,
-        )  # fmt: skip
+        )
         tuning = replace(tuning, champion=champion, promotions=tuning.promotions + 1)
     if e.trial_id is not None and e.trial_id in tuning.trials:
         tuning = _put_trial(tuning, replace(tuning.trials[e.trial_id], status="evaluated", value=e.objective))
@@ -415,9 +465,16 @@ def _round_planned(state: TunerState, e: m.RoundPlanned, seq: int, ts: float) ->
         if seg is None or seg.status != "finished" or not seg.checkpoint:
             raise InvalidTransition(f"round {e.round}: {trial_id} starts from {segment_id!r}, not a finished segment")
     rnd = Round(
-        round=e.round, trials=e.trials, from_checkpoint=e.from_checkpoint, from_sha256=e.from_sha256,
-        start_step=e.start_step, rung_steps=e.rung_steps, keep=e.keep, planned_seq=seq, starts=dict(e.starts),
-    )  # fmt: skip
+        round=e.round,
+        trials=e.trials,
+        from_checkpoint=e.from_checkpoint,
+        from_sha256=e.from_sha256,
+        start_step=e.start_step,
+        rung_steps=e.rung_steps,
+        keep=e.keep,
+        planned_seq=seq,
+        starts=dict(e.starts),
+    )
     return {"tuning": replace(tuning, rounds=(*tuning.rounds, rnd))}
 
 

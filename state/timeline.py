@@ -84,9 +84,16 @@ def _jsonable(value: Any) -> Any:
 
 def to_json(env: Envelope) -> str:
     doc = {
-        "seq": env.seq, "id": env.id, "ts": env.ts, "type": env.type, "tv": env.tv, "actor": env.actor,
-        "corr": env.corr, "cause": env.cause, "data": _jsonable(to_data(env.data)),
-    }  # fmt: skip
+        "seq": env.seq,
+        "id": env.id,
+        "ts": env.ts,
+        "type": env.type,
+        "tv": env.tv,
+        "actor": env.actor,
+        "corr": env.corr,
+        "cause": env.cause,
+        "data": _jsonable(to_data(env.data)),
+    }
     return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
 

@@ -35,12 +35,23 @@ class SupervisorUnreachable(Exception):
 
 
 class SupervisorClient:
-    def __init__(self, ctx: object, endpoint: str, worker_id: str, opts: SocketOptions | None = None,
-                 curve: CurveClient | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ctx: object,
+        endpoint: str,
+        worker_id: str,
+        opts: SocketOptions | None = None,
+        curve: CurveClient | None = None,
+    ) -> None:
         self.worker_id = worker_id
         self.actor = f"worker:{worker_id}"
-        self._conn = WorkerConnection(ctx, endpoint, worker_id, opts or SocketOptions(linger_ms=2000),  # type: ignore[arg-type]
-                                      curve=curve)  # fmt: skip
+        self._conn = WorkerConnection(
+            ctx,  # type: ignore[arg-type]
+            endpoint,
+            worker_id,
+            opts or SocketOptions(linger_ms=2000),
+            curve=curve,
+        )
         self.malformed = 0
         self._logged_at = 0.0
 

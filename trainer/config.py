@@ -46,9 +46,14 @@ class TrainerConfig:
 
 def audio_config(hp: HParams) -> AudioConfig:
     return AudioConfig(
-        sampling_rate=hp.sampling_rate, filter_length=hp.filter_length, hop_length=hp.hop_length,
-        win_length=hp.win_length, n_mel_channels=hp.n_mel_channels, mel_fmin=hp.mel_fmin, mel_fmax=hp.mel_fmax,
-    )  # fmt: skip
+        sampling_rate=hp.sampling_rate,
+        filter_length=hp.filter_length,
+        hop_length=hp.hop_length,
+        win_length=hp.win_length,
+        n_mel_channels=hp.n_mel_channels,
+        mel_fmin=hp.mel_fmin,
+        mel_fmax=hp.mel_fmax,
+    )
 
 
 def resolve_corpus(config: TrainerConfig) -> Path:

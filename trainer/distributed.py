@@ -127,9 +127,16 @@ class Dist:
         segment = self.broadcast(segment)
         if segment is None:
             return None
-        return trainer.run_segment(segment.segment_id, segment.from_checkpoint, segment.from_sha256,
-                                   segment.hparams, segment.steps, eval_every=segment.eval_every,
-                                   report_every=segment.report_every, **callbacks)  # fmt: skip
+        return trainer.run_segment(
+            segment.segment_id,
+            segment.from_checkpoint,
+            segment.from_sha256,
+            segment.hparams,
+            segment.steps,
+            eval_every=segment.eval_every,
+            report_every=segment.report_every,
+            **callbacks,
+        )
 
 
 def follow(trainer: Trainer, dist: Dist) -> int:

@@ -330,8 +330,9 @@ class Trainer:
         sha = self.save(path)
         image = path.with_suffix(".alignment.png")
         write_atomic(image, png)
-        return SegmentResult(segment_id, start, self.step, metrics, path, sha, time.perf_counter() - t0, applied,
-                             image, evals)  # fmt: skip
+        return SegmentResult(
+            segment_id, start, self.step, metrics, path, sha, time.perf_counter() - t0, applied, image, evals
+        )
 
     def _start_from(self, path: Path | None, sha256: str | None) -> None:
         if path is None:  # from the seed's initial weights, whatever this trainer did before

@@ -133,8 +133,14 @@ class HParamSpec:
 
     def announce(self) -> dict[str, Any]:
         """The worker's announcement of this parameter (WorkerHello.hparams[name])."""
-        return {"type": self.type.__name__, "default": self.default, "class": self.hclass, "low": self.low,
-                "high": self.high, "doc": self.doc}  # fmt: skip
+        return {
+            "type": self.type.__name__,
+            "default": self.default,
+            "class": self.hclass,
+            "low": self.low,
+            "high": self.high,
+            "doc": self.doc,
+        }
 
 
 _TYPES = {"float": float, "int": int, "bool": bool}
@@ -287,18 +293,38 @@ PRESETS: dict[str, dict[str, Any]] = {
     "nvidia": {},
     # The embedded default's model: ~2 M parameters, trains at a few steps/s on 2 CPU cores.
     "demo": {
-        "symbols_embedding_dim": 128, "encoder_embedding_dim": 128, "attention_rnn_dim": 256, "attention_dim": 64,
-        "decoder_rnn_dim": 256, "prenet_dim": 128, "postnet_embedding_dim": 128, "n_frames_per_step": 3,
-        "batch_size": 16, "max_decoder_steps": 400, "mel_normalize": True,
+        "symbols_embedding_dim": 128,
+        "encoder_embedding_dim": 128,
+        "attention_rnn_dim": 256,
+        "attention_dim": 64,
+        "decoder_rnn_dim": 256,
+        "prenet_dim": 128,
+        "postnet_embedding_dim": 128,
+        "n_frames_per_step": 3,
+        "batch_size": 16,
+        "max_decoder_steps": 400,
+        "mel_normalize": True,
     },
     # Seconds per segment: for tests.
     "tiny": {
-        "symbols_embedding_dim": 32, "encoder_embedding_dim": 32, "encoder_n_convolutions": 1, "attention_rnn_dim": 48,
-        "attention_dim": 16, "attention_location_n_filters": 4, "attention_location_kernel_size": 7,
-        "decoder_rnn_dim": 48, "prenet_dim": 32, "postnet_embedding_dim": 16, "postnet_n_convolutions": 2,
-        "n_mel_channels": 24, "n_frames_per_step": 3, "batch_size": 4, "max_decoder_steps": 200, "mel_normalize": True,
+        "symbols_embedding_dim": 32,
+        "encoder_embedding_dim": 32,
+        "encoder_n_convolutions": 1,
+        "attention_rnn_dim": 48,
+        "attention_dim": 16,
+        "attention_location_n_filters": 4,
+        "attention_location_kernel_size": 7,
+        "decoder_rnn_dim": 48,
+        "prenet_dim": 32,
+        "postnet_embedding_dim": 16,
+        "postnet_n_convolutions": 2,
+        "n_mel_channels": 24,
+        "n_frames_per_step": 3,
+        "batch_size": 4,
+        "max_decoder_steps": 200,
+        "mel_normalize": True,
     },
-}  # fmt: skip
+}
 
 
 def preset(name: str) -> HParams:

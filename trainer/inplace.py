@@ -49,9 +49,12 @@ class Applied:
 
 def new_optimizer(model: torch.nn.Module, hp: HParams) -> torch.optim.Adam:
     return torch.optim.Adam(
-        model.parameters(), lr=hp.learning_rate, betas=(hp.adam_beta1, hp.adam_beta2), eps=hp.adam_eps,
+        model.parameters(),
+        lr=hp.learning_rate,
+        betas=(hp.adam_beta1, hp.adam_beta2),
+        eps=hp.adam_eps,
         weight_decay=hp.weight_decay,
-    )  # fmt: skip
+    )
 
 
 def set_optimizer_hparams(optimizer: torch.optim.Optimizer, hp: HParams) -> None:

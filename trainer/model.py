@@ -52,15 +52,17 @@ class Encoder(nn.Module):
         super().__init__()
         dims = [hp.symbols_embedding_dim] + [hp.encoder_embedding_dim] * hp.encoder_n_convolutions
         self.convs = nn.ModuleList(_conv_bn(a, b, hp.encoder_kernel_size) for a, b in itertools.pairwise(dims))
-        self.lstm = nn.LSTM(hp.encoder_embedding_dim, hp.encoder_embedding_dim // 2, batch_first=True,
-                            bidirectional=True)  # fmt: skip
+        self.lstm = nn.LSTM(
+            hp.encoder_embedding_dim, hp.encoder_embedding_dim // 2, batch_first=True, bidirectional=True
+        )
         self.dropout = hp.p_encoder_dropout
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:  # x: (B, C, N)
         for conv in self.convs:
             x = F.dropout(F.relu(conv(x)), self.dropout, self.training)
-        packed = nn.utils.rnn.pack_padded_sequence(x.transpose(1, 2), lengths.cpu(), batch_first=True,
-                                                   enforce_sorted=False)  # fmt: skip
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x.transpose(1, 2), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         out, _ = self.lstm(packed)
         memory, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(2))
         return memory

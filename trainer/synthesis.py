@@ -60,8 +60,9 @@ class Synthesizer:
             mel = mel * self.mel_std.unsqueeze(1) + self.mel_mean.unsqueeze(1)
         cfg = audio_config(self.hp)
         if frames < 2 * self.hp.filter_length // self.hp.hop_length:  # too short to invert: pad with silence
-            mel = torch.nn.functional.pad(mel, (0, 2 * self.hp.filter_length // self.hp.hop_length - frames),
-                                          value=float(mel.min()))  # fmt: skip
+            mel = torch.nn.functional.pad(
+                mel, (0, 2 * self.hp.filter_length // self.hp.hop_length - frames), value=float(mel.min())
+            )
         audio = torch.from_numpy(griffin_lim(mel, cfg, n_iter=griffin_lim_iters))
         peak = float(audio.abs().max())
         return Synthesis(mel, bool(len(stop)), audio / peak * 0.95 if peak > 0 else audio)
@@ -82,8 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     save_wav(args.out, result.audio, synth.hp.sampling_rate)
     seconds = result.audio.numel() / synth.hp.sampling_rate
-    print(f"{args.out}: {seconds:.2f} s of audio, {result.mel.size(1)} frames, "
-          f"{'stopped by the gate' if result.stopped else 'stopped at max_decoder_steps'}")  # fmt: skip
+    print(
+        f"{args.out}: {seconds:.2f} s of audio, {result.mel.size(1)} frames, "
+        f"{'stopped by the gate' if result.stopped else 'stopped at max_decoder_steps'}"
+    )
     return 0
 
 

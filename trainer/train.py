@@ -162,10 +162,15 @@ def train(args: argparse.Namespace) -> int:
     out_dir: Path = args.output_directory
     out_dir.mkdir(parents=True, exist_ok=True)
     config = TrainerConfig(
-        dataset=dataset, output_dir=out_dir, data_dir=args.data_dir, device=args.device, threads=args.threads,
-        val_count=args.val_count, val_batch_size=max(1, min(16, args.val_count)),
+        dataset=dataset,
+        output_dir=out_dir,
+        data_dir=args.data_dir,
+        device=args.device,
+        threads=args.threads,
+        val_count=args.val_count,
+        val_batch_size=max(1, min(16, args.val_count)),
         val_dataset=Path(loop["validation_files"]) if loop["validation_files"] else None,
-    )  # fmt: skip
+    )
     trainer = Trainer(config, hp)
     iteration = 0
     if args.checkpoint_path is not None:
@@ -183,8 +188,11 @@ def train(args: argparse.Namespace) -> int:
                     print(f"Train loss {iteration} nan Grad Norm nan {time.perf_counter() - t0:.2f}s/it", flush=True)
                 raise
             duration = time.perf_counter() - t0
-            print(f"Train loss {iteration} {values['train_loss']:.6f} Grad Norm {values['grad_norm']:.6f} "
-                  f"{duration:.2f}s/it", flush=True)  # fmt: skip
+            print(
+                f"Train loss {iteration} {values['train_loss']:.6f} Grad Norm {values['grad_norm']:.6f} "
+                f"{duration:.2f}s/it",
+                flush=True,
+            )
             if logger is not None:
                 logger.log_training(values["train_loss"], values["grad_norm"], hp.learning_rate, duration, iteration)
             if iteration % every == 0:

@@ -53,8 +53,9 @@ class TrainingData:
         for u in utterances:
             ident.update(f"{u.id}|{u.text}\n".encode())
         ident.update(f"{config.val_count}|{config.split_seed}|{config.val_dataset is not None}".encode())
-        data = cls(train_utts, val_utts, items(train_utts), items(val_utts), config.val_batch_size,
-                   ident.hexdigest()[:16])  # fmt: skip
+        data = cls(
+            train_utts, val_utts, items(train_utts), items(val_utts), config.val_batch_size, ident.hexdigest()[:16]
+        )
         if hp.mel_normalize:
             data._normalize()
         return data

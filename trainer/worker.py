@@ -47,14 +47,20 @@ METRICS = mx.WORKER_METRICS  # announced in WorkerHello
 class Worker(WorkerLoop):
     """Our trainer behind the worker protocol: segments train in a thread, hparams change in place."""
 
-    def __init__(self, trainer: Trainer, client: SupervisorClient, heartbeat_s: float,
-                 parent: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, trainer: Trainer, client: SupervisorClient, heartbeat_s: float, parent: int | None = None
+    ) -> None:
         super().__init__(client, heartbeat_s, parent)
         self.trainer = trainer
 
     def hello(self) -> m.WorkerHello:
-        return m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=self.device,
-                             hparams=announcement(), metrics=METRICS)  # fmt: skip
+        return m.WorkerHello(
+            worker_id=self.client.worker_id,
+            pid=os.getpid(),
+            device=self.device,
+            hparams=announcement(),
+            metrics=METRICS,
+        )
 
     @property
     def device(self) -> str:
@@ -67,43 +73,84 @@ class Worker(WorkerLoop):
     async def run_segment(self, cmd: m.RunSegment) -> None:
         loop = asyncio.get_running_loop()
         sid = cmd.segment_id
-        await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id, device=self.device,
-                                         pid=os.getpid()))  # fmt: skip
+        await self.send(
+            m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id, device=self.device, pid=os.getpid())
+        )
 
         def report(step: int, metrics: dict[str, float]) -> None:
             msg = m.MetricsObserved(segment_id=sid, source="worker", step=step, metrics=metrics)
             loop.call_soon_threadsafe(self.offer, msg)
 
         def applied(a: Applied, step: int) -> None:
-            msg = m.HparamsApplied(segment_id=sid, step=step, hparams=a.effective(), classes=dict(a.classes),
-                                   apply_s=a.apply_s)  # fmt: skip
+            msg = m.HparamsApplied(
+                segment_id=sid, step=step, hparams=a.effective(), classes=dict(a.classes), apply_s=a.apply_s
+            )
             loop.call_soon_threadsafe(self.offer, msg)
 
         try:
             if self.trainer.dist is not None:  # under torchrun: every rank trains this segment
-                seg = Segment(sid, cmd.from_checkpoint, cmd.from_sha256, dict(cmd.hparams), cmd.steps, cmd.eval_every,
-                              cmd.report_every)  # fmt: skip
-                result = await asyncio.to_thread(self.trainer.dist.run_segment, self.trainer, seg, report=report,
-                                                 should_abort=self.abort.is_set, on_applied=applied)  # fmt: skip
+                seg = Segment(
+                    sid,
+                    cmd.from_checkpoint,
+                    cmd.from_sha256,
+                    dict(cmd.hparams),
+                    cmd.steps,
+                    cmd.eval_every,
+                    cmd.report_every,
+                )
+                result = await asyncio.to_thread(
+                    self.trainer.dist.run_segment,
+                    self.trainer,
+                    seg,
+                    report=report,
+                    should_abort=self.abort.is_set,
+                    on_applied=applied,
+                )
                 assert result is not None
             else:
                 result = await asyncio.to_thread(
-                    self.trainer.run_segment, sid, cmd.from_checkpoint, cmd.from_sha256, dict(cmd.hparams),
-                    cmd.steps, cmd.eval_every, cmd.report_every, report, self.abort.is_set, None, applied,
-                )  # fmt: skip
+                    self.trainer.run_segment,
+                    sid,
+                    cmd.from_checkpoint,
+                    cmd.from_sha256,
+                    dict(cmd.hparams),
+                    cmd.steps,
+                    cmd.eval_every,
+                    cmd.report_every,
+                    report,
+                    self.abort.is_set,
+                    None,
+                    applied,
+                )
         except SegmentError as exc:
             await self.flush_reports()
-            await self.send(m.SegmentFailed(segment_id=sid, reason=exc.reason, detail=exc.detail, step=exc.step))  # type: ignore[arg-type]
+            failed = m.SegmentFailed(
+                segment_id=sid,
+                reason=exc.reason,  # type: ignore[arg-type]
+                detail=exc.detail,
+                step=exc.step,
+            )
+            await self.send(failed)
         except Exception as exc:  # the loop boundary: any failure of a segment becomes an event
             log.error("segment failed", segment_id=sid, error=str(exc), traceback=traceback.format_exc())
             await self.flush_reports()
-            await self.send(m.SegmentFailed(segment_id=sid, reason="error", detail=f"{type(exc).__name__}: {exc}",
-                                            step=self.trainer.step))  # fmt: skip
+            await self.send(
+                m.SegmentFailed(
+                    segment_id=sid, reason="error", detail=f"{type(exc).__name__}: {exc}", step=self.trainer.step
+                )
+            )
         else:
             await self.flush_reports()
-            await self.send(m.SegmentFinished(segment_id=sid, end_step=result.end_step, metrics=result.metrics,
-                                              checkpoint=str(result.checkpoint), checkpoint_sha256=result.sha256,
-                                              duration_s=result.duration_s))  # fmt: skip
+            await self.send(
+                m.SegmentFinished(
+                    segment_id=sid,
+                    end_step=result.end_step,
+                    metrics=result.metrics,
+                    checkpoint=str(result.checkpoint),
+                    checkpoint_sha256=result.sha256,
+                    duration_s=result.duration_s,
+                )
+            )
         finally:
             await asyncio.to_thread(self.trainer.release_memory)  # the next trial starts from a clean cache
 
@@ -126,9 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--parent-pid", type=int, help="the supervisor's pid: the worker stops when it is gone (0: started by hand)"
     )
     p.add_argument("--curve-server-key", help="CURVE: the coordinator's public key (Z85), for a tcp endpoint")
-    p.add_argument("--curve-key-file", type=Path,
-                   help="CURVE: this worker's secret certificate (run_tuner.py keys); its public key must be in "
-                        "the coordinator's bus.allow_keys")  # fmt: skip
+    p.add_argument(
+        "--curve-key-file",
+        type=Path,
+        help="CURVE: this worker's secret certificate (run_tuner.py keys); its public key must be in "
+        "the coordinator's bus.allow_keys",
+    )
     return p
 
 
@@ -141,8 +191,14 @@ async def serve(args: argparse.Namespace) -> None:
 
         if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    config = TrainerConfig(dataset=args.dataset, output_dir=args.output_dir, data_dir=args.data_dir,
-                           device=device, threads=args.threads, val_count=args.val_count)  # fmt: skip
+    config = TrainerConfig(
+        dataset=args.dataset,
+        output_dir=args.output_dir,
+        data_dir=args.data_dir,
+        device=device,
+        threads=args.threads,
+        val_count=args.val_count,
+    )
     # under torchrun: rank 0 talks to the supervisor, the others follow it; nccl only between GPUs
     dist = Dist.from_env("nccl" if device.startswith("cuda") else "gloo")
     trainer = await asyncio.to_thread(Trainer, config, hp)

@@ -130,8 +130,13 @@ class WorkerLoop(abc.ABC):
                 try:
                     self.commands.put_nowait(env)
                 except asyncio.QueueFull:
-                    await self.send(m.SegmentFailed(segment_id=cmd.segment_id, reason="error",
-                                                    detail="worker queue full: too many segments queued"))  # fmt: skip
+                    await self.send(
+                        m.SegmentFailed(
+                            segment_id=cmd.segment_id,
+                            reason="error",
+                            detail="worker queue full: too many segments queued",
+                        )
+                    )
             elif isinstance(cmd, m.AbortSegment):
                 log.info("abort requested", segment_id=cmd.segment_id, reason=cmd.reason)
                 if cmd.segment_id == self.current:
@@ -194,8 +199,9 @@ class WorkerLoop(abc.ABC):
             cmd: m.RunSegment = env.data  # type: ignore[assignment]
             if cmd.segment_id in self.cancelled:
                 self.cancelled.discard(cmd.segment_id)
-                await self.send(m.SegmentFailed(segment_id=cmd.segment_id, reason="aborted",
-                                                detail="aborted before it started"))  # fmt: skip
+                await self.send(
+                    m.SegmentFailed(segment_id=cmd.segment_id, reason="aborted", detail="aborted before it started")
+                )
                 continue
             self.current = cmd.segment_id
             self.abort.clear()

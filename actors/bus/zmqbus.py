@@ -283,8 +283,9 @@ class WorkerServer:
     client keys in ``curve.allow``: no key, no entry (pyzmq's CURVE alone would take any key).
     """
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, opts: SocketOptions,
-                 curve: CurveServer | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, ctx: zmq.asyncio.Context, endpoint: str, opts: SocketOptions, curve: CurveServer | None = None
+    ) -> None:
         self._auth: object | None = None
         self.allow_list: _AllowList | None = None
         self._router = _socket(ctx, zmq.ROUTER, opts)
@@ -334,8 +335,14 @@ class WorkerServer:
 class WorkerConnection:
     """A worker's DEALER to the supervisor (``curve``: over an encrypted, authenticated channel)."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, worker_id: str, opts: SocketOptions,
-                 curve: CurveClient | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        worker_id: str,
+        opts: SocketOptions,
+        curve: CurveClient | None = None,
+    ) -> None:
         self._dealer = _socket(ctx, zmq.DEALER, opts)
         self._dealer.setsockopt(zmq.ROUTING_ID, worker_id.encode())
         if curve is not None:
@@ -371,9 +378,14 @@ def write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
         if path.exists():
             raise FileExistsError(17, "exists", str(path))
     for path, mode, with_secret in ((paths[0], 0o644, False), (paths[1], 0o600, True)):
-        lines = ["#   ZeroMQ CURVE " + ("**Secret** " if with_secret else "Public ") + "Certificate",
-                 "#   Written by run_tuner.py keys" + (": keep it private (mode 0600)" if with_secret else ""),
-                 "", "metadata", "curve", f'    public-key = "{public.decode()}"']  # fmt: skip
+        lines = [
+            "#   ZeroMQ CURVE " + ("**Secret** " if with_secret else "Public ") + "Certificate",
+            "#   Written by run_tuner.py keys" + (": keep it private (mode 0600)" if with_secret else ""),
+            "",
+            "metadata",
+            "curve",
+            f'    public-key = "{public.decode()}"',
+        ]
         if with_secret:
             lines.append(f'    secret-key = "{secret.decode()}"')
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)

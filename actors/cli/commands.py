@@ -188,8 +188,10 @@ def status(run_dir: Path) -> int:
     running = writer_active(paths.journal)
     c, t, h = state.control, state.tuning, state.health
     print(f"run        {state.run.run_id if state.run else paths.run_id}   ({paths.root})")
-    print(f"coordinator {'RUNNING' if running else 'not running'}"
-          f"{'' if not running else f' (pid {_coordinator_pid(paths)})'}")  # fmt: skip
+    print(
+        f"coordinator {'RUNNING' if running else 'not running'}"
+        f"{'' if not running else f' (pid {_coordinator_pid(paths)})'}"
+    )
     if state.run:
         age = time.time() - state.run.started_ts
         print(f"strategy   {state.run.strategy}   seed {state.run.seed}   config {state.run.config_hash[:12]}")
@@ -202,8 +204,10 @@ def status(run_dir: Path) -> int:
     if t.champion:
         ch = t.champion
         print(f"champion   {ch.segment_id} objective {ch.objective:.5g} at step {ch.step} ({ch.checkpoint})")
-    print(f"health     guard trips {len(h.guards)}, rollbacks {len(h.rollbacks)}, actor crashes {len(h.crashes)}, "
-          f"refused messages {h.protocol_violations}")  # fmt: skip
+    print(
+        f"health     guard trips {len(h.guards)}, rollbacks {len(h.rollbacks)}, actor crashes {len(h.crashes)}, "
+        f"refused messages {h.protocol_violations}"
+    )
     if state.recent_decisions:
         print("decisions")
         for d in state.recent_decisions[-8:]:

@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, help="smart_tuner.yaml (default: the embedded demo config)")
     run.add_argument("--resume", action="store_true", help="continue the run in --run-dir (or the latest run)")
-    run.add_argument("--quick", action="store_true",
-                     help="a short run (100 steps, under 3 minutes on 2 cores): a look, not tuning")  # fmt: skip
+    run.add_argument(
+        "--quick", action="store_true", help="a short run (100 steps, under 3 minutes on 2 cores): a look, not tuning"
+    )
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="console log level")
 
     tail = sub.add_parser("tail", help="follow a run's events from another terminal", description=tools.tail.__doc__)
@@ -98,16 +99,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "tail":
-            return tools.tail(_run_dir(args.run_dir), json_lines=args.json, from_seq=args.from_seq,
-                              type_glob=args.type_glob, follow=not args.no_follow)  # fmt: skip
+            return tools.tail(
+                _run_dir(args.run_dir),
+                json_lines=args.json,
+                from_seq=args.from_seq,
+                type_glob=args.type_glob,
+                follow=not args.no_follow,
+            )
         if args.command == "replay":
-            return tools.replay(_run_dir(args.run_dir), timeline=args.timeline, until=args.until,
-                                verify=args.verify, out=args.out, use_snapshots=not args.no_snapshot)  # fmt: skip
+            return tools.replay(
+                _run_dir(args.run_dir),
+                timeline=args.timeline,
+                until=args.until,
+                verify=args.verify,
+                out=args.out,
+                use_snapshots=not args.no_snapshot,
+            )
         if args.command == "status":
             return tools.status(_run_dir(args.run_dir))
         if args.command == "stop":
-            return tools.stop(_run_dir(args.run_dir), reason=args.reason, wait=not args.no_wait,
-                              timeout_s=args.timeout_s)  # fmt: skip
+            return tools.stop(
+                _run_dir(args.run_dir), reason=args.reason, wait=not args.no_wait, timeout_s=args.timeout_s
+            )
         if args.command == "salvage":
             return tools.salvage(_run_dir(args.run_dir))
         if args.command == "keys":

@@ -27,8 +27,9 @@ from ..supervisor.launcher import EXTERNAL_SPEC_ENV as SPEC_ENV
 from ..supervisor.launcher import GroupProcess
 
 
-def build_argv(template: Sequence[str], fills: Mapping[str, str], hparams: Sequence[str],
-               checkpoint: str | None) -> list[str]:  # fmt: skip
+def build_argv(
+    template: Sequence[str], fills: Mapping[str, str], hparams: Sequence[str], checkpoint: str | None
+) -> list[str]:
     """The template with its placeholders filled; with no checkpoint, ``-c {checkpoint}`` is left out."""
     out: list[str] = []
     for token in template:
@@ -58,11 +59,17 @@ class Script(GroupProcess):
         # our own secrets (the CURVE keys, the external section) are not the script's business
         inherited = {k: v for k, v in os.environ.items() if k not in (*CURVE_ENV, SPEC_ENV)}
         with open(log_file, "ab") as out:
-            popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**inherited, **env, "PYTHONUNBUFFERED": "1"}, cwd=cwd,
-                                     start_new_session=True,
-                                     # only prctl runs in the child before exec, and this thread forks
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509 # fmt: skip
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**inherited, **env, "PYTHONUNBUFFERED": "1"},
+                cwd=cwd,
+                start_new_session=True,
+                # only prctl runs in the child before exec, and this thread forks
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            )
         return cls(popen)
 
     async def stop(self, sigint_s: float, sigterm_s: float) -> int:

@@ -81,8 +81,18 @@ TICK_S = 0.05
 POLL_S = {"stdout": 0.05, "tensorboard": 0.2, "mlflow": 0.25}  # bench/watcher_latency.py
 OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
 NONFINITE_GUARDED = ("train_loss", "grad_norm")
-METRICS = ("train_loss", "grad_norm", "learning_rate", "val_loss", "val_objective", "diagonality",
-           "val_mel_loss", "val_gate_loss", "val_guided_attn_loss", "train_mel_loss")  # fmt: skip
+METRICS = (
+    "train_loss",
+    "grad_norm",
+    "learning_rate",
+    "val_loss",
+    "val_objective",
+    "diagonality",
+    "val_mel_loss",
+    "val_gate_loss",
+    "val_guided_attn_loss",
+    "train_mel_loss",
+)
 
 
 @dataclass
@@ -108,8 +118,16 @@ class _Run:
 
 
 class ExternalWorker(WorkerLoop):
-    def __init__(self, spec: ExternalConfig, client: SupervisorClient, output_dir: Path, device: str,
-                 heartbeat_s: float, run_dir: Path, parent: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: ExternalConfig,
+        client: SupervisorClient,
+        output_dir: Path,
+        device: str,
+        heartbeat_s: float,
+        run_dir: Path,
+        parent: int | None = None,
+    ) -> None:
         super().__init__(client, heartbeat_s, parent)
         gpus = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         self.device = device_label(device, len(gpus) if device.startswith("cuda") else 1)
@@ -124,11 +142,20 @@ class ExternalWorker(WorkerLoop):
         self.request_stop()
 
     def hello(self) -> m.WorkerHello:
-        hparams = {name: {"type": type(v).__name__, "default": v, "class": "restart", "low": None, "high": None,
-                          "doc": "the script's value (external.hparams); applied by a restart from a checkpoint"}
-                   for name, v in self.spec.hparams.items()}  # fmt: skip
-        return m.WorkerHello(worker_id=self.client.worker_id, pid=os.getpid(), device=self.device, hparams=hparams,
-                             metrics=METRICS)  # fmt: skip
+        hparams = {
+            name: {
+                "type": type(v).__name__,
+                "default": v,
+                "class": "restart",
+                "low": None,
+                "high": None,
+                "doc": "the script's value (external.hparams); applied by a restart from a checkpoint",
+            }
+            for name, v in self.spec.hparams.items()
+        }
+        return m.WorkerHello(
+            worker_id=self.client.worker_id, pid=os.getpid(), device=self.device, hparams=hparams, metrics=METRICS
+        )
 
     def progress(self) -> int | None:
         return self.step
@@ -143,8 +170,11 @@ class ExternalWorker(WorkerLoop):
             await self.send(m.SegmentFailed(segment_id=sid, reason="error", detail=str(exc)[:2000]))
             return
         try:
-            await self.send(m.SegmentStarted(segment_id=sid, worker_id=self.client.worker_id, device=self.device,
-                                             pid=run.script.pid))  # fmt: skip
+            await self.send(
+                m.SegmentStarted(
+                    segment_id=sid, worker_id=self.client.worker_id, device=self.device, pid=run.script.pid
+                )
+            )
             try:
                 end = await self._follow(run)
             finally:
@@ -183,16 +213,21 @@ class ExternalWorker(WorkerLoop):
         values = merged_hparams(spec.hparams, cmd.hparams)
         file = folder / f"hparams.{spec.hparams_format}" if spec.hparams_format in ("json", "yaml") else None
         tokens = render_hparams(values, spec.hparams_format, spec.flag_prefix, file)
-        fills = {"output_dir": str(folder), "segment_id": cmd.segment_id, "start_step": str(start),
-                 "run_dir": str(self.run_dir)}  # fmt: skip
+        fills = {
+            "output_dir": str(folder),
+            "segment_id": cmd.segment_id,
+            "start_step": str(start),
+            "run_dir": str(self.run_dir),
+        }
         checkpoint = str(Path(cmd.from_checkpoint).resolve()) if cmd.from_checkpoint else None
         argv = build_argv(spec.argv(), fills, tokens, checkpoint)
         (folder / "command.json").write_text(json.dumps({"argv": argv, "hparams": values}, indent=2))
         sources = self._sources(folder)  # first: a source that cannot be made must not leave a script running
         log.info("starting the script", segment_id=cmd.segment_id, argv=argv)
         script = Script.start(argv, folder / "console.log", spec.env, spec.cwd)
-        return _Run(cmd.segment_id, start, start + cmd.steps, script, time.monotonic(), sources, checkpoints,
-                    hparams=values)  # fmt: skip
+        return _Run(
+            cmd.segment_id, start, start + cmd.steps, script, time.monotonic(), sources, checkpoints, hparams=values
+        )
 
     def _checkpoints(self, folder: Path) -> Checkpoints:  # one per segment: it remembers what it saw
         return Checkpoints(folder, self.spec.checkpoint_glob, re.compile(self.spec.checkpoint_step))
@@ -213,9 +248,14 @@ class ExternalWorker(WorkerLoop):
         if spec.mlflow_tracking_uri is not None:
             from ..watcher.mlflow_source import MlflowSource
 
-            sources.append(MlflowSource(spec.mlflow_tracking_uri, experiment=spec.mlflow_experiment,
-                                        started_after_ms=int(time.time() * 1000),
-                                        mapping=user.name_of))  # fmt: skip
+            sources.append(
+                MlflowSource(
+                    spec.mlflow_tracking_uri,
+                    experiment=spec.mlflow_experiment,
+                    started_after_ms=int(time.time() * 1000),
+                    mapping=user.name_of,
+                )
+            )
         return sources
 
     async def _follow(self, run: _Run) -> str:
@@ -277,9 +317,15 @@ class ExternalWorker(WorkerLoop):
                 run.latest[name] = (r.step, value)
         if not run.applied_sent:
             run.applied_sent = True
-            self.offer(m.HparamsApplied(segment_id=run.sid, step=run.start_step, hparams=run.hparams,
-                                        classes=dict.fromkeys(run.hparams, "restart"),
-                                        apply_s=round(time.monotonic() - run.started, 3)))  # fmt: skip
+            self.offer(
+                m.HparamsApplied(
+                    segment_id=run.sid,
+                    step=run.start_step,
+                    hparams=run.hparams,
+                    classes=dict.fromkeys(run.hparams, "restart"),
+                    apply_s=round(time.monotonic() - run.started, 3),
+                )
+            )
         self.offer(m.MetricsObserved(segment_id=run.sid, source=source, step=r.step, metrics=metrics))
 
     async def _conclude(self, run: _Run, end: str, code: int) -> None:
@@ -301,18 +347,27 @@ class ExternalWorker(WorkerLoop):
         elif end == "aborted":
             await self._fail(sid, "aborted", "aborted by the supervisor", run.last_step)
         elif end == "timeout":
-            await self._fail(sid, "timeout", f"no new step for {spec.hang_timeout_s:g} s; last lines: {tail}",
-                             run.last_step)  # fmt: skip
+            await self._fail(
+                sid, "timeout", f"no new step for {spec.hang_timeout_s:g} s; last lines: {tail}", run.last_step
+            )
         elif found is None and end == "no_checkpoint":
-            await self._fail(sid, "error", f"no complete {spec.checkpoint_glob!r} at step >= {run.target} within "
-                             f"{spec.checkpoint_timeout_s:g} s of reaching it: does the script save at the "
-                             "segment ends (its checkpoint interval must divide the segment lengths)?",
-                             run.last_step)  # fmt: skip
+            await self._fail(
+                sid,
+                "error",
+                f"no complete {spec.checkpoint_glob!r} at step >= {run.target} within "
+                f"{spec.checkpoint_timeout_s:g} s of reaching it: does the script save at the "
+                "segment ends (its checkpoint interval must divide the segment lengths)?",
+                run.last_step,
+            )
         elif found is None:
             why = "ran out of memory" if OOM.search(tail) else f"exited with code {code}"
             reason: m.FailureReason = "oom" if OOM.search(tail) else "error"
-            await self._fail(sid, reason, f"the script {why} at step {run.last_step} before step {run.target}; "
-                             f"last lines: {tail}", run.last_step)  # fmt: skip
+            await self._fail(
+                sid,
+                reason,
+                f"the script {why} at step {run.last_step} before step {run.target}; last lines: {tail}",
+                run.last_step,
+            )
         else:
             step, path = found
             await self._finish(run, step, path)
@@ -322,14 +377,27 @@ class ExternalWorker(WorkerLoop):
         objective = self.spec.objective
         if "val_objective" not in metrics:
             if objective not in metrics:
-                await self._fail(run.sid, "error", f"the script logged no {objective} (external.objective) by step "
-                                 f"{step}: nothing to compare candidates on", step)  # fmt: skip
+                await self._fail(
+                    run.sid,
+                    "error",
+                    f"the script logged no {objective} (external.objective) by step "
+                    f"{step}: nothing to compare candidates on",
+                    step,
+                )
                 return
             metrics["val_objective"] = metrics[objective]
         sha = await asyncio.to_thread(sha256_of, path)
         took = round(time.monotonic() - run.started, 3)
-        await self.send(m.SegmentFinished(segment_id=run.sid, end_step=step, metrics=metrics, checkpoint=str(path),
-                                          checkpoint_sha256=sha, duration_s=took))  # fmt: skip
+        await self.send(
+            m.SegmentFinished(
+                segment_id=run.sid,
+                end_step=step,
+                metrics=metrics,
+                checkpoint=str(path),
+                checkpoint_sha256=sha,
+                duration_s=took,
+            )
+        )
         log.info(
             "segment finished",
             segment_id=run.sid,
@@ -364,8 +432,9 @@ async def serve(args: argparse.Namespace, spec: ExternalConfig) -> None:
     client = SupervisorClient(ctx, args.endpoint, args.worker_id, curve=curve)
     try:
         run_dir = args.run_dir or args.output_dir.parent
-        worker = ExternalWorker(spec, client, args.output_dir, args.device, args.heartbeat_s, run_dir,
-                                parent=args.parent)  # fmt: skip
+        worker = ExternalWorker(
+            spec, client, args.output_dir, args.device, args.heartbeat_s, run_dir, parent=args.parent
+        )
         # SIGTERM stops the script gracefully first: its own group is not ours, so the supervisor's
         # group kill does not reach it (and PR_SET_PDEATHSIG only reaches the script, not its children)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.terminate)

@@ -63,8 +63,9 @@ class OptunaMirror:
 
         assert state.run is not None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(storage=self.storage, study_name=state.run.run_id, direction="minimize",
-                                         load_if_exists=True)  # fmt: skip
+        self.study = optuna.create_study(
+            storage=self.storage, study_name=state.run.run_id, direction="minimize", load_if_exists=True
+        )
         self.study.set_user_attr("strategy", state.run.strategy)
         self.study.set_user_attr("objective", "unweighted validation loss: mel after postnet + gate BCE")
         self.written = {t.user_attrs.get(TRIAL_ATTR) for t in self.study.get_trials(deepcopy=False)} - {None}
@@ -73,8 +74,9 @@ class OptunaMirror:
         import optuna
 
         trial = state.tuning.trials[trial_id]
-        segments = sorted((s for s in state.tuning.segments.values() if s.trial_id == trial_id),
-                          key=lambda s: s.scheduled_seq)  # fmt: skip
+        segments = sorted(
+            (s for s in state.tuning.segments.values() if s.trial_id == trial_id), key=lambda s: s.scheduled_seq
+        )
         intermediate: dict[int, float] = {}
         for seg in segments:
             if seg.status == "finished" and seg.metrics:
@@ -94,10 +96,17 @@ class OptunaMirror:
             status = optuna.trial.TrialState.COMPLETE
         last = intermediate[max(intermediate)] if intermediate else None
         return optuna.trial.create_trial(
-            params=params, distributions=dists, state=status,
+            params=params,
+            distributions=dists,
+            state=status,
             value=last if status == optuna.trial.TrialState.COMPLETE else None,
             intermediate_values=intermediate,
-            user_attrs={TRIAL_ATTR: trial_id, "sampler": trial.sampler, "round": rnd.round,
-                        "winner": rnd.winner == trial_id, "hparams": dict(trial.hparams),
-                        "segments": [s.segment_id for s in segments]},
-        )  # fmt: skip
+            user_attrs={
+                TRIAL_ATTR: trial_id,
+                "sampler": trial.sampler,
+                "round": rnd.round,
+                "winner": rnd.winner == trial_id,
+                "hparams": dict(trial.hparams),
+                "segments": [s.segment_id for s in segments],
+            },
+        )

@@ -58,8 +58,16 @@ log = structlog.get_logger("projector")
 
 QUEUE_LIMIT = 100_000  # events waiting for the writer; at ~10 events/s per worker this is hours of backlog
 EXPERIMENT = "smart-tuner"
-PROJECTED = (m.RunStarted, m.SegmentScheduled, m.MetricsObserved, m.SegmentFinished, m.SegmentFailed,
-             m.TrialPruned, m.ChampionPromoted, m.RunFinished)  # fmt: skip
+PROJECTED = (
+    m.RunStarted,
+    m.SegmentScheduled,
+    m.MetricsObserved,
+    m.SegmentFinished,
+    m.SegmentFailed,
+    m.TrialPruned,
+    m.ChampionPromoted,
+    m.RunFinished,
+)
 
 
 class Projector(ActorCore):
@@ -254,8 +262,9 @@ class _Writer:
             self.client.set_terminated(self.parent, status, end_time=int(env.ts * 1000))
 
     def _find_parent(self, run_id: str) -> None:
-        found = self.client.search_runs([self.experiment], f"tags.`smart_tuner.run_id` = '{run_id}' and "
-                                        "tags.`smart_tuner.kind` = 'parent'")  # fmt: skip
+        found = self.client.search_runs(
+            [self.experiment], f"tags.`smart_tuner.run_id` = '{run_id}' and tags.`smart_tuner.kind` = 'parent'"
+        )
         if found:
             self.parent = found[0].info.run_id
 
@@ -263,9 +272,16 @@ class _Writer:
         self._find_parent(run_id)
         if self.parent is not None:
             return
-        run = self.client.create_run(self.experiment, run_name=run_id, tags={"smart_tuner.run_id": run_id,
-                                     "smart_tuner.kind": "parent", "strategy": msg.strategy,
-                                     "config_hash": msg.config_hash})  # fmt: skip
+        run = self.client.create_run(
+            self.experiment,
+            run_name=run_id,
+            tags={
+                "smart_tuner.run_id": run_id,
+                "smart_tuner.kind": "parent",
+                "strategy": msg.strategy,
+                "config_hash": msg.config_hash,
+            },
+        )
         self.parent = run.info.run_id
         self.client.log_param(self.parent, "seed", msg.seed)
 
@@ -274,8 +290,10 @@ class _Writer:
             return self.children[segment_id]
         if self.parent is None:
             return None
-        found = self.client.search_runs([self.experiment], f"tags.`smart_tuner.segment_id` = '{segment_id}' and "
-                                        f"tags.`mlflow.parentRunId` = '{self.parent}'")  # fmt: skip
+        found = self.client.search_runs(
+            [self.experiment],
+            f"tags.`smart_tuner.segment_id` = '{segment_id}' and tags.`mlflow.parentRunId` = '{self.parent}'",
+        )
         if found:
             self.children[segment_id] = found[0].info.run_id
             return self.children[segment_id]
@@ -285,10 +303,17 @@ class _Writer:
         if self.parent is None or self._child_id(seg.segment_id) is not None:
             return  # no parent (store unavailable at start), or already written before a restart
         fork_of = self.checkpoint_of.get(seg.from_checkpoint or "", "scratch" if seg.from_checkpoint is None else "")
-        tags = {"mlflow.parentRunId": self.parent, "smart_tuner.segment_id": seg.segment_id,
-                "trial": seg.trial_id or "", "fork_of": fork_of or seg.from_checkpoint or "",
-                "round": str(seg.evidence.get("round", "")), "rung": str(seg.evidence.get("rung", "")),
-                "decision": seg.reason[:500], "pruned": "false", "start_step": str(seg.start_step)}  # fmt: skip
+        tags = {
+            "mlflow.parentRunId": self.parent,
+            "smart_tuner.segment_id": seg.segment_id,
+            "trial": seg.trial_id or "",
+            "fork_of": fork_of or seg.from_checkpoint or "",
+            "round": str(seg.evidence.get("round", "")),
+            "rung": str(seg.evidence.get("rung", "")),
+            "decision": seg.reason[:500],
+            "pruned": "false",
+            "start_step": str(seg.start_step),
+        }
         run = self.client.create_run(self.experiment, run_name=seg.segment_id, tags=tags)
         self.children[seg.segment_id] = run.info.run_id
         from mlflow.entities import Param

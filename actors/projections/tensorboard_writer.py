@@ -68,8 +68,13 @@ class TensorBoardWriter:
         msg = env.data
         if isinstance(msg, m.SegmentScheduled):
             table = "\n".join(f"| {k} | {v} |" for k, v in sorted(msg.hparams.items()))
-            self._text(f"segments/{msg.segment_id}", "hparams", msg.start_step,
-                       f"{msg.reason}\n\n| name | value |\n|---|---|\n{table}", env.ts)  # fmt: skip
+            self._text(
+                f"segments/{msg.segment_id}",
+                "hparams",
+                msg.start_step,
+                f"{msg.reason}\n\n| name | value |\n|---|---|\n{table}",
+                env.ts,
+            )
         elif isinstance(msg, m.MetricsObserved) and msg.segment_id is not None:
             self._scalars(f"segments/{msg.segment_id}", msg.step, msg.metrics, env.ts)
             self.series.setdefault(msg.segment_id, []).append((msg.step, dict(msg.metrics)))

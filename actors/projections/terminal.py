@@ -26,8 +26,16 @@ from ...state.model import TunerState
 from ...state.queries import champion_curve, phase_of, steps_spent
 
 SPARK = "▁▂▃▄▅▆▇█"
-SHOWN = ("RoundPlanned", "TrialPruned", "ChampionPromoted", "GuardTripped", "RollbackPerformed", "StopDecided",
-         "WorkerLost", "RunFinished")  # fmt: skip
+SHOWN = (
+    "RoundPlanned",
+    "TrialPruned",
+    "ChampionPromoted",
+    "GuardTripped",
+    "RollbackPerformed",
+    "StopDecided",
+    "WorkerLost",
+    "RunFinished",
+)
 
 
 def sparkline(values: list[float]) -> str:
@@ -47,13 +55,18 @@ def render(state: TunerState, budget_steps: int | None) -> Panel:
     grid.add_column()
     spent = steps_spent(state)
     grid.add_row("phase", f"{state.control.phase} / training: {phase_of(curve[1:])}")
-    grid.add_row("steps", f"{spent}" + (f" of {budget_steps}" if budget_steps else "") +
-                 f" (global step {state.progress.global_step})")  # fmt: skip
+    grid.add_row(
+        "steps",
+        f"{spent}" + (f" of {budget_steps}" if budget_steps else "") + f" (global step {state.progress.global_step})",
+    )
     if running:
         seg = running[0]
         lr = seg.hparams.get("learning_rate")
-        grid.add_row("segment", f"{seg.segment_id} ({seg.trial_id}, {seg.steps} steps" +
-                     (f", lr {lr:.3g})" if isinstance(lr, float) else ")"))  # fmt: skip
+        grid.add_row(
+            "segment",
+            f"{seg.segment_id} ({seg.trial_id}, {seg.steps} steps"
+            + (f", lr {lr:.3g})" if isinstance(lr, float) else ")"),
+        )
     if champion is not None:
         grid.add_row("champion", f"{champion.objective:.4f} at step {champion.step} ({champion.segment_id})")
         grid.add_row("curve", sparkline([o for _, o, _ in curve]))
@@ -74,8 +87,12 @@ class LiveView:
 
     def start(self) -> None:
         if self.live_mode:
-            self._live = Live(get_renderable=lambda: render(self.state(), self.budget_steps), console=self.console,
-                              refresh_per_second=2, transient=False)  # fmt: skip
+            self._live = Live(
+                get_renderable=lambda: render(self.state(), self.budget_steps),
+                console=self.console,
+                refresh_per_second=2,
+                transient=False,
+            )
             self._live.start()
 
     def on_commit(self, env: Envelope) -> None:

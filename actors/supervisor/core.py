@@ -86,9 +86,14 @@ class SupervisorIO:
     """The supervisor's side effects: processes, the worker socket, relaying to the journal."""
 
     def __init__(
-        self, server: WorkerServer, pool: DevicePool, spec: WorkerSpec, client: BusClient, run_dir: Path,
+        self,
+        server: WorkerServer,
+        pool: DevicePool,
+        spec: WorkerSpec,
+        client: BusClient,
+        run_dir: Path,
         policy: SupervisorPolicy = SupervisorPolicy(),
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.server, self.pool, self.spec, self.client = server, pool, spec, client
         self.run_dir, self.policy = run_dir, policy
         self.pending: deque[Segment] = deque()
@@ -181,8 +186,7 @@ class SupervisorIO:
         if lease is None:
             return None
         argv = worker_command(self.spec, self.server.endpoint, worker_id, lease)
-        proc = await WorkerProcess.start(argv, lease, self.run_dir / "logs" / f"worker-{worker_id}.log",
-                                         self.spec.env)  # fmt: skip
+        proc = await WorkerProcess.start(argv, lease, self.run_dir / "logs" / f"worker-{worker_id}.log", self.spec.env)
         worker = _Worker(worker_id, proc, lease)
         self.workers[worker_id] = worker
         log.info("worker started", worker_id=worker_id, pid=proc.pid, devices=lease.devices)
@@ -305,8 +309,9 @@ class SupervisorIO:
         tail = last_lines(self.run_dir / "logs" / f"worker-{worker.worker_id}.log", 5)
         detail = f"{self.start_failures} workers in a row died before starting ({reason}); last log lines: {tail}"
         while self.pending:
-            await self._propose(m.SegmentFailed(segment_id=self.pending.popleft().segment_id, reason="error",
-                                                detail=detail[:2000]))  # fmt: skip
+            await self._propose(
+                m.SegmentFailed(segment_id=self.pending.popleft().segment_id, reason="error", detail=detail[:2000])
+            )
         self.start_failures = 0
 
     async def _retire(self, worker: _Worker, reason: str | None, silent_s: float = 0.0) -> None:

@@ -55,16 +55,29 @@ EXTERNAL_SPEC_ENV = "SMART_TUNER_EXTERNAL"  # the resolved external section, as 
 
 
 def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease) -> list[str]:
-    common = [sys.executable, "-m", EXTERNAL_MODULE if spec.external else spec.module, "--endpoint", endpoint,
-              "--worker-id", worker_id, "--output-dir", str(spec.output_dir), "--device", lease.device,
-              "--heartbeat-s", str(spec.heartbeat_s), "--parent-pid", str(os.getpid())]  # fmt: skip
+    common = [
+        sys.executable,
+        "-m",
+        EXTERNAL_MODULE if spec.external else spec.module,
+        "--endpoint",
+        endpoint,
+        "--worker-id",
+        worker_id,
+        "--output-dir",
+        str(spec.output_dir),
+        "--device",
+        lease.device,
+        "--heartbeat-s",
+        str(spec.heartbeat_s),
+        "--parent-pid",
+        str(os.getpid()),
+    ]
     if spec.external:
         return common
     cmd = [*common, "--dataset", spec.dataset, "--preset", spec.preset, "--val-count", str(spec.val_count)]
     if spec.ranks > 1:  # a DDP trial: torchrun starts one process per device; rank 0 talks to the supervisor.
         # --standalone picks a free rendezvous port, so trials side by side on one host never collide.
-        cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(spec.ranks), "-m",
-                    cmd[2]]  # fmt: skip
+        cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(spec.ranks), "-m", cmd[2]]
     if spec.data_dir is not None:
         cmd += ["--data-dir", str(spec.data_dir)]
     if spec.threads:
@@ -123,15 +136,22 @@ class WorkerProcess(GroupProcess):
         self.lease = lease
 
     @classmethod
-    async def start(cls, argv: Sequence[str], lease: Lease, log_file: Path,
-                    env_extra: Sequence[tuple[str, str]] = ()) -> WorkerProcess:  # fmt: skip
+    async def start(
+        cls, argv: Sequence[str], lease: Lease, log_file: Path, env_extra: Sequence[tuple[str, str]] = ()
+    ) -> WorkerProcess:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **lease.env, **dict(env_extra), "PYTHONUNBUFFERED": "1"}
 
         def spawn() -> subprocess.Popen[bytes]:
             with open(log_file, "ab") as log:  # the child keeps its own descriptor
-                return subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                return subprocess.Popen(
+                    list(argv),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
 
         return cls(await asyncio.to_thread(spawn), lease)
 

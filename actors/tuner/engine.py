@@ -66,8 +66,13 @@ class RoundStrategy(Strategy):
         if not rounds:
             problems = self.space.check(announced)
             if problems:
-                return [m.StopDecided(rule="fatal_error", reason="the search space does not fit the trainer: "
-                                      + "; ".join(problems), evidence={"problems": problems})]  # fmt: skip
+                return [
+                    m.StopDecided(
+                        rule="fatal_error",
+                        reason="the search space does not fit the trainer: " + "; ".join(problems),
+                        evidence={"problems": problems},
+                    )
+                ]
             return self.plan_first_round(state, announced)
         if rounds[-1].winner is None:
             return self._advance(state, rounds[-1])
@@ -90,11 +95,17 @@ class RoundStrategy(Strategy):
         trial = propose_trial(number, hp, INCUMBENT, "the champion trains on with its hyperparameters", {})
         champion = state.tuning.champion
         assert champion is not None
-        plan = m.RoundPlanned(round=n, trials=(trial.trial_id,), from_checkpoint=champion.checkpoint,
-                              from_sha256=champion.checkpoint_sha256, start_step=champion.step, rung_steps=(steps,),
-                              keep=(1,), reason=f"exploit: the champion trains {steps} steps on its lineage",
-                              evidence={"kind": "exploit", "steps_spent": steps_spent(state),
-                                        "budget_steps": self.settings.budget_steps})  # fmt: skip
+        plan = m.RoundPlanned(
+            round=n,
+            trials=(trial.trial_id,),
+            from_checkpoint=champion.checkpoint,
+            from_sha256=champion.checkpoint_sha256,
+            start_step=champion.step,
+            rung_steps=(steps,),
+            keep=(1,),
+            reason=f"exploit: the champion trains {steps} steps on its lineage",
+            evidence={"kind": "exploit", "steps_spent": steps_spent(state), "budget_steps": self.settings.budget_steps},
+        )
         return [trial, plan]
 
     # --- running a round ---------------------------------------------------------------------
@@ -107,8 +118,13 @@ class RoundStrategy(Strategy):
             return []  # a segment of this round is still on its way
         done = {t.trial_id: sum(1 for s in segs[t.trial_id] if s.status == "finished") for t in alive}
         if not alive:
-            return [m.StopDecided(rule="fatal_error", reason=f"every trial of round {rnd.round} failed",
-                                  evidence={"round": rnd.round, "trials": list(rnd.trials)})]  # fmt: skip
+            return [
+                m.StopDecided(
+                    rule="fatal_error",
+                    reason=f"every trial of round {rnd.round} failed",
+                    evidence={"round": rnd.round, "trials": list(rnd.trials)},
+                )
+            ]
         low = min(done.values())
         if low > 0 and all(d == low for d in done.values()):
             rung = low - 1
@@ -126,8 +142,9 @@ class RoundStrategy(Strategy):
                 out.append(plan_segment(state, rnd, t, low))
         return out
 
-    def _after_failure(self, state: TunerState, rnd: Round, t: Trial, last: Segment, rung: int,
-                       n_alive: int) -> list[Message]:  # fmt: skip
+    def _after_failure(
+        self, state: TunerState, rnd: Round, t: Trial, last: Segment, rung: int, n_alive: int
+    ) -> list[Message]:
         segs = segments_of(state, t.trial_id)
         failed_here = [s for s in segs if s.status == "failed" and s.scheduled_seq > _rung_start(segs, rung)]
         if last.failure in ("nan", "oom") and len([s for s in failed_here if s.failure != "aborted"]) <= MAX_RERUNS:
@@ -137,14 +154,27 @@ class RoundStrategy(Strategy):
         if last.failure == "aborted":  # stopped by an operator; the run was resumed: the same rung again
             return [plan_segment(state, rnd, t, rung, attempt=len(failed_here), kind="re")]
         if t.sampler == INCUMBENT and n_alive == 1:
-            return [m.StopDecided(rule="fatal_error", reason=f"segment {last.segment_id} of the champion's lineage "
-                                  f"failed ({last.failure}: {last.failure_detail})",
-                                  evidence={"segment_id": last.segment_id, "failure": last.failure,
-                                            "failures": len(failed_here)})]  # fmt: skip
-        return [m.TrialPruned(trial_id=t.trial_id, step=last.last_step or last.start_step, value=None,
-                              reason=f"{t.trial_id} failed {len(failed_here)} time(s) ({last.failure}); given up",
-                              evidence={"segment_id": last.segment_id, "failure": last.failure,
-                                        "detail": (last.failure_detail or "")[:500]})]  # fmt: skip
+            return [
+                m.StopDecided(
+                    rule="fatal_error",
+                    reason=f"segment {last.segment_id} of the champion's lineage "
+                    f"failed ({last.failure}: {last.failure_detail})",
+                    evidence={"segment_id": last.segment_id, "failure": last.failure, "failures": len(failed_here)},
+                )
+            ]
+        return [
+            m.TrialPruned(
+                trial_id=t.trial_id,
+                step=last.last_step or last.start_step,
+                value=None,
+                reason=f"{t.trial_id} failed {len(failed_here)} time(s) ({last.failure}); given up",
+                evidence={
+                    "segment_id": last.segment_id,
+                    "failure": last.failure,
+                    "detail": (last.failure_detail or "")[:500],
+                },
+            )
+        ]
 
     # --- deciding a rung ---------------------------------------------------------------------
 
@@ -159,8 +189,10 @@ class RoundStrategy(Strategy):
         ref_diag = inc_score.diagonality if inc_score is not None else max(r.diagonality for r in results.values())
         required = min(f.min_diagonality, ref_diag - 0.1)
         keep = rnd.keep[rung]
-        ranked = sorted(alive, key=lambda t: (not is_eligible(results[t.trial_id], required),
-                                              results[t.trial_id].objective, t.number))  # fmt: skip
+        ranked = sorted(
+            alive,
+            key=lambda t: (not is_eligible(results[t.trial_id], required), results[t.trial_id].objective, t.number),
+        )
         last_rung = rung == len(rnd.rung_steps) - 1
         notes: dict[str, Any] = {}
         if last_rung:
@@ -168,12 +200,25 @@ class RoundStrategy(Strategy):
             survivors = [winner]
         else:
             survivors = ranked[:keep]
-        table = [{"trial": t.trial_id, "sampler": t.sampler, "objective": results[t.trial_id].objective,
-                  "diagonality": results[t.trial_id].diagonality,
-                  "eligible": is_eligible(results[t.trial_id], required)} for t in ranked]  # fmt: skip
-        evidence = {"round": rnd.round, "rung": rung, "candidates": table, "margin": f.margin,
-                    "required_diagonality": round(required, 4),
-                    "incumbent_objective": inc_score.objective if inc_score else None, **notes}  # fmt: skip
+        table = [
+            {
+                "trial": t.trial_id,
+                "sampler": t.sampler,
+                "objective": results[t.trial_id].objective,
+                "diagonality": results[t.trial_id].diagonality,
+                "eligible": is_eligible(results[t.trial_id], required),
+            }
+            for t in ranked
+        ]
+        evidence = {
+            "round": rnd.round,
+            "rung": rung,
+            "candidates": table,
+            "margin": f.margin,
+            "required_diagonality": round(required, 4),
+            "incumbent_objective": inc_score.objective if inc_score else None,
+            **notes,
+        }
         out: list[Message] = []
         for t in ranked:
             if t in survivors:
@@ -184,8 +229,15 @@ class RoundStrategy(Strategy):
                 f"{t.trial_id} dropped at rung {rung}: objective {r.objective:.4f}, diagonality "
                 f"{r.diagonality:.2f}" + ("" if is_eligible(r, required) else f" (< required {required:.2f})")
             )
-            out.append(m.TrialPruned(trial_id=t.trial_id, step=scored[t.trial_id][1].end_step or 0, value=rel,
-                                     reason=why, evidence=evidence))  # fmt: skip
+            out.append(
+                m.TrialPruned(
+                    trial_id=t.trial_id,
+                    step=scored[t.trial_id][1].end_step or 0,
+                    value=rel,
+                    reason=why,
+                    evidence=evidence,
+                )
+            )
         if not last_rung:
             return out
         w = survivors[0]
@@ -210,15 +262,26 @@ class RoundStrategy(Strategy):
                 f"{w.trial_id} ({describe_changes(w.hparams, champion.hparams)}) beat the champion: "
                 f"{r.objective:.4f} < {ref:.4f} x (1 - {f.margin:g})"
             )
-        out.append(m.ChampionPromoted(segment_id=seg.segment_id, trial_id=w.trial_id, checkpoint=seg.checkpoint or "",
-                                      checkpoint_sha256=seg.checkpoint_sha256 or "", objective=r.objective,
-                                      previous_objective=champion.objective if champion else None,
-                                      step=seg.end_step or 0, hparams=dict(seg.hparams), kept=kept, reason=why,
-                                      evidence={**evidence, "diagonality": r.diagonality}))  # fmt: skip
+        out.append(
+            m.ChampionPromoted(
+                segment_id=seg.segment_id,
+                trial_id=w.trial_id,
+                checkpoint=seg.checkpoint or "",
+                checkpoint_sha256=seg.checkpoint_sha256 or "",
+                objective=r.objective,
+                previous_objective=champion.objective if champion else None,
+                step=seg.end_step or 0,
+                hparams=dict(seg.hparams),
+                kept=kept,
+                reason=why,
+                evidence={**evidence, "diagonality": r.diagonality},
+            )
+        )
         return out
 
-    def choose_winner(self, state: TunerState, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None,
-                      required: float) -> tuple[Trial, dict[str, Any]]:  # fmt: skip
+    def choose_winner(
+        self, state: TunerState, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None, required: float
+    ) -> tuple[Trial, dict[str, Any]]:
         """The last rung's winner and notes for the evidence: here the best ranked (a race without a margin)."""
         return ranked[0], {}
 
@@ -246,7 +309,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def propose_trial(number: int, hp: Mapping[str, Any], sampler: str, reason: str,
-                  evidence: Mapping[str, Any]) -> m.TrialProposed:  # fmt: skip
-    return m.TrialProposed(trial_id=f"t{number}", number=number, hparams=dict(hp), sampler=sampler, reason=reason,
-                           evidence=dict(evidence))  # fmt: skip
+def propose_trial(
+    number: int, hp: Mapping[str, Any], sampler: str, reason: str, evidence: Mapping[str, Any]
+) -> m.TrialProposed:
+    return m.TrialProposed(
+        trial_id=f"t{number}", number=number, hparams=dict(hp), sampler=sampler, reason=reason, evidence=dict(evidence)
+    )

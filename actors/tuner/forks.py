@@ -66,10 +66,17 @@ class ForksStrategy(RoundStrategy):
         trial = propose_trial(0, hp, INCUMBENT, "the starting hyperparameters (config and trainer defaults)", {})
         steps = self._fit(self.settings.forks.warmup_steps, state)
         start = self.settings.start_checkpoint
-        plan = m.RoundPlanned(round=0, trials=(trial.trial_id,), from_checkpoint=start, from_sha256=None,
-                              start_step=0, rung_steps=(steps,), keep=(1,),
-                              reason=f"warm-up: {steps} steps with the starting hyperparameters before any decision",
-                              evidence={"kind": "warmup", "budget_steps": self.settings.budget_steps})  # fmt: skip
+        plan = m.RoundPlanned(
+            round=0,
+            trials=(trial.trial_id,),
+            from_checkpoint=start,
+            from_sha256=None,
+            start_step=0,
+            rung_steps=(steps,),
+            keep=(1,),
+            reason=f"warm-up: {steps} steps with the starting hyperparameters before any decision",
+            evidence={"kind": "warmup", "budget_steps": self.settings.budget_steps},
+        )
         return [trial, plan]
 
     def _fit(self, steps: int, state: TunerState) -> int:
@@ -95,13 +102,19 @@ class ForksStrategy(RoundStrategy):
         may = k > 1 and bool(self.space.params) and len(state.tuning.rounds[-1].trials) == 1
         may = may and challengers + k - 1 <= self.settings.n_trials
         if budget is None:
-            return self._explore(state, k, champion.hparams, announced) if may else self.plan_exploit(
-                state, f.exploit_steps, champion.hparams)  # fmt: skip
+            return (
+                self._explore(state, k, champion.hparams, announced)
+                if may
+                else self.plan_exploit(state, f.exploit_steps, champion.hparams)
+            )
         remaining = budget - spent
         cool_point = f.cooldown_at * budget
         cooling = self._cooling(state)
-        if may and (not explored or cooling) and remaining >= k * f.probe_steps + (f.probe_steps if cooling else
-                                                                                f.exploit_steps):  # fmt: skip
+        if (
+            may
+            and (not explored or cooling)
+            and remaining >= k * f.probe_steps + (f.probe_steps if cooling else f.exploit_steps)
+        ):
             return self._explore(state, k, champion.hparams, announced)
         steps = f.exploit_steps
         if not cooling:
@@ -125,46 +138,85 @@ class ForksStrategy(RoundStrategy):
         ]
         if self._cooling(state) and logs:
             cool = {p.name: p.clip(current[p.name] / f.ladder_factor) for p in logs}
-            cands.append(({**hp, **cool}, COOLDOWN, f"cool-down: log-scale values / {f.ladder_factor:g}: "
-                          + describe_changes(cool, {}),
-                          {"around": {n: current[n] for n in cool}, "outputs": cool}))  # fmt: skip
+            cands.append(
+                (
+                    {**hp, **cool},
+                    COOLDOWN,
+                    f"cool-down: log-scale values / {f.ladder_factor:g}: " + describe_changes(cool, {}),
+                    {"around": {n: current[n] for n in cool}, "outputs": cool},
+                )
+            )
         if first:
-            ups = {name: {p.name: p.clip(current[p.name] * factor) for p in logs}
-                   for factor, name in ((f.ladder_factor, LADDER), (f.wide_factor, WIDE))}  # fmt: skip
+            ups = {
+                name: {p.name: p.clip(current[p.name] * factor) for p in logs}
+                for factor, name in ((f.ladder_factor, LADDER), (f.wide_factor, WIDE))
+            }
             others = [p for p in self.space.params if p.type != "loguniform" and p.name not in adjusted]
             down = {p.name: p.step_down(current[p.name], f.ladder_factor) for p in others}
             down = {n: v for n, v in down.items() if v != current[n]}
             if ups[LADDER]:
-                cands.append(({**hp, **ups[LADDER]}, LADDER, f"{LADDER}: log-scale values x {f.ladder_factor:g}: "
-                              + describe_changes(ups[LADDER], {}),
-                              {"around": {n: current[n] for n in ups[LADDER]}, "outputs": ups[LADDER]}))  # fmt: skip
+                cands.append(
+                    (
+                        {**hp, **ups[LADDER]},
+                        LADDER,
+                        f"{LADDER}: log-scale values x {f.ladder_factor:g}: " + describe_changes(ups[LADDER], {}),
+                        {"around": {n: current[n] for n in ups[LADDER]}, "outputs": ups[LADDER]},
+                    )
+                )
             if down:
                 both = {**ups[LADDER], **down}
-                cands.append(({**hp, **both}, STEP, f"{STEP}: log-scale values x {f.ladder_factor:g}, the others "
-                              f"a step towards their low end: " + describe_changes(both, {}),
-                              {"around": {n: current[n] for n in both}, "outputs": both}))  # fmt: skip
+                cands.append(
+                    (
+                        {**hp, **both},
+                        STEP,
+                        f"{STEP}: log-scale values x {f.ladder_factor:g}, the others "
+                        f"a step towards their low end: " + describe_changes(both, {}),
+                        {"around": {n: current[n] for n in both}, "outputs": both},
+                    )
+                )
             if ups[WIDE]:
-                cands.append(({**hp, **ups[WIDE]}, WIDE, f"{WIDE}: log-scale values x {f.wide_factor:g}: "
-                              + describe_changes(ups[WIDE], {}),
-                              {"around": {n: current[n] for n in ups[WIDE]}, "outputs": ups[WIDE]}))  # fmt: skip
+                cands.append(
+                    (
+                        {**hp, **ups[WIDE]},
+                        WIDE,
+                        f"{WIDE}: log-scale values x {f.wide_factor:g}: " + describe_changes(ups[WIDE], {}),
+                        {"around": {n: current[n] for n in ups[WIDE]}, "outputs": ups[WIDE]},
+                    )
+                )
         cands = cands[:k]
         if len(cands) < k:
             study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._results(state))
             while len(cands) < k:
                 params, inputs = ask(study, self.space)
                 params = {n: v for n, v in params.items() if n not in adjusted}
-                cands.append(({**hp, **params}, s.sampler, f"sampled by {inputs['sampler']} from "
-                              f"{inputs['trials_seen']} evaluated trials: " + describe_changes(params, {}),
-                              {"inputs": inputs, "outputs": params}))  # fmt: skip
+                cands.append(
+                    (
+                        {**hp, **params},
+                        s.sampler,
+                        f"sampled by {inputs['sampler']} from "
+                        f"{inputs['trials_seen']} evaluated trials: " + describe_changes(params, {}),
+                        {"inputs": inputs, "outputs": params},
+                    )
+                )
         out: list[Message] = [propose_trial(number + i, c[0], c[1], c[2], c[3]) for i, c in enumerate(cands)]
         trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
-        plan = m.RoundPlanned(round=len(state.tuning.rounds), trials=trials, from_checkpoint=champion.checkpoint,
-                              from_sha256=champion.checkpoint_sha256, start_step=champion.step,
-                              rung_steps=(f.probe_steps,), keep=(1,),
-                              reason=f"explore: {len(trials)} candidates race {f.probe_steps} steps from the champion",
-                              evidence={"kind": "explore", "steps_spent": steps_spent(state),
-                                        "budget_steps": s.budget_steps, "margin": f.margin,
-                                        "cooling": self._cooling(state)})  # fmt: skip
+        plan = m.RoundPlanned(
+            round=len(state.tuning.rounds),
+            trials=trials,
+            from_checkpoint=champion.checkpoint,
+            from_sha256=champion.checkpoint_sha256,
+            start_step=champion.step,
+            rung_steps=(f.probe_steps,),
+            keep=(1,),
+            reason=f"explore: {len(trials)} candidates race {f.probe_steps} steps from the champion",
+            evidence={
+                "kind": "explore",
+                "steps_spent": steps_spent(state),
+                "budget_steps": s.budget_steps,
+                "margin": f.margin,
+                "cooling": self._cooling(state),
+            },
+        )
         return [*out, plan]
 
     def _cooling(self, state: TunerState) -> bool:
@@ -196,8 +248,9 @@ class ForksStrategy(RoundStrategy):
 
     # --- deciding the last rung -------------------------------------------------------------
 
-    def choose_winner(self, state: TunerState, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None,
-                      required: float) -> tuple[Trial, dict[str, Any]]:  # fmt: skip
+    def choose_winner(
+        self, state: TunerState, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None, required: float
+    ) -> tuple[Trial, dict[str, Any]]:
         """The round's winner and why: a challenger must beat the incumbent by ``margin``; among
         challengers within ``tie_margin`` of the best, the smallest learning-rate step wins (then
         the smallest change); before the cool-down share of the budget, no challenger with a
@@ -209,20 +262,33 @@ class ForksStrategy(RoundStrategy):
         cooling = self._cooling(state)
         lr = inc.hparams.get("learning_rate")
         deferred = [t.trial_id for t in ranked if t is not inc and not cooling and _lower(t.hparams, lr)]
-        good = [t for t in ranked if t is not inc and t.trial_id not in deferred
-                and is_eligible(results[t.trial_id], required)
-                and results[t.trial_id].objective < i.objective * (1 - f.margin)]  # fmt: skip
+        good = [
+            t
+            for t in ranked
+            if t is not inc
+            and t.trial_id not in deferred
+            and is_eligible(results[t.trial_id], required)
+            and results[t.trial_id].objective < i.objective * (1 - f.margin)
+        ]
         notes: dict[str, Any] = {"deferred_lr_decreases": deferred} if deferred else {}
         if not good:
             return inc, notes
         best = min(results[t.trial_id].objective for t in good)
         ties = [t for t in good if results[t.trial_id].objective <= best * (1 + f.tie_margin)]
-        winner = min(ties, key=lambda t: (self._distance(t.hparams, inc.hparams, log_only=True),
-                                          self._distance(t.hparams, inc.hparams), t.number))  # fmt: skip
+        winner = min(
+            ties,
+            key=lambda t: (
+                self._distance(t.hparams, inc.hparams, log_only=True),
+                self._distance(t.hparams, inc.hparams),
+                t.number,
+            ),
+        )
         if len(ties) > 1:
             notes["ties"] = [t.trial_id for t in ties]
-            notes["tie_rule"] = (f"within {f.tie_margin:.0%} of the best: the smallest step of the log-scale values "
-                                 "(the learning rate) wins, then the smallest change")  # fmt: skip
+            notes["tie_rule"] = (
+                f"within {f.tie_margin:.0%} of the best: the smallest step of the log-scale values "
+                "(the learning rate) wins, then the smallest change"
+            )
         return winner, notes
 
     def _distance(self, a: Mapping[str, Any], b: Mapping[str, Any], log_only: bool = False) -> float:

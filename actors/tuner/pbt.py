@@ -61,22 +61,34 @@ class PbtStrategy(RoundStrategy):
         size = p.population if self.space.params else 1
         budget = s.budget_steps
         steps = p.interval_steps if budget is None else max(1, min(p.interval_steps, budget // size))
-        out: list[Message] = [propose_trial(0, hp, INCUMBENT, "member 0: the starting hyperparameters",
-                                            {"member": 0, "generation": 0})]  # fmt: skip
+        out: list[Message] = [
+            propose_trial(0, hp, INCUMBENT, "member 0: the starting hyperparameters", {"member": 0, "generation": 0})
+        ]
         if size > 1:
             study = rebuild_study(self.space, s.sampler, s.seed, s.n_startup_trials, [])
             for i in range(1, size):
                 params, inputs = ask(study, self.space)
-                out.append(propose_trial(i, {**hp, **params}, s.sampler, f"member {i}: sampled by "
-                                         f"{inputs['sampler']}: " + describe_changes(params, {}),
-                                         {"member": i, "generation": 0, "inputs": inputs,
-                                          "outputs": params}))  # fmt: skip
+                out.append(
+                    propose_trial(
+                        i,
+                        {**hp, **params},
+                        s.sampler,
+                        f"member {i}: sampled by {inputs['sampler']}: " + describe_changes(params, {}),
+                        {"member": i, "generation": 0, "inputs": inputs, "outputs": params},
+                    )
+                )
         trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
-        plan = m.RoundPlanned(round=0, trials=trials, from_checkpoint=s.start_checkpoint, from_sha256=None,
-                              start_step=0, rung_steps=(steps,), keep=(1,),
-                              reason=f"PBT generation 0: {len(trials)} members train {steps} steps from the start",
-                              evidence={"kind": "pbt", "generation": 0, "population": len(trials),
-                                        "budget_steps": s.budget_steps})  # fmt: skip
+        plan = m.RoundPlanned(
+            round=0,
+            trials=trials,
+            from_checkpoint=s.start_checkpoint,
+            from_sha256=None,
+            start_step=0,
+            rung_steps=(steps,),
+            keep=(1,),
+            reason=f"PBT generation 0: {len(trials)} members train {steps} steps from the start",
+            evidence={"kind": "pbt", "generation": 0, "population": len(trials), "budget_steps": s.budget_steps},
+        )
         return [*out, plan]
 
     def _interval(self, state: TunerState, size: int) -> int:
@@ -100,8 +112,9 @@ class PbtStrategy(RoundStrategy):
         prev = state.tuning.rounds[-1]
         steps = self._interval(state, len(prev.trials))
         if len(prev.trials) == 1 or steps == 0:  # no whole generation fits (or nothing to search): the champion
-            return self.plan_exploit(state, self.settings.pbt.interval_steps if remaining is None else remaining,
-                                     champion.hparams)  # fmt: skip
+            return self.plan_exploit(
+                state, self.settings.pbt.interval_steps if remaining is None else remaining, champion.hparams
+            )
         return self._generation(state, prev, steps)
 
     def _generation(self, state: TunerState, prev: Round, steps: int) -> list[Message]:
@@ -127,8 +140,10 @@ class PbtStrategy(RoundStrategy):
                 proposals += 1
                 own = results.get(t.trial_id)
                 lost = f"{own.objective:.4f}" if own else "failed"
-                reason = (f"member {slot}: {t.trial_id} ({lost}) replaced by a copy of {donor.trial_id} "
-                          f"({results[donor.trial_id].objective:.4f}); " + why)  # fmt: skip
+                reason = (
+                    f"member {slot}: {t.trial_id} ({lost}) replaced by a copy of {donor.trial_id} "
+                    f"({results[donor.trial_id].objective:.4f}); " + why
+                )
                 evidence = {"member": slot, "generation": n, "parent": donor.trial_id, **evidence}
                 origin = finished_segments(state, donor.trial_id)[-1].segment_id
             else:
@@ -142,18 +157,32 @@ class PbtStrategy(RoundStrategy):
         champion = state.tuning.champion
         assert champion is not None
         copied = sum(1 for o in out if isinstance(o, m.TrialProposed) and o.sampler != CONTINUE)
-        plan = m.RoundPlanned(round=n, trials=tuple(starts), from_checkpoint=champion.checkpoint,
-                              from_sha256=champion.checkpoint_sha256, start_step=champion.step, rung_steps=(steps,),
-                              keep=(1,), starts=starts,
-                              reason=f"PBT generation {n}: {len(starts)} members train {steps} steps; "
-                                     f"{copied} of them copied a better member",
-                              evidence={"kind": "pbt", "generation": n, "population": len(starts),
-                                        "ranking": [t.trial_id for t in ranked], "replaced": sorted(replaced),
-                                        "steps_spent": steps_spent(state), "budget_steps": s.budget_steps})  # fmt: skip
+        plan = m.RoundPlanned(
+            round=n,
+            trials=tuple(starts),
+            from_checkpoint=champion.checkpoint,
+            from_sha256=champion.checkpoint_sha256,
+            start_step=champion.step,
+            rung_steps=(steps,),
+            keep=(1,),
+            starts=starts,
+            reason=f"PBT generation {n}: {len(starts)} members train {steps} steps; "
+            f"{copied} of them copied a better member",
+            evidence={
+                "kind": "pbt",
+                "generation": n,
+                "population": len(starts),
+                "ranking": [t.trial_id for t in ranked],
+                "replaced": sorted(replaced),
+                "steps_spent": steps_spent(state),
+                "budget_steps": s.budget_steps,
+            },
+        )
         return [*out, plan]
 
-    def _explore_from(self, state: TunerState, donor: Trial, rng: random.Random,
-                      number: int) -> tuple[dict[str, Any], str, str, dict[str, Any]]:  # fmt: skip
+    def _explore_from(
+        self, state: TunerState, donor: Trial, rng: random.Random, number: int
+    ) -> tuple[dict[str, Any], str, str, dict[str, Any]]:
         """The donor's hyperparameters perturbed (or resampled), with the reason and the evidence."""
         s, p = self.settings, self.settings.pbt
         adjusted = set(state.tuning.adjustments)
@@ -162,13 +191,20 @@ class PbtStrategy(RoundStrategy):
             study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._pbt_results(state))
             proposal, inputs = ask(study, self.space)
             change = {k: v for k, v in proposal.items() if k not in adjusted}
-            return ({**donor.hparams, **change}, RESAMPLE, f"resampled by {inputs['sampler']}: "
-                    + describe_changes(change, {}), {"inputs": inputs, "outputs": change})  # fmt: skip
+            return (
+                {**donor.hparams, **change},
+                RESAMPLE,
+                f"resampled by {inputs['sampler']}: " + describe_changes(change, {}),
+                {"inputs": inputs, "outputs": change},
+            )
         change = {q.name: perturb(q, donor.hparams.get(q.name), p.perturb_factor, rng) for q in params}
         change = {k: v for k, v in change.items() if v is not None}
-        return ({**donor.hparams, **change}, PERTURB, f"perturbed by x/÷ {p.perturb_factor:g}: "
-                + describe_changes(change, donor.hparams), {"around": {k: donor.hparams.get(k) for k in change},
-                                                            "outputs": change})  # fmt: skip
+        return (
+            {**donor.hparams, **change},
+            PERTURB,
+            f"perturbed by x/÷ {p.perturb_factor:g}: " + describe_changes(change, donor.hparams),
+            {"around": {k: donor.hparams.get(k) for k in change}, "outputs": change},
+        )
 
     def _pbt_results(self, state: TunerState) -> list[Result]:
         """Every member's objective relative to its generation's best (1: the best), for the sampler."""
@@ -191,9 +227,10 @@ class PbtStrategy(RoundStrategy):
         if not results:
             return [], results
         required = self._required(results)
-        ranked = sorted((t for t in members if t.trial_id in results),
-                        key=lambda t: (not is_eligible(results[t.trial_id], required), results[t.trial_id].objective,
-                                       t.number))  # fmt: skip
+        ranked = sorted(
+            (t for t in members if t.trial_id in results),
+            key=lambda t: (not is_eligible(results[t.trial_id], required), results[t.trial_id].objective, t.number),
+        )
         return ranked, results
 
     def _required(self, results: Mapping[str, Score]) -> float:
@@ -209,9 +246,16 @@ class PbtStrategy(RoundStrategy):
         r = results[best.trial_id]
         champion = state.tuning.champion
         kept = champion is not None and dict(best.hparams) == dict(champion.hparams)
-        table = [{"trial": t.trial_id, "sampler": t.sampler, "objective": results[t.trial_id].objective,
-                  "diagonality": results[t.trial_id].diagonality,
-                  "eligible": is_eligible(results[t.trial_id], required)} for t in ranked]  # fmt: skip
+        table = [
+            {
+                "trial": t.trial_id,
+                "sampler": t.sampler,
+                "objective": results[t.trial_id].objective,
+                "diagonality": results[t.trial_id].diagonality,
+                "eligible": is_eligible(results[t.trial_id], required),
+            }
+            for t in ranked
+        ]
         evidence: dict[str, Any] = {
             "round": rnd.round,
             "generation": rnd.round,
@@ -222,18 +266,36 @@ class PbtStrategy(RoundStrategy):
         out: list[Message] = []
         cut = max(1, math.floor(len(rnd.trials) * self.settings.pbt.quantile)) if len(rnd.trials) > 1 else 0
         for t in ranked[len(ranked) - cut :] if cut and len(ranked) > cut else ():
-            out.append(m.TrialPruned(trial_id=t.trial_id, step=finished_segments(state, t.trial_id)[0].end_step or 0,
-                                     value=results[t.trial_id].objective / r.objective if r.objective > 0 else None,
-                                     reason=f"{t.trial_id} in the worst {self.settings.pbt.quantile:.0%} of generation "
-                                            f"{rnd.round} ({results[t.trial_id].objective:.4f}): replaced next",
-                                     evidence=evidence))  # fmt: skip
+            out.append(
+                m.TrialPruned(
+                    trial_id=t.trial_id,
+                    step=finished_segments(state, t.trial_id)[0].end_step or 0,
+                    value=results[t.trial_id].objective / r.objective if r.objective > 0 else None,
+                    reason=f"{t.trial_id} in the worst {self.settings.pbt.quantile:.0%} of generation "
+                    f"{rnd.round} ({results[t.trial_id].objective:.4f}): replaced next",
+                    evidence=evidence,
+                )
+            )
         previous = champion.objective if champion else None
-        why = (f"generation {rnd.round}: {best.trial_id} is the best of {len(ranked)} members, objective "
-               f"{r.objective:.4f}" + (f" (champion was {previous:.4f})" if previous is not None else ""))  # fmt: skip
-        out.append(m.ChampionPromoted(segment_id=seg.segment_id, trial_id=best.trial_id,
-                                      checkpoint=seg.checkpoint or "", checkpoint_sha256=seg.checkpoint_sha256 or "",
-                                      objective=r.objective, previous_objective=previous, step=seg.end_step or 0,
-                                      hparams=dict(seg.hparams), kept=kept, reason=why, evidence=evidence))  # fmt: skip
+        why = (
+            f"generation {rnd.round}: {best.trial_id} is the best of {len(ranked)} members, objective "
+            f"{r.objective:.4f}" + (f" (champion was {previous:.4f})" if previous is not None else "")
+        )
+        out.append(
+            m.ChampionPromoted(
+                segment_id=seg.segment_id,
+                trial_id=best.trial_id,
+                checkpoint=seg.checkpoint or "",
+                checkpoint_sha256=seg.checkpoint_sha256 or "",
+                objective=r.objective,
+                previous_objective=previous,
+                step=seg.end_step or 0,
+                hparams=dict(seg.hparams),
+                kept=kept,
+                reason=why,
+                evidence=evidence,
+            )
+        )
         return out
 
 

@@ -88,8 +88,16 @@ class SearchSpace:
     def from_config(cls, space: Mapping[str, Any]) -> SearchSpace:
         params = []
         for name, p in space.items():
-            params.append(Param(name=name, type=p["type"], low=p.get("low"), high=p.get("high"), step=p.get("step"),
-                                choices=tuple(p.get("choices") or ())))  # fmt: skip
+            params.append(
+                Param(
+                    name=name,
+                    type=p["type"],
+                    low=p.get("low"),
+                    high=p.get("high"),
+                    step=p.get("step"),
+                    choices=tuple(p.get("choices") or ()),
+                )
+            )
         return cls(tuple(params))
 
     @property

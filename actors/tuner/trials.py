@@ -65,16 +65,29 @@ class TrialsStrategy(RoundStrategy):
             study = rebuild_study(self.space, s.sampler, s.seed, s.n_startup_trials, [])
             for i in range(1, n):
                 params, inputs = ask(study, self.space)
-                out.append(propose_trial(i, {**hp, **params}, s.sampler, f"sampled by {inputs['sampler']}: "
-                                         + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                                     for k, v in params.items()),
-                                         {"inputs": inputs, "outputs": params}))  # fmt: skip
+                out.append(
+                    propose_trial(
+                        i,
+                        {**hp, **params},
+                        s.sampler,
+                        f"sampled by {inputs['sampler']}: "
+                        + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()),
+                        {"inputs": inputs, "outputs": params},
+                    )
+                )
         trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
-        plan = m.RoundPlanned(round=0, trials=trials, from_checkpoint=s.start_checkpoint, from_sha256=None,
-                              start_step=0, rung_steps=steps, keep=keep,
-                              reason=f"{n} trials from scratch, successive halving over rungs of {list(steps)} steps "
-                                     f"keeping {list(keep)}",
-                              evidence={"kind": "trials", "eta": ETA, "budget_steps": budget})  # fmt: skip
+        plan = m.RoundPlanned(
+            round=0,
+            trials=trials,
+            from_checkpoint=s.start_checkpoint,
+            from_sha256=None,
+            start_step=0,
+            rung_steps=steps,
+            keep=keep,
+            reason=f"{n} trials from scratch, successive halving over rungs of {list(steps)} steps "
+            f"keeping {list(keep)}",
+            evidence={"kind": "trials", "eta": ETA, "budget_steps": budget},
+        )
         return [*out, plan]
 
     def plan_next_round(self, state: TunerState, announced: Mapping[str, Any]) -> list[Message]:

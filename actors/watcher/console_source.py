@@ -87,8 +87,12 @@ class StdoutSource(MetricSource):
 
     name = "stdout"
 
-    def __init__(self, path: Path | str, rules: Sequence[LineRule] | None = None,
-                 segment_of: Callable[[], str | None] = lambda: None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: Path | str,
+        rules: Sequence[LineRule] | None = None,
+        segment_of: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.path = Path(path)
         self.rules = tuple(rules) if rules is not None else None  # None: the generic key=value rule
         self.segment_of = segment_of

@@ -50,49 +50,106 @@ def _preset(name: str, x_axis: str, rules: Mapping[Rule, str], signature: Iterab
     return LogLayout(name=name, tensorboard=dict(rules), x_axis=x_axis, signature=frozenset(signature), notes=notes)
 
 
-NVIDIA = _preset("nvidia_tacotron2", "iteration", {
-    ("", "training.loss"): mx.TRAIN_LOSS, ("", "validation.loss"): mx.VAL_LOSS, ("", "grad.norm"): mx.GRAD_NORM,
-    ("", "learning.rate"): mx.LEARNING_RATE,
-    # not NVIDIA's own: our train.py's (and forks') unweighted objective and attention diagonality
-    ("", "validation.objective"): mx.VAL_OBJECTIVE, ("", "validation.diagonality"): mx.DIAGONALITY,
-}, [("", "training.loss"), ("", "validation.loss"), ("", "grad.norm"), ("", "learning.rate"), ("", "duration")],
-    "NVIDIA/tacotron2 and its forks; stdout: Train loss <i> <loss> Grad Norm <g> <dt>s/it")  # fmt: skip
+NVIDIA = _preset(
+    "nvidia_tacotron2",
+    "iteration",
+    {
+        ("", "training.loss"): mx.TRAIN_LOSS,
+        ("", "validation.loss"): mx.VAL_LOSS,
+        ("", "grad.norm"): mx.GRAD_NORM,
+        ("", "learning.rate"): mx.LEARNING_RATE,
+        # not NVIDIA's own: our train.py's (and forks') unweighted objective and attention diagonality
+        ("", "validation.objective"): mx.VAL_OBJECTIVE,
+        ("", "validation.diagonality"): mx.DIAGONALITY,
+    },
+    [("", "training.loss"), ("", "validation.loss"), ("", "grad.norm"), ("", "learning.rate"), ("", "duration")],
+    "NVIDIA/tacotron2 and its forks; stdout: Train loss <i> <loss> Grad Norm <g> <dt>s/it",
+)
 
-COQUI = _preset("coqui", "iteration", {
-    ("", "TrainIterStats/loss"): mx.TRAIN_LOSS, ("", "TrainIterStats/loss_0"): mx.TRAIN_LOSS,
-    ("", "EvalStats/avg_loss"): mx.VAL_LOSS, ("", "EvalStats/avg_loss_0"): mx.VAL_LOSS,
-    ("", "TrainIterStats/grad_norm"): mx.GRAD_NORM, ("", "TrainIterStats/current_lr"): mx.LEARNING_RATE,
-    ("", "EvalStats/avg_postnet_loss"): mx.VAL_MEL_POST_LOSS, ("", "EvalStats/avg_stopnet_loss"): mx.VAL_GATE_LOSS,
-    ("", "EvalStats/avg_ga_loss"): mx.VAL_GUIDED_ATTN_LOSS,
-}, [("", "TrainIterStats/loss"), ("", "TrainIterStats/grad_norm"), ("", "TrainIterStats/current_lr"),
-    ("", "EvalStats/avg_loss")], "Coqui TTS's trainer (several optimizers: loss_0, loss_1, ...)")  # fmt: skip
+COQUI = _preset(
+    "coqui",
+    "iteration",
+    {
+        ("", "TrainIterStats/loss"): mx.TRAIN_LOSS,
+        ("", "TrainIterStats/loss_0"): mx.TRAIN_LOSS,
+        ("", "EvalStats/avg_loss"): mx.VAL_LOSS,
+        ("", "EvalStats/avg_loss_0"): mx.VAL_LOSS,
+        ("", "TrainIterStats/grad_norm"): mx.GRAD_NORM,
+        ("", "TrainIterStats/current_lr"): mx.LEARNING_RATE,
+        ("", "EvalStats/avg_postnet_loss"): mx.VAL_MEL_POST_LOSS,
+        ("", "EvalStats/avg_stopnet_loss"): mx.VAL_GATE_LOSS,
+        ("", "EvalStats/avg_ga_loss"): mx.VAL_GUIDED_ATTN_LOSS,
+    },
+    [
+        ("", "TrainIterStats/loss"),
+        ("", "TrainIterStats/grad_norm"),
+        ("", "TrainIterStats/current_lr"),
+        ("", "EvalStats/avg_loss"),
+    ],
+    "Coqui TTS's trainer (several optimizers: loss_0, loss_1, ...)",
+)
 
-ESPNET2 = _preset("espnet2", "epoch", {
-    ("train", "loss"): mx.TRAIN_LOSS, ("valid", "loss"): mx.VAL_LOSS, ("train", "grad_norm"): mx.GRAD_NORM,
-    ("train", "optim0_lr0"): mx.LEARNING_RATE, ("valid", "bce_loss"): mx.VAL_GATE_LOSS,
-    ("valid", "attn_loss"): mx.VAL_GUIDED_ATTN_LOSS,
-}, [("train", "loss"), ("valid", "loss"), ("train", "optim0_lr0"), ("train", "grad_norm")],
-    "ESPnet2: tensorboard/train and tensorboard/valid, x = epoch")  # fmt: skip
+ESPNET2 = _preset(
+    "espnet2",
+    "epoch",
+    {
+        ("train", "loss"): mx.TRAIN_LOSS,
+        ("valid", "loss"): mx.VAL_LOSS,
+        ("train", "grad_norm"): mx.GRAD_NORM,
+        ("train", "optim0_lr0"): mx.LEARNING_RATE,
+        ("valid", "bce_loss"): mx.VAL_GATE_LOSS,
+        ("valid", "attn_loss"): mx.VAL_GUIDED_ATTN_LOSS,
+    },
+    [("train", "loss"), ("valid", "loss"), ("train", "optim0_lr0"), ("train", "grad_norm")],
+    "ESPnet2: tensorboard/train and tensorboard/valid, x = epoch",
+)
 
-VITS = _preset("vits", "iteration", {
-    ("", "loss/g/total"): mx.TRAIN_LOSS, ("", "grad_norm_g"): mx.GRAD_NORM, ("", "learning_rate"): mx.LEARNING_RATE,
-    ("", "loss/g/mel"): mx.TRAIN_MEL_LOSS,
-}, [("", "loss/g/total"), ("", "loss/d/total"), ("", "grad_norm_g"), ("", "grad_norm_d")],
-    "VITS (original): generator/discriminator losses; no validation loss")  # fmt: skip
+VITS = _preset(
+    "vits",
+    "iteration",
+    {
+        ("", "loss/g/total"): mx.TRAIN_LOSS,
+        ("", "grad_norm_g"): mx.GRAD_NORM,
+        ("", "learning_rate"): mx.LEARNING_RATE,
+        ("", "loss/g/mel"): mx.TRAIN_MEL_LOSS,
+    },
+    [("", "loss/g/total"), ("", "loss/d/total"), ("", "grad_norm_g"), ("", "grad_norm_d")],
+    "VITS (original): generator/discriminator losses; no validation loss",
+)
 
-INDEXTTS = _preset("indextts", "iteration", {
-    ("", "mel_loss"): mx.TRAIN_LOSS, ("", "text_loss"): mx.TRAIN_TEXT_LOSS, ("", "mel_top1"): mx.TRAIN_MEL_TOP1,
-    ("", "grad_norm"): mx.GRAD_NORM, ("", "lr"): mx.LEARNING_RATE,
-}, [("", "text_loss"), ("", "mel_loss"), ("", "mel_top1")],
-    "IndexTTS-style GPT trainers (text and mel token losses); train_loss is the mel loss")  # fmt: skip
+INDEXTTS = _preset(
+    "indextts",
+    "iteration",
+    {
+        ("", "mel_loss"): mx.TRAIN_LOSS,
+        ("", "text_loss"): mx.TRAIN_TEXT_LOSS,
+        ("", "mel_top1"): mx.TRAIN_MEL_TOP1,
+        ("", "grad_norm"): mx.GRAD_NORM,
+        ("", "lr"): mx.LEARNING_RATE,
+    },
+    [("", "text_loss"), ("", "mel_loss"), ("", "mel_top1")],
+    "IndexTTS-style GPT trainers (text and mel token losses); train_loss is the mel loss",
+)
 
-GENERIC = _preset("generic", "iteration", {
-    ("", "train_loss"): mx.TRAIN_LOSS, ("", "val_loss"): mx.VAL_LOSS, ("", "grad_norm"): mx.GRAD_NORM,
-    ("", "learning_rate"): mx.LEARNING_RATE, ("", "lr"): mx.LEARNING_RATE, ("", "loss"): mx.TRAIN_LOSS,
-    ("", "train/loss"): mx.TRAIN_LOSS, ("", "val/loss"): mx.VAL_LOSS, ("", "valid/loss"): mx.VAL_LOSS,
-    ("", "val_objective"): mx.VAL_OBJECTIVE, ("", "diagonality"): mx.DIAGONALITY,
-}, [("", "train_loss"), ("", "val_loss"), ("", "train/loss"), ("", "val/loss"), ("", "loss"), ("", "lr")],
-    "canonical names and common spellings")  # fmt: skip
+GENERIC = _preset(
+    "generic",
+    "iteration",
+    {
+        ("", "train_loss"): mx.TRAIN_LOSS,
+        ("", "val_loss"): mx.VAL_LOSS,
+        ("", "grad_norm"): mx.GRAD_NORM,
+        ("", "learning_rate"): mx.LEARNING_RATE,
+        ("", "lr"): mx.LEARNING_RATE,
+        ("", "loss"): mx.TRAIN_LOSS,
+        ("", "train/loss"): mx.TRAIN_LOSS,
+        ("", "val/loss"): mx.VAL_LOSS,
+        ("", "valid/loss"): mx.VAL_LOSS,
+        ("", "val_objective"): mx.VAL_OBJECTIVE,
+        ("", "diagonality"): mx.DIAGONALITY,
+    },
+    [("", "train_loss"), ("", "val_loss"), ("", "train/loss"), ("", "val/loss"), ("", "loss"), ("", "lr")],
+    "canonical names and common spellings",
+)
 
 LAYOUTS: Mapping[str, LogLayout] = {p.name: p for p in (NVIDIA, COQUI, ESPNET2, VITS, INDEXTTS, GENERIC)}
 

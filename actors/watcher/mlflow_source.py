@@ -34,10 +34,17 @@ from .source import CANONICAL_NAMES, MetricSource, Reading, canonical
 class MlflowSource(MetricSource):
     name = "mlflow"
 
-    def __init__(self, tracking_uri: str, *, run_id: str | None = None, experiment: str | None = None,
-                 parent_run_id: str | None = None, started_after_ms: int | None = None,
-                 segment_of: Callable[[], str | None] = lambda: None,
-                 mapping: Callable[[str], str | None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        run_id: str | None = None,
+        experiment: str | None = None,
+        parent_run_id: str | None = None,
+        started_after_ms: int | None = None,
+        segment_of: Callable[[], str | None] = lambda: None,
+        mapping: Callable[[str], str | None] | None = None,
+    ) -> None:
         if sum(x is not None for x in (run_id, experiment, parent_run_id)) != 1:
             raise ValueError("name exactly one of run_id, experiment or parent_run_id")
         self.tracking_uri = tracking_uri
@@ -91,9 +98,11 @@ class MlflowSource(MetricSource):
             if exp is None:
                 return []
             since = "" if self.started_after_ms is None else f"attributes.start_time >= {self.started_after_ms}"
-            newest = self.client.search_runs([exp.experiment_id], since, order_by=["attributes.start_time DESC"],
-                                             max_results=1)  # fmt: skip
+            newest = self.client.search_runs(
+                [exp.experiment_id], since, order_by=["attributes.start_time DESC"], max_results=1
+            )
             return list(newest)
         parent = self.client.get_run(self.parent_run_id)
-        return list(self.client.search_runs([parent.info.experiment_id],
-                                            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'"))  # fmt: skip
+        return list(
+            self.client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
+        )

@@ -42,8 +42,9 @@ class Findings:
     detail: str = ""
 
 
-def probe_target(target: str, *, run_id: str | None = None, experiment: str | None = None,
-                 preset: str | None = None) -> Findings:  # fmt: skip
+def probe_target(
+    target: str, *, run_id: str | None = None, experiment: str | None = None, preset: str | None = None
+) -> Findings:
     if preset is not None and preset not in LAYOUTS:
         raise ProbeError(f"unknown preset {preset!r}; known: {', '.join(LAYOUTS)}")
     if "://" in target or target.startswith("sqlite:"):
@@ -158,8 +159,10 @@ def render(found: Findings) -> str:
     else:
         lines.append("metrics     none Smart Tuner can use")
     if found.unmapped:
-        lines.append(f"not mapped  {len(found.unmapped)}: " + ", ".join(
-            f"{k} ({n} values)" for k, n in sorted(found.unmapped.items())))  # fmt: skip
+        lines.append(
+            f"not mapped  {len(found.unmapped)}: "
+            + ", ".join(f"{k} ({n} values)" for k, n in sorted(found.unmapped.items()))
+        )
     return "\n".join(lines)
 
 

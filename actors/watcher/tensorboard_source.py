@@ -183,8 +183,12 @@ class TensorBoardSource(MetricSource):
 
     name = "tensorboard"
 
-    def __init__(self, logdir: Path | str, segment_of: Callable[[], str | None] = lambda: None,
-                 mapping: Callable[[str, str], str | None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        logdir: Path | str,
+        segment_of: Callable[[], str | None] = lambda: None,
+        mapping: Callable[[str, str], str | None] | None = None,
+    ) -> None:
         self.logdir = Path(logdir)
         self.segment_of = segment_of
         self.mapping = mapping or tb_canonical

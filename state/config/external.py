@@ -123,8 +123,10 @@ class ExternalConfig(_Frozen):
                 raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
             groups = set(compiled.groupindex)
             if "step" not in groups or len(groups) < 2:
-                raise ValueError(f"{pattern!r} needs a (?P<step>...) group and one named after a canonical metric, "
-                                 "e.g. (?P<train_loss>...)")  # fmt: skip
+                raise ValueError(
+                    f"{pattern!r} needs a (?P<step>...) group and one named after a canonical metric, "
+                    "e.g. (?P<train_loss>...)"
+                )
         return patterns
 
     @field_validator("checkpoint_step")

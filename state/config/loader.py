@@ -226,5 +226,6 @@ def with_overrides(loaded: LoadedConfig, overrides: Mapping[str, Mapping[str, An
         return cfg.model_copy(update=changes)
 
     raw = apply(loaded.raw)
-    return LoadedConfig(raw=raw, resolved=apply(loaded.resolved), source=loaded.source + " (--quick)",
-                        config_hash=hash_config(raw))  # fmt: skip
+    return LoadedConfig(
+        raw=raw, resolved=apply(loaded.resolved), source=loaded.source + " (--quick)", config_hash=hash_config(raw)
+    )

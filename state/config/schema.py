@@ -281,8 +281,10 @@ class TunerConfig(_Frozen):
     @model_validator(mode="after")
     def _check_devices(self) -> Self:
         if self.n_gpus > 0 and self.trainer.ddp_ranks > self.n_gpus:
-            raise ValueError(f"trainer.ddp_ranks is {self.trainer.ddp_ranks} but n_gpus is {self.n_gpus}: "
-                             "a trial cannot take more GPUs than the run may use")  # fmt: skip
+            raise ValueError(
+                f"trainer.ddp_ranks is {self.trainer.ddp_ranks} but n_gpus is {self.n_gpus}: "
+                "a trial cannot take more GPUs than the run may use"
+            )
         return self
 
     @model_validator(mode="after")

@@ -32,8 +32,9 @@ POLL_S = 0.05
 SECRET_ENV = "ST_TEST_SECRET_URL"
 
 
-def wait_until(predicate: Callable[[], object], what: str, timeout_s: float = WAIT_TIMEOUT_S,
-               proc: Spawned | None = None) -> None:  # fmt: skip
+def wait_until(
+    predicate: Callable[[], object], what: str, timeout_s: float = WAIT_TIMEOUT_S, proc: Spawned | None = None
+) -> None:
     """Poll ``predicate`` every 50 ms until it is true; fail after ``timeout_s`` (or when ``proc`` dies first)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -97,13 +98,20 @@ class Cli:
     def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
         return {**self.env, **(extra or {})}
 
-    def run(self, *args: str | Path, env: dict[str, str] | None = None,
-            timeout_s: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run(
+        self, *args: str | Path, env: dict[str, str] | None = None, timeout_s: float = COMMAND_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command to its end; its stdout and stderr come back as text."""
         proc = subprocess.Popen(
-            self._argv(args), cwd=self.cwd, env=self._env(env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
+            self._argv(args),
+            cwd=self.cwd,
+            env=self._env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -121,9 +129,14 @@ class Cli:
         out_path, err_path = self.cwd / f"{name}.out", self.cwd / f"{name}.err"
         out_fh, err_fh = open(out_path, "wb"), open(err_path, "wb")  # noqa: SIM115 - closed in kill_group
         proc = subprocess.Popen(
-            self._argv(args), cwd=self.cwd, env=self._env(env), stdin=subprocess.DEVNULL,
-            stdout=out_fh, stderr=err_fh, start_new_session=True,
-        )  # fmt: skip
+            self._argv(args),
+            cwd=self.cwd,
+            env=self._env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out_fh,
+            stderr=err_fh,
+            start_new_session=True,
+        )
         spawned = Spawned(name, proc, out_path, err_path, (out_fh, err_fh))
         self.spawned.append(spawned)
         return spawned

@@ -282,8 +282,10 @@ def test_resume_a_stopped_run_and_refuse_what_would_break_it(cli: Cli) -> None:
 
     def rerun_started() -> bool:  # the segment the stop interrupted trains again: under its own id if its
         # end never reached the log, else (recorded as aborted) under a new one
-        return any(isinstance(e.data, m.SegmentStarted) and e.seq > head and e.data.segment_id in
-                   ("r0-t0-g0", "r0-t0-g0-re1") for e in cli.events(root))  # fmt: skip
+        return any(
+            isinstance(e.data, m.SegmentStarted) and e.seq > head and e.data.segment_id in ("r0-t0-g0", "r0-t0-g0-re1")
+            for e in cli.events(root)
+        )
 
     cli.wait_until(rerun_started, "the interrupted segment trains again", proc=resumed)
 
@@ -391,8 +393,14 @@ def test_commands_on_a_stopped_run_or_no_run(cli: Cli) -> None:
 
     (cli.cwd / "not_a_run").mkdir()
     (cli.cwd / "not_a_run" / "notes.txt").write_text("hello\n")
-    for command in (["tail", "not_a_run"], ["tail", "not_a_run", "--no-follow"], ["replay", "not_a_run"],
-                    ["status", "not_a_run"], ["stop", "not_a_run"], ["salvage", "not_a_run"]):  # fmt: skip
+    for command in (
+        ["tail", "not_a_run"],
+        ["tail", "not_a_run", "--no-follow"],
+        ["replay", "not_a_run"],
+        ["status", "not_a_run"],
+        ["stop", "not_a_run"],
+        ["salvage", "not_a_run"],
+    ):
         result = cli.run(*command)
         assert result.returncode == 2, command
         assert "not_a_run: not a run directory" in result.stderr, (command, result.stderr)

@@ -24,9 +24,11 @@ from tests.helpers.procs import alive
 
 
 def external_config(cli: Cli, budget: int = 30, warmup: int = 10) -> Path:
-    script = (f"{sys.executable} -m smart_tuner.trainer.train -o {{output_dir}} -l logs -c {{checkpoint}} "
-              f"--hparams {{hparams}} --dataset tiny --preset tiny --data-dir {cli.cwd / 'data'} --threads 1 "
-              "--val-count 4")  # fmt: skip
+    script = (
+        f"{sys.executable} -m smart_tuner.trainer.train -o {{output_dir}} -l logs -c {{checkpoint}} "
+        f"--hparams {{hparams}} --dataset tiny --preset tiny --data-dir {cli.cwd / 'data'} --threads 1 "
+        "--val-count 4"
+    )
     return cli.write_config(
         "external.yaml",
         f"""
@@ -73,14 +75,18 @@ def test_a_users_script_is_tuned_by_restarts_from_its_checkpoints(cli: Cli) -> N
     # the ladder candidate trained at its rate: the script logged it, on TensorBoard
     ladder = next(s for s in scheduled.values() if s.hparams["learning_rate"] == 3e-3)
     observed = [o for o in of(events, m.MetricsObserved) if isinstance(o, m.MetricsObserved)]
-    rates = {o.metrics["learning_rate"] for o in observed
-             if o.segment_id == ladder.segment_id and "learning_rate" in o.metrics}  # fmt: skip
+    rates = {
+        o.metrics["learning_rate"]
+        for o in observed
+        if o.segment_id == ladder.segment_id and "learning_rate" in o.metrics
+    }
     assert rates and all(r == pytest.approx(3e-3, rel=1e-6) for r in rates)  # float32 in the event file
     sources = {o.source for o in observed}
     assert sources == {"stdout", "tensorboard"}
     applied = [a for a in of(events, m.HparamsApplied) if isinstance(a, m.HparamsApplied)]
-    assert {a.segment_id for a in applied} == set(scheduled) and all(set(a.classes.values()) == {"restart"}
-                                                                     for a in applied)  # fmt: skip
+    assert {a.segment_id for a in applied} == set(scheduled) and all(
+        set(a.classes.values()) == {"restart"} for a in applied
+    )
     assert_projections(root, events)  # one MLflow child per segment, a TensorBoard folder each
     assert_verifies(cli, root)
 

@@ -20,10 +20,14 @@ def of(events: list[Envelope], kind: type) -> list[object]:
 
 
 def test_an_injected_nan_trips_the_guard_rolls_back_and_the_run_goes_on(cli: Cli) -> None:
-    config = cli.write_config("nan.yaml", (
-        "budget: {max_steps: 40}\nforks: {warmup_steps: 10, probe_steps: 5, exploit_steps: 10, "
-        "first_round_candidates: 2}\n" + TINY_TRAINER.replace("heartbeat_s: 0.5}", "heartbeat_s: 0.5, "
-        "hparams: {inject_nan_at_step: 13}}")))  # fmt: skip
+    config = cli.write_config(
+        "nan.yaml",
+        (
+            "budget: {max_steps: 40}\nforks: {warmup_steps: 10, probe_steps: 5, exploit_steps: 10, "
+            "first_round_candidates: 2}\n"
+            + TINY_TRAINER.replace("heartbeat_s: 0.5}", "heartbeat_s: 0.5, hparams: {inject_nan_at_step: 13}}")
+        ),
+    )
     result = cli.run("run", "--config", config, "--run-dir", "runs/nan")
     assert result.returncode == 0, result.stdout + result.stderr
     root = cli.cwd / "runs/nan"
@@ -35,8 +39,11 @@ def test_an_injected_nan_trips_the_guard_rolls_back_and_the_run_goes_on(cli: Cli
     assert len(trips) == 1 and trips[0].segment_id == failed[0].segment_id and trips[0].evidence["step"] == 13
     assert len(rollbacks) == 1 and rollbacks[0].segment_id == failed[0].segment_id
     assert rollbacks[0].to_step == 10 and rollbacks[0].hparams["learning_rate"] == 5e-4
-    rerun = [f for f in of(events, m.SegmentFinished) if isinstance(f, m.SegmentFinished)
-             and f.segment_id == failed[0].segment_id + "-rb1"]  # fmt: skip
+    rerun = [
+        f
+        for f in of(events, m.SegmentFinished)
+        if isinstance(f, m.SegmentFinished) and f.segment_id == failed[0].segment_id + "-rb1"
+    ]
     assert len(rerun) == 1 and rerun[0].end_step == 15  # the same rung, from the same checkpoint
     assert "guard nan tripped" in result.stderr  # the console alert
     finished = of(events, m.RunFinished)[-1]
@@ -46,9 +53,13 @@ def test_an_injected_nan_trips_the_guard_rolls_back_and_the_run_goes_on(cli: Cli
 
 
 def test_kill_9_of_the_coordinator_mid_segment_then_resume_finishes_the_run(cli: Cli) -> None:
-    config = cli.write_config("long.yaml", (
-        "budget: {max_steps: 60}\nforks: {warmup_steps: 40, probe_steps: 5, exploit_steps: 10, "
-        "first_round_candidates: 2}\n" + TINY_TRAINER))  # fmt: skip
+    config = cli.write_config(
+        "long.yaml",
+        (
+            "budget: {max_steps: 60}\nforks: {warmup_steps: 40, probe_steps: 5, exploit_steps: 10, "
+            "first_round_candidates: 2}\n" + TINY_TRAINER
+        ),
+    )
     first = cli.spawn("first", "run", "--config", config, "--run-dir", "runs/k9")
     root = cli.cwd / "runs/k9"
 
@@ -79,9 +90,13 @@ def test_kill_9_of_the_coordinator_mid_segment_then_resume_finishes_the_run(cli:
 
 
 def test_kill_9_of_a_worker_mid_segment_restarts_it_and_the_run_completes(cli: Cli) -> None:
-    config = cli.write_config("w.yaml", (
-        "budget: {max_steps: 50}\nforks: {warmup_steps: 40, probe_steps: 5, exploit_steps: 5, "
-        "first_round_candidates: 2}\n" + TINY_TRAINER))  # fmt: skip
+    config = cli.write_config(
+        "w.yaml",
+        (
+            "budget: {max_steps: 50}\nforks: {warmup_steps: 40, probe_steps: 5, exploit_steps: 5, "
+            "first_round_candidates: 2}\n" + TINY_TRAINER
+        ),
+    )
     coordinator = cli.spawn("coordinator", "run", "--config", config, "--run-dir", "runs/w")
     root = cli.cwd / "runs/w"
 
@@ -109,9 +124,13 @@ def test_a_pbt_run_with_real_workers_mirrored_into_an_optuna_storage(cli: Cli) -
     import optuna
 
     storage = f"sqlite:///{cli.cwd / 'optuna.db'}"
-    config = cli.write_config("pbt.yaml", (
-        f"strategy: pbt\noptuna_storage: '{storage}'\nbudget: {{max_steps: 48}}\n"
-        "pbt: {population: 3, interval_steps: 8}\n" + TINY_TRAINER))  # fmt: skip
+    config = cli.write_config(
+        "pbt.yaml",
+        (
+            f"strategy: pbt\noptuna_storage: '{storage}'\nbudget: {{max_steps: 48}}\n"
+            "pbt: {population: 3, interval_steps: 8}\n" + TINY_TRAINER
+        ),
+    )
     result = cli.run("run", "--config", config, "--run-dir", "runs/pbt")
     assert result.returncode == 0, result.stdout + result.stderr
     root = cli.cwd / "runs/pbt"
@@ -136,10 +155,14 @@ def test_a_run_over_tcp_with_curve_keys_never_writes_the_secret(cli: Cli) -> Non
     assert made.returncode == 0, made.stderr
     secret_file = cli.cwd / "keys" / "coordinator.key_secret"
     secret = next(line.split('"')[1] for line in secret_file.read_text().splitlines() if "secret-key" in line)
-    config = cli.write_config("curve.yaml", (
-        "bus: {transport: tcp, host: 127.0.0.1, curve_server_secret: '${ST_TEST_CURVE}'}\n"
-        "budget: {max_steps: 20}\nforks: {warmup_steps: 10, probe_steps: 5, exploit_steps: 5, "
-        "first_round_candidates: 2}\n" + TINY_TRAINER))  # fmt: skip
+    config = cli.write_config(
+        "curve.yaml",
+        (
+            "bus: {transport: tcp, host: 127.0.0.1, curve_server_secret: '${ST_TEST_CURVE}'}\n"
+            "budget: {max_steps: 20}\nforks: {warmup_steps: 10, probe_steps: 5, exploit_steps: 5, "
+            "first_round_candidates: 2}\n" + TINY_TRAINER
+        ),
+    )
     result = cli.run("run", "--config", config, "--run-dir", "runs/curve", env={"ST_TEST_CURVE": secret})
     assert result.returncode == 0, result.stdout + result.stderr
     root = cli.cwd / "runs/curve"

@@ -56,8 +56,10 @@ def main() -> None:
     torch.set_num_threads(1)
     dist = Dist.from_env()
     assert dist is not None and dist.world == 2
-    trainer = Trainer(TrainerConfig(dataset="tiny", output_dir=out / f"rank{dist.rank}", data_dir=data, threads=1,
-                                    val_count=2), preset("tiny"))  # fmt: skip
+    trainer = Trainer(
+        TrainerConfig(dataset="tiny", output_dir=out / f"rank{dist.rank}", data_dir=data, threads=1, val_count=2),
+        preset("tiny"),
+    )
     trainer.dist = dist
     if fail and dist.rank == 1:
         poison(trainer)
@@ -73,12 +75,16 @@ def main() -> None:
     else:
         follow(trainer, dist)
     opt = trainer.optimizer.param_groups[0]
-    mine = {"rank": dist.rank, "step": trainer.step, "weights": weights_hash(trainer),
-            "parameters": weights_hash(trainer, buffers=False),
-            "hparams": {k: getattr(trainer.hp, k) for k in CHANGE},
-            "optimizer": {"lr": opt["lr"], "betas": list(opt["betas"])},
-            "dropout": trainer.model.encoder.dropout,
-            "checkpoints": sorted(p.name for p in (out / f"rank{dist.rank}").rglob("*.pt"))}  # fmt: skip
+    mine = {
+        "rank": dist.rank,
+        "step": trainer.step,
+        "weights": weights_hash(trainer),
+        "parameters": weights_hash(trainer, buffers=False),
+        "hparams": {k: getattr(trainer.hp, k) for k in CHANGE},
+        "optimizer": {"lr": opt["lr"], "betas": list(opt["betas"])},
+        "dropout": trainer.model.encoder.dropout,
+        "checkpoints": sorted(p.name for p in (out / f"rank{dist.rank}").rglob("*.pt")),
+    }
     everyone = dist.gather(mine)
     if dist.rank == 0:
         (out / "result.json").write_text(json.dumps({"ranks": everyone, "failure": failure}))

@@ -19,12 +19,21 @@ def main() -> None:
     start = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "-" else None
     sha = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] != "-" else None
     hparams = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
-    config = TrainerConfig(dataset="tiny", data_dir=data_dir, output_dir=out_dir, val_count=4, val_batch_size=4,
-                           threads=1)  # fmt: skip
+    config = TrainerConfig(
+        dataset="tiny", data_dir=data_dir, output_dir=out_dir, val_count=4, val_batch_size=4, threads=1
+    )
     trainer = Trainer(config, preset("tiny"))
     result = trainer.run_segment(segment_id, start, sha, hparams, steps, eval_every=0)
-    print(json.dumps({"checkpoint": str(result.checkpoint), "sha256": result.sha256, "end_step": result.end_step,
-                      "val_objective": result.metrics["val_objective"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(result.checkpoint),
+                "sha256": result.sha256,
+                "end_step": result.end_step,
+                "val_objective": result.metrics["val_objective"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

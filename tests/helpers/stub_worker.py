@@ -37,16 +37,23 @@ async def serve(endpoint: str, worker_id: str) -> None:
             if isinstance(cmd, m.Shutdown):
                 return
             if isinstance(cmd, m.RunSegment):
-                await client.send(m.SegmentStarted(segment_id=cmd.segment_id, worker_id=worker_id, device=device,
-                                                   pid=os.getpid()))  # fmt: skip
+                await client.send(
+                    m.SegmentStarted(segment_id=cmd.segment_id, worker_id=worker_id, device=device, pid=os.getpid())
+                )
                 t0 = time.monotonic()
                 while time.monotonic() - t0 < SEGMENT_S:
                     await asyncio.sleep(0.1)
                     await client.send(m.Heartbeat(worker_id=worker_id))
-                await client.send(m.SegmentFinished(segment_id=cmd.segment_id, end_step=cmd.steps,
-                                                    metrics={"val_objective": 1.0, "diagonality": 1.0},
-                                                    checkpoint=f"/stub/{cmd.segment_id}.pt", checkpoint_sha256="0" * 64,
-                                                    duration_s=SEGMENT_S))  # fmt: skip
+                await client.send(
+                    m.SegmentFinished(
+                        segment_id=cmd.segment_id,
+                        end_step=cmd.steps,
+                        metrics={"val_objective": 1.0, "diagonality": 1.0},
+                        checkpoint=f"/stub/{cmd.segment_id}.pt",
+                        checkpoint_sha256="0" * 64,
+                        duration_s=SEGMENT_S,
+                    )
+                )
     finally:
         await client.aclose()
         ctx.term()

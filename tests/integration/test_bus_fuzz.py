@@ -117,10 +117,22 @@ def test_fuzzed_proposals_never_break_the_coordinator(tmp_path: Path) -> None:
     (tmp_path / "none.yaml").write_text("strategy: none\n")
     run_dir = tmp_path / "runs" / "fuzz"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run_tuner.py"), "run", "--config", "none.yaml", "--run-dir", str(run_dir),
-         "--log-level", "warning"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "run_tuner.py"),
+            "run",
+            "--config",
+            "none.yaml",
+            "--run-dir",
+            str(run_dir),
+            "--log-level",
+            "warning",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not ((run_dir / "bus" / "endpoints.json").exists() and writer_active(run_dir / "events.log")):

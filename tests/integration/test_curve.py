@@ -110,11 +110,35 @@ def test_a_worker_started_by_hand_on_another_host_joins_the_run(keydir: Path, ti
     assert server_secret is not None
 
     def by_hand(name: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", endpoint, "--worker-id", name,
-               "--curve-server-key", server_public.decode(), "--curve-key-file", str(keydir / f"{name}.key_secret"),
-               "--parent-pid", "0", "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(tiny_data_dir),
-               "--output-dir", str(keydir / name), "--threads", "1", "--val-count", "2",
-               "--heartbeat-s", "0.2"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "smart_tuner.trainer.worker",
+            "--endpoint",
+            endpoint,
+            "--worker-id",
+            name,
+            "--curve-server-key",
+            server_public.decode(),
+            "--curve-key-file",
+            str(keydir / f"{name}.key_secret"),
+            "--parent-pid",
+            "0",
+            "--dataset",
+            "tiny",
+            "--preset",
+            "tiny",
+            "--data-dir",
+            str(tiny_data_dir),
+            "--output-dir",
+            str(keydir / name),
+            "--threads",
+            "1",
+            "--val-count",
+            "2",
+            "--heartbeat-s",
+            "0.2",
+        ]
         return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
 
     async def main() -> tuple[list[object], int, int | None]:

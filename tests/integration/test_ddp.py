@@ -16,9 +16,25 @@ HELPER = ROOT / "tests" / "helpers" / "ddp_check.py"
 
 def torchrun(tmp_path: Path, *extra: str) -> dict[str, object]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(HELPER), str(tmp_path / "out"), str(tmp_path / "data"), *extra],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(HELPER),
+            str(tmp_path / "out"),
+            str(tmp_path / "data"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert isinstance(result, dict)
@@ -31,8 +47,11 @@ def test_a_hot_change_reaches_every_rank_and_the_weights_stay_identical(tmp_path
     r0, r1 = result["ranks"]  # type: ignore[index, misc]
     assert result["failure"] is None
     assert r0["step"] == r1["step"] == 6
-    assert r0["hparams"] == r1["hparams"] == {"learning_rate": 5e-3, "p_encoder_dropout": 0.2,
-                                              "grad_clip_thresh": 0.5, "adam_beta2": 0.98}  # fmt: skip
+    assert (
+        r0["hparams"]
+        == r1["hparams"]
+        == {"learning_rate": 5e-3, "p_encoder_dropout": 0.2, "grad_clip_thresh": 0.5, "adam_beta2": 0.98}
+    )
     assert r0["optimizer"] == r1["optimizer"] == {"lr": 5e-3, "betas": [0.9, 0.98]}  # applied, not only recorded
     assert r0["dropout"] == r1["dropout"] == 0.2
     assert r0["weights"] == r1["weights"]  # 6 steps on different data slices, one optimizer step each time
@@ -59,35 +78,80 @@ def test_the_worker_under_torchrun_runs_segments_aborts_and_shuts_down_every_ran
     from tests.integration.test_worker import collect, command, connected_process
 
     def argv(endpoint: str) -> list[str]:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "smart_tuner.trainer.worker", "--endpoint", endpoint, "--worker-id", "w0",
-                "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(tiny_data_dir),
-                "--output-dir", str(tmp_path / "out"), "--threads", "1", "--val-count", "2"]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "smart_tuner.trainer.worker",
+            "--endpoint",
+            endpoint,
+            "--worker-id",
+            "w0",
+            "--dataset",
+            "tiny",
+            "--preset",
+            "tiny",
+            "--data-dir",
+            str(tiny_data_dir),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--threads",
+            "1",
+            "--val-count",
+            "2",
+        ]
 
     async def main() -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         async with connected_process(tmp_path, argv, env) as (server, proc):
             await collect(server, m.WorkerHello, 1)  # rank 0 only: one worker as far as the supervisor sees
-            run1 = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={}, steps=2,
-                                eval_every=0, report_every=1)  # fmt: skip
+            run1 = m.RunSegment(
+                segment_id="s1",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={},
+                steps=2,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w0", command(run1))
-            done1 = next(e.data for e in await collect(server, m.SegmentFinished, 1)
-                         if isinstance(e.data, m.SegmentFinished))  # fmt: skip
-            run2 = m.RunSegment(segment_id="s2", from_checkpoint=done1.checkpoint, from_sha256=done1.checkpoint_sha256,
-                                hparams={"learning_rate": 4e-3}, steps=2, eval_every=0, report_every=1)  # fmt: skip
+            done1 = next(
+                e.data for e in await collect(server, m.SegmentFinished, 1) if isinstance(e.data, m.SegmentFinished)
+            )
+            run2 = m.RunSegment(
+                segment_id="s2",
+                from_checkpoint=done1.checkpoint,
+                from_sha256=done1.checkpoint_sha256,
+                hparams={"learning_rate": 4e-3},
+                steps=2,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w0", command(run2))
             second = await collect(server, m.SegmentFinished, 1)
             applied = next(e.data for e in second if isinstance(e.data, m.HparamsApplied))
             assert applied.hparams == {"learning_rate": 4e-3}
             done2 = next(e.data for e in second if isinstance(e.data, m.SegmentFinished))
             assert done2.end_step == 4 and "val_objective" in done2.metrics
-            long = m.RunSegment(segment_id="s3", from_checkpoint=None, from_sha256=None, hparams={},
-                                steps=100_000, eval_every=0, report_every=1)  # fmt: skip
+            long = m.RunSegment(
+                segment_id="s3",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={},
+                steps=100_000,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w0", command(long))
             await collect(server, m.MetricsObserved, 1)
             await server.send(b"w0", command(m.AbortSegment(segment_id="s3", reason="test")))
-            failed = next(e.data for e in await collect(server, m.SegmentFailed, 1)
-                          if isinstance(e.data, m.SegmentFailed))  # fmt: skip
+            failed = next(
+                e.data for e in await collect(server, m.SegmentFailed, 1) if isinstance(e.data, m.SegmentFailed)
+            )
             assert failed.reason == "aborted"  # both ranks stopped at the same step: no hang
             await server.send(b"w0", command(m.Shutdown(reason="test over")))
             assert await asyncio.to_thread(proc.wait, 120) == 0  # rank 1 left its loop too
@@ -115,11 +179,20 @@ def test_the_supervisor_starts_a_ddp_trial_under_torchrun(tiny_data_dir: Path, t
         async with harness("inproc", tmp_path) as h:
             ctx = new_context()
             server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
-            spec = WorkerSpec(dataset="tiny", preset="tiny", output_dir=tmp_path / "trainer", data_dir=tiny_data_dir,
-                              threads=1, val_count=2, heartbeat_s=0.2, ranks=2,
-                              env=(("OMP_NUM_THREADS", "1"),))  # fmt: skip
-            io = SupervisorIO(server, DevicePool.create(0), spec, h.client(), tmp_path,
-                              SupervisorPolicy(heartbeat_timeout_s=30))  # fmt: skip
+            spec = WorkerSpec(
+                dataset="tiny",
+                preset="tiny",
+                output_dir=tmp_path / "trainer",
+                data_dir=tiny_data_dir,
+                threads=1,
+                val_count=2,
+                heartbeat_s=0.2,
+                ranks=2,
+                env=(("OMP_NUM_THREADS", "1"),),
+            )
+            io = SupervisorIO(
+                server, DevicePool.create(0), spec, h.client(), tmp_path, SupervisorPolicy(heartbeat_timeout_s=30)
+            )
             c = h.client()
             await propose(c, run_started())
             shell = ActorShell(Supervisor(io), h.client(), h.journal, poll_s=0.05)

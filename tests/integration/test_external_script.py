@@ -77,7 +77,7 @@ def test_a_script_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
                               {{}}, None)
         print(script.pid, flush=True)
         time.sleep(300)
-    """)  # fmt: skip
+    """)
     proc = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

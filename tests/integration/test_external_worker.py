@@ -30,10 +30,13 @@ FAKE = Path(__file__).resolve().parents[1] / "helpers" / "fake_train.py"
 
 
 def spec(**over: Any) -> dict[str, Any]:
-    base = {"command": [sys.executable, str(FAKE), "-o", "{output_dir}", "-c", "{checkpoint}", "--hparams",
-                        "{hparams}"],
-            "hparams": {"learning_rate": 1e-3, "every": 5, "mode": "ok"}, "tensorboard_dir": None,
-            "sigint_timeout_s": 5, "sigterm_timeout_s": 5}  # fmt: skip
+    base = {
+        "command": [sys.executable, str(FAKE), "-o", "{output_dir}", "-c", "{checkpoint}", "--hparams", "{hparams}"],
+        "hparams": {"learning_rate": 1e-3, "every": 5, "mode": "ok"},
+        "tensorboard_dir": None,
+        "sigint_timeout_s": 5,
+        "sigterm_timeout_s": 5,
+    }
     return {**base, **over}
 
 
@@ -42,8 +45,19 @@ async def worker_process(tmp_path: Path, section: dict[str, Any]) -> AsyncIterat
     """The external worker as the supervisor starts it, after its hello; killed (whole group) at exit."""
 
     def argv(endpoint: str) -> list[str]:
-        return [sys.executable, "-m", "smart_tuner.actors.external.worker", "--endpoint", endpoint, "--worker-id", "x1",
-                "--output-dir", str(tmp_path / "external"), "--heartbeat-s", "0.5"]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "smart_tuner.actors.external.worker",
+            "--endpoint",
+            endpoint,
+            "--worker-id",
+            "x1",
+            "--output-dir",
+            str(tmp_path / "external"),
+            "--heartbeat-s",
+            "0.5",
+        ]
 
     env = {**os.environ, EXTERNAL_SPEC_ENV: json.dumps(section)}
     async with connected_process(tmp_path, argv, env) as (server, proc):
@@ -58,10 +72,18 @@ async def external_worker(tmp_path: Path, section: dict[str, Any]) -> AsyncItera
         yield server
 
 
-async def segment(server: WorkerServer, sid: str, steps: int, hparams: dict[str, Any] | None = None,
-                  checkpoint: str | None = None) -> list[Envelope]:  # fmt: skip
-    run = m.RunSegment(segment_id=sid, from_checkpoint=checkpoint, from_sha256=None, hparams=hparams or {},
-                       steps=steps, eval_every=0, report_every=1)  # fmt: skip
+async def segment(
+    server: WorkerServer, sid: str, steps: int, hparams: dict[str, Any] | None = None, checkpoint: str | None = None
+) -> list[Envelope]:
+    run = m.RunSegment(
+        segment_id=sid,
+        from_checkpoint=checkpoint,
+        from_sha256=None,
+        hparams=hparams or {},
+        steps=steps,
+        eval_every=0,
+        report_every=1,
+    )
     await server.send(b"x1", command(run))
     got: list[Envelope] = []
     async with asyncio.timeout(120):
@@ -100,15 +122,17 @@ def test_segments_restart_from_checkpoints_and_end_at_the_planned_step(tmp_path:
     assert max(o.step for o in observed) == 15
 
 
-@pytest.mark.parametrize(("mode", "reason", "words", "step"), [
-    ("nan@7", "nan", "train_loss was nan at step 7", 7),
-    ("exit@4", "error", "exited with code 3 at step 3 before step 10; last lines:", 3),
-    ("oom@6", "oom", "ran out of memory at step 5", 5),
-    ("nosave", "error", "no complete 'checkpoint_*' at step >= 10", None),
-    ("hang@6", "timeout", "no new step for 2 s", 5),
-])  # fmt: skip
-def test_each_way_a_script_fails_is_named(tmp_path: Path, mode: str, reason: str, words: str,
-                                          step: int | None) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("mode", "reason", "words", "step"),
+    [
+        ("nan@7", "nan", "train_loss was nan at step 7", 7),
+        ("exit@4", "error", "exited with code 3 at step 3 before step 10; last lines:", 3),
+        ("oom@6", "oom", "ran out of memory at step 5", 5),
+        ("nosave", "error", "no complete 'checkpoint_*' at step >= 10", None),
+        ("hang@6", "timeout", "no new step for 2 s", 5),
+    ],
+)
+def test_each_way_a_script_fails_is_named(tmp_path: Path, mode: str, reason: str, words: str, step: int | None) -> None:
     section = spec(checkpoint_timeout_s=2, hang_timeout_s=2)
 
     async def scenario() -> list[Envelope]:
@@ -125,8 +149,15 @@ def test_each_way_a_script_fails_is_named(tmp_path: Path, mode: str, reason: str
 def test_an_abort_stops_the_script_and_a_rerun_keeps_the_first_attempt(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[Envelope], list[Envelope]]:
         async with external_worker(tmp_path, spec()) as server:
-            run = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={}, steps=100000,
-                               eval_every=0, report_every=1)  # fmt: skip
+            run = m.RunSegment(
+                segment_id="s1",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={},
+                steps=100000,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"x1", command(run))
             got = await collect(server, m.MetricsObserved, 3)
             await server.send(b"x1", command(m.AbortSegment(segment_id="s1", reason="test")))
@@ -147,8 +178,10 @@ def test_an_abort_stops_the_script_and_a_rerun_keeps_the_first_attempt(tmp_path:
 
 def test_a_users_own_console_patterns_are_read(tmp_path: Path) -> None:
     """preset coqui has no console rules: only the config's own patterns can find the validation loss."""
-    patterns = [r"Train loss (?P<step>\d+) (?P<train_loss>\S+) Grad Norm (?P<grad_norm>\S+)",
-                r"Validation loss (?P<step>\d+): *(?P<val_loss>\S+)"]  # fmt: skip
+    patterns = [
+        r"Train loss (?P<step>\d+) (?P<train_loss>\S+) Grad Norm (?P<grad_norm>\S+)",
+        r"Validation loss (?P<step>\d+): *(?P<val_loss>\S+)",
+    ]
 
     async def scenario(section: dict[str, Any]) -> list[Envelope]:
         async with external_worker(tmp_path, section) as server:
@@ -181,8 +214,15 @@ def test_sigterm_to_the_worker_stops_the_script_first(tmp_path: Path) -> None:
 
     async def scenario() -> tuple[int, int | None]:
         async with worker_process(tmp_path, spec()) as (server, proc):
-            run = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={}, steps=100000,
-                               eval_every=0, report_every=1)  # fmt: skip
+            run = m.RunSegment(
+                segment_id="s1",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={},
+                steps=100000,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"x1", command(run))
             got = await collect(server, m.MetricsObserved, 2)
             started = next(e.data for e in got if isinstance(e.data, m.SegmentStarted))

@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_trainer(data_dir: Path, out: Path, **overrides: object) -> Trainer:
-    config = TrainerConfig(dataset="tiny", data_dir=data_dir, output_dir=out, val_count=4, val_batch_size=4,
-                           threads=1)  # fmt: skip
+    config = TrainerConfig(dataset="tiny", data_dir=data_dir, output_dir=out, val_count=4, val_batch_size=4, threads=1)
     return Trainer(config, preset("tiny").replace(**overrides))
 
 
@@ -34,15 +33,29 @@ def trainer(tiny_data_dir: Path, tmp_path: Path) -> Trainer:
 
 def test_hot_optimizer_and_module_changes_take_effect_and_training_continues(trainer: Trainer) -> None:
     trainer.train_step()
-    applied = trainer.apply({"learning_rate": 3e-3, "weight_decay": 1e-4, "adam_beta1": 0.8, "adam_eps": 1e-8,
-                             "p_attention_dropout": 0.3, "p_decoder_dropout": 0.25, "p_prenet_dropout": 0.4,
-                             "p_encoder_dropout": 0.2, "p_postnet_dropout": 0.1})  # fmt: skip
+    applied = trainer.apply(
+        {
+            "learning_rate": 3e-3,
+            "weight_decay": 1e-4,
+            "adam_beta1": 0.8,
+            "adam_eps": 1e-8,
+            "p_attention_dropout": 0.3,
+            "p_decoder_dropout": 0.25,
+            "p_prenet_dropout": 0.4,
+            "p_encoder_dropout": 0.2,
+            "p_postnet_dropout": 0.1,
+        }
+    )
     assert set(applied.classes.values()) == {"hot"}
     group = trainer.optimizer.param_groups[0]
     assert (group["lr"], group["weight_decay"], group["betas"][0], group["eps"]) == (3e-3, 1e-4, 0.8, 1e-8)
-    assert trainer.model.dropouts() == {"p_encoder_dropout": 0.2, "p_prenet_dropout": 0.4,
-                                        "p_attention_dropout": 0.3, "p_decoder_dropout": 0.25,
-                                        "p_postnet_dropout": 0.1}  # fmt: skip
+    assert trainer.model.dropouts() == {
+        "p_encoder_dropout": 0.2,
+        "p_prenet_dropout": 0.4,
+        "p_attention_dropout": 0.3,
+        "p_decoder_dropout": 0.25,
+        "p_postnet_dropout": 0.1,
+    }
     step = trainer.step
     values = trainer.train_step()
     assert trainer.step == step + 1 and math.isfinite(values["train_loss"])
@@ -50,8 +63,16 @@ def test_hot_optimizer_and_module_changes_take_effect_and_training_continues(tra
 
 
 def test_hot_loss_weights_clip_and_teacher_forcing(trainer: Trainer) -> None:
-    trainer.apply({"guided_attn_weight": 5.0, "guided_attn_sigma": 0.2, "gate_loss_weight": 2.0,
-                   "grad_clip_thresh": 1e-3, "teacher_forcing_ratio": 0.5, "guided_attn_decay": 0.99})  # fmt: skip
+    trainer.apply(
+        {
+            "guided_attn_weight": 5.0,
+            "guided_attn_sigma": 0.2,
+            "gate_loss_weight": 2.0,
+            "grad_clip_thresh": 1e-3,
+            "teacher_forcing_ratio": 0.5,
+            "guided_attn_decay": 0.99,
+        }
+    )
     loss = trainer.loss
     assert (loss.guided_attn_weight, loss.guided_attn_sigma, loss.gate_loss_weight) == (5.0, 0.2, 2.0)
     trainer.train_step()
@@ -106,8 +127,12 @@ def test_cold_change_is_refused_and_changes_nothing(trainer: Trainer) -> None:
 
 def test_resume_in_a_fresh_process_is_exact(tiny_data_dir: Path, tmp_path: Path) -> None:
     def run(*args: str) -> dict[str, object]:
-        proc = subprocess.run([sys.executable, str(ROOT / "tests/helpers/segment_runner.py"), str(tiny_data_dir),
-                               str(tmp_path), *args], capture_output=True, text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tests/helpers/segment_runner.py"), str(tiny_data_dir), str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 

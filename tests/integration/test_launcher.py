@@ -86,8 +86,9 @@ def test_a_real_worker_started_from_its_spec_connects_and_stops(tiny_data_dir: P
         server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
         lease = DevicePool.create(0).acquire("w0")
         assert lease is not None
-        spec = WorkerSpec(dataset="tiny", preset="tiny", output_dir=tmp_path / "out", data_dir=tiny_data_dir,
-                          threads=1, val_count=4)  # fmt: skip
+        spec = WorkerSpec(
+            dataset="tiny", preset="tiny", output_dir=tmp_path / "out", data_dir=tiny_data_dir, threads=1, val_count=4
+        )
         proc = await WorkerProcess.start(worker_command(spec, server.endpoint, "w0", lease), lease, tmp_path / "w.log")
         try:
             async with asyncio.timeout(120):

@@ -24,8 +24,17 @@ from tests.unit.busharness import Harness, harness, propose, run_started
 def scheduled(
     sid: str, steps: int, start: str | None = None, sha: str | None = None, **hp: object
 ) -> m.SegmentScheduled:
-    return m.SegmentScheduled(segment_id=sid, trial_id=None, from_checkpoint=start, from_sha256=sha, start_step=0,
-                              steps=steps, hparams=hp, reason="test", evidence={})  # fmt: skip
+    return m.SegmentScheduled(
+        segment_id=sid,
+        trial_id=None,
+        from_checkpoint=start,
+        from_sha256=sha,
+        start_step=0,
+        steps=steps,
+        hparams=hp,
+        reason="test",
+        evidence={},
+    )
 
 
 async def wait_for(h: Harness, predicate: Callable[[list[Envelope]], bool], timeout_s: float = 180) -> list[Envelope]:
@@ -38,7 +47,8 @@ async def wait_for(h: Harness, predicate: Callable[[list[Envelope]], bool], time
 
 
 def of(events: list[Envelope], kind: type, sid: str | None = None) -> list[m.Message]:
-    return [e.data for e in events if isinstance(e.data, kind) and (sid is None or e.data.segment_id == sid)]  # type: ignore[attr-defined]
+    found = [e.data for e in events if isinstance(e.data, kind)]
+    return [d for d in found if sid is None or d.segment_id == sid]  # type: ignore[attr-defined]
 
 
 def test_segments_run_on_one_kept_worker_and_survive_a_kill(tiny_data_dir: Path, tmp_path: Path) -> None:
@@ -46,10 +56,23 @@ def test_segments_run_on_one_kept_worker_and_survive_a_kill(tiny_data_dir: Path,
         async with harness("inproc", tmp_path) as h:
             ctx = new_context()
             server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
-            spec = WorkerSpec(dataset="tiny", preset="tiny", output_dir=tmp_path / "trainer", data_dir=tiny_data_dir,
-                              threads=1, val_count=4, heartbeat_s=0.2)  # fmt: skip
-            io = SupervisorIO(server, DevicePool.create(0), spec, h.client(), tmp_path,
-                              SupervisorPolicy(heartbeat_timeout_s=5, max_attempts=2))  # fmt: skip
+            spec = WorkerSpec(
+                dataset="tiny",
+                preset="tiny",
+                output_dir=tmp_path / "trainer",
+                data_dir=tiny_data_dir,
+                threads=1,
+                val_count=4,
+                heartbeat_s=0.2,
+            )
+            io = SupervisorIO(
+                server,
+                DevicePool.create(0),
+                spec,
+                h.client(),
+                tmp_path,
+                SupervisorPolicy(heartbeat_timeout_s=5, max_attempts=2),
+            )
             c = h.client()
             await propose(c, run_started())
             shell = ActorShell(Supervisor(io), h.client(), h.journal, poll_s=0.05)
@@ -101,10 +124,16 @@ def test_a_trainer_that_cannot_start_fails_its_segment_with_the_reason(tmp_path:
         async with harness("inproc", tmp_path) as h:
             ctx = new_context()
             server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
-            spec = WorkerSpec(dataset=str(tmp_path / "no-such-corpus"), preset="tiny", output_dir=tmp_path / "t",
-                              threads=1, val_count=4)  # fmt: skip
-            io = SupervisorIO(server, DevicePool.create(0), spec, h.client(), tmp_path,
-                              SupervisorPolicy(max_start_failures=2))  # fmt: skip
+            spec = WorkerSpec(
+                dataset=str(tmp_path / "no-such-corpus"),
+                preset="tiny",
+                output_dir=tmp_path / "t",
+                threads=1,
+                val_count=4,
+            )
+            io = SupervisorIO(
+                server, DevicePool.create(0), spec, h.client(), tmp_path, SupervisorPolicy(max_start_failures=2)
+            )
             c = h.client()
             await propose(c, run_started())
             await propose(c, scheduled("s0", 5))  # recorded before the supervisor (re)starts: resume picks it up
@@ -113,8 +142,9 @@ def test_a_trainer_that_cannot_start_fails_its_segment_with_the_reason(tmp_path:
             try:
                 events = await wait_for(h, lambda ev: bool(of(ev, m.SegmentFailed, "s0")), timeout_s=120)
                 failed = of(events, m.SegmentFailed, "s0")[0]
-                assert failed.reason == "error" and "2 workers in a row died" in failed.detail  # type: ignore[attr-defined]
-                assert "no-such-corpus" in failed.detail  # type: ignore[attr-defined]  # the worker's own error
+                assert isinstance(failed, m.SegmentFailed)
+                assert failed.reason == "error" and "2 workers in a row died" in failed.detail
+                assert "no-such-corpus" in failed.detail  # the worker's own error
                 assert not of(events, m.WorkerLost)  # they never said hello: nothing was lost
             finally:
                 task.cancel()
@@ -126,11 +156,14 @@ def test_a_trainer_that_cannot_start_fails_its_segment_with_the_reason(tmp_path:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(("n_gpus", "ranks", "devices", "most"), [
-    (2, 1, {"3", "5"}, 2),  # n_gpus=2 of a fake device list "3,5,7": two at once, on devices 3 and 5 only
-    (4, 2, {"3,5", "7,9"}, 2),  # DDP trials of two GPUs each: two trials at once, each under torchrun
-    (3, 2, {"3,5"}, 1),  # three GPUs hold one two-GPU trial at a time; the third GPU stays idle
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("n_gpus", "ranks", "devices", "most"),
+    [
+        (2, 1, {"3", "5"}, 2),  # n_gpus=2 of a fake device list "3,5,7": two at once, on devices 3 and 5 only
+        (4, 2, {"3,5", "7,9"}, 2),  # DDP trials of two GPUs each: two trials at once, each under torchrun
+        (3, 2, {"3,5"}, 1),  # three GPUs hold one two-GPU trial at a time; the third GPU stays idle
+    ],
+)
 def test_never_more_devices_than_n_gpus_each_worker_pinned_to_its_own(
     tmp_path: Path, n_gpus: int, ranks: int, devices: set[str], most: int
 ) -> None:
@@ -141,8 +174,12 @@ def test_never_more_devices_than_n_gpus_each_worker_pinned_to_its_own(
             ctx = new_context()
             server = WorkerServer(ctx, ipc_endpoints(tmp_path / "bus").workers, SocketOptions(linger_ms=0))
             # segments long enough that a second worker (torchrun takes seconds to start) gets one
-            spec = WorkerSpec(module="tests.helpers.stub_worker", output_dir=tmp_path / "t", ranks=ranks,
-                              env=(("STUB_SEGMENT_S", "4"),))  # fmt: skip
+            spec = WorkerSpec(
+                module="tests.helpers.stub_worker",
+                output_dir=tmp_path / "t",
+                ranks=ranks,
+                env=(("STUB_SEGMENT_S", "4"),),
+            )
             pool = DevicePool.create(n_gpus, visible="3,5,7,9,11")
             io = SupervisorIO(server, pool, spec, h.client(), tmp_path, SupervisorPolicy(heartbeat_timeout_s=10))
             c = h.client()

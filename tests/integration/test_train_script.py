@@ -14,8 +14,26 @@ TRAIN_LINE = re.compile(r"^Train loss (\d+) (\d+\.\d{6}) Grad Norm (\d+\.\d{6}) 
 
 
 def train(data_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "smart_tuner.trainer.train", "-o", str(out), "-l", "logs", "--dataset", "tiny",
-           "--preset", "tiny", "--data-dir", str(data_dir), "--threads", "1", "--val-count", "4", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "smart_tuner.trainer.train",
+        "-o",
+        str(out),
+        "-l",
+        "logs",
+        "--dataset",
+        "tiny",
+        "--preset",
+        "tiny",
+        "--data-dir",
+        str(data_dir),
+        "--threads",
+        "1",
+        "--val-count",
+        "4",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -48,8 +66,14 @@ def test_trains_logs_and_resumes_like_nvidia(tiny_data_dir: Path, tmp_path: Path
         assert found[tag] == [0, 2], tag
     assert any(t.startswith("decoder/") for t in found)  # parameter histograms, NVIDIA's tag layout
 
-    resumed = train(tiny_data_dir, out, "-c", str(out / "checkpoint_2"), "--hparams",
-                    "iters_per_checkpoint=2,max_steps=5,learning_rate=5e-4,p_decoder_dropout=0.25")  # fmt: skip
+    resumed = train(
+        tiny_data_dir,
+        out,
+        "-c",
+        str(out / "checkpoint_2"),
+        "--hparams",
+        "iters_per_checkpoint=2,max_steps=5,learning_rate=5e-4,p_decoder_dropout=0.25",
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert [int(m.group(1)) for m in map(TRAIN_LINE.match, resumed.stdout.splitlines()) if m] == [3, 4]
     # the command line's values win over the checkpoint's: how a restart hands the script new ones
@@ -61,8 +85,15 @@ def test_trains_logs_and_resumes_like_nvidia(tiny_data_dir: Path, tmp_path: Path
 def test_warm_start_takes_weights_only(tiny_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert train(tiny_data_dir, out, "--hparams", "iters_per_checkpoint=1,max_steps=2").returncode == 0
-    warm = train(tiny_data_dir, tmp_path / "warm", "-c", str(out / "checkpoint_1"), "--warm_start", "--hparams",
-                 "iters_per_checkpoint=1,max_steps=1")  # fmt: skip
+    warm = train(
+        tiny_data_dir,
+        tmp_path / "warm",
+        "-c",
+        str(out / "checkpoint_1"),
+        "--warm_start",
+        "--hparams",
+        "iters_per_checkpoint=1,max_steps=1",
+    )
     assert warm.returncode == 0, warm.stderr
     assert re.search(r"^Train loss 0 ", warm.stdout, re.M)  # a warm start begins at iteration 0
     a = torch.load(out / "checkpoint_1", weights_only=True)["state_dict"]
@@ -71,8 +102,11 @@ def test_warm_start_takes_weights_only(tiny_data_dir: Path, tmp_path: Path) -> N
 
 
 def test_bad_hparams_are_refused_with_a_clear_error(tiny_data_dir: Path, tmp_path: Path) -> None:
-    for text, fragment in [("batch_size=2.5", "batch_size expects an int"), ("bogus=1", "unknown hyperparameter"),
-                           ("n_gpus=2", "unknown hyperparameter 'n_gpus'")]:  # fmt: skip
+    for text, fragment in [
+        ("batch_size=2.5", "batch_size expects an int"),
+        ("bogus=1", "unknown hyperparameter"),
+        ("n_gpus=2", "unknown hyperparameter 'n_gpus'"),
+    ]:
         proc = train(tiny_data_dir, tmp_path / "bad", "--hparams", text)
         assert proc.returncode == 2 and fragment in proc.stderr, (text, proc.stderr)
 

@@ -59,9 +59,28 @@ async def worker_process(
     """A worker process of the tiny model connected to a real ROUTER; killed (whole group) at exit."""
 
     def argv(endpoint: str) -> list[str]:
-        return [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", endpoint, "--worker-id", worker_id,
-                "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(data_dir), "--output-dir",
-                str(tmp_path / "out"), "--threads", "1", "--val-count", "4", *extra]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "smart_tuner.trainer.worker",
+            "--endpoint",
+            endpoint,
+            "--worker-id",
+            worker_id,
+            "--dataset",
+            "tiny",
+            "--preset",
+            "tiny",
+            "--data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--threads",
+            "1",
+            "--val-count",
+            "4",
+            *extra,
+        ]
 
     async with connected_process(tmp_path, argv) as connected:
         yield connected
@@ -78,8 +97,15 @@ def test_worker_runs_segments_in_one_process(tiny_data_dir: Path, tmp_path: Path
             assert isinstance(hello, m.WorkerHello) and hello.pid == proc.pid and hello.device == "cpu"
             assert hello.hparams["learning_rate"]["class"] == "hot" and "val_objective" in hello.metrics
 
-            run1 = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None,
-                                hparams={"learning_rate": 3e-3}, steps=4, eval_every=2, report_every=1)  # fmt: skip
+            run1 = m.RunSegment(
+                segment_id="s1",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={"learning_rate": 3e-3},
+                steps=4,
+                eval_every=2,
+                report_every=1,
+            )
             await server.send(b"w0", command(run1))
             first = await collect(server, m.SegmentFinished, 1)
             done1 = next(e.data for e in first if isinstance(e.data, m.SegmentFinished))
@@ -91,9 +117,15 @@ def test_worker_runs_segments_in_one_process(tiny_data_dir: Path, tmp_path: Path
             assert any("val_objective" in x.metrics for x in metrics)
             assert any(isinstance(e.data, m.Heartbeat) for e in first)
 
-            run2 = m.RunSegment(segment_id="s2", from_checkpoint=done1.checkpoint,
-                                from_sha256=done1.checkpoint_sha256, hparams={"learning_rate": 1e-3,
-                                "batch_size": 2}, steps=2, eval_every=0, report_every=1)  # fmt: skip
+            run2 = m.RunSegment(
+                segment_id="s2",
+                from_checkpoint=done1.checkpoint,
+                from_sha256=done1.checkpoint_sha256,
+                hparams={"learning_rate": 1e-3, "batch_size": 2},
+                steps=2,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w0", command(run2))
             second = await collect(server, m.SegmentFinished, 1)
             applied = next(e.data for e in second if isinstance(e.data, m.HparamsApplied))
@@ -104,8 +136,15 @@ def test_worker_runs_segments_in_one_process(tiny_data_dir: Path, tmp_path: Path
             done2 = next(e.data for e in second if isinstance(e.data, m.SegmentFinished))
             assert done2.end_step == 6
 
-            run3 = m.RunSegment(segment_id="s3", from_checkpoint=None, from_sha256=None, hparams={},
-                                steps=100_000, eval_every=0, report_every=1)  # fmt: skip
+            run3 = m.RunSegment(
+                segment_id="s3",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={},
+                steps=100_000,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w0", command(run3))
             await collect(server, m.MetricsObserved, 1)
             await server.send(b"w0", command(m.AbortSegment(segment_id="s3", reason="test")))
@@ -124,20 +163,48 @@ def test_worker_reports_bad_segments_and_keeps_working(tiny_data_dir: Path, tmp_
         async with worker_process(tmp_path, tiny_data_dir, "w1") as (server, proc):
             await collect(server, m.WorkerHello, 1)
             await server.send(b"w1", b"\x93garbage")  # malformed: counted and skipped
-            cold = m.RunSegment(segment_id="c", from_checkpoint=None, from_sha256=None,
-                                hparams={"n_mel_channels": 40}, steps=1, eval_every=0, report_every=1)  # fmt: skip
+            cold = m.RunSegment(
+                segment_id="c",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={"n_mel_channels": 40},
+                steps=1,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w1", command(cold))
             failed = last(await collect(server, m.SegmentFailed, 1), m.SegmentFailed)
             assert failed.reason == "error" and "n_mel_channels" in failed.detail
-            nan = m.RunSegment(segment_id="n", from_checkpoint=None, from_sha256=None,
-                               hparams={"inject_nan_at_step": 2}, steps=3, eval_every=0, report_every=1)  # fmt: skip
+            nan = m.RunSegment(
+                segment_id="n",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={"inject_nan_at_step": 2},
+                steps=3,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w1", command(nan))
             failed = last(await collect(server, m.SegmentFailed, 1), m.SegmentFailed)
             assert failed.reason == "nan" and failed.step == 2
-            long_run = m.RunSegment(segment_id="long", from_checkpoint=None, from_sha256=None, hparams={},
-                                    steps=100_000, eval_every=0, report_every=1)  # fmt: skip
-            queued = m.RunSegment(segment_id="queued", from_checkpoint=None, from_sha256=None, hparams={}, steps=1,
-                                  eval_every=0, report_every=1)  # fmt: skip
+            long_run = m.RunSegment(
+                segment_id="long",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={},
+                steps=100_000,
+                eval_every=0,
+                report_every=1,
+            )
+            queued = m.RunSegment(
+                segment_id="queued",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={},
+                steps=1,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w1", command(long_run))
             await server.send(b"w1", command(queued))
             await collect(server, m.MetricsObserved, 1)
@@ -146,8 +213,15 @@ def test_worker_reports_bad_segments_and_keeps_working(tiny_data_dir: Path, tmp_
             ends = [e.data for e in await collect(server, m.SegmentFailed, 2) if isinstance(e.data, m.SegmentFailed)]
             assert [(f.segment_id, f.reason) for f in ends] == [("long", "aborted"), ("queued", "aborted")]
             assert ends[1].detail == "aborted before it started"
-            ok = m.RunSegment(segment_id="ok", from_checkpoint=None, from_sha256=None, hparams={}, steps=1,
-                              eval_every=0, report_every=1)  # fmt: skip
+            ok = m.RunSegment(
+                segment_id="ok",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={},
+                steps=1,
+                eval_every=0,
+                report_every=1,
+            )
             await server.send(b"w1", command(ok))
             await collect(server, m.SegmentFinished, 1)
             await server.send(b"w1", command(m.Shutdown(reason="done")))
@@ -165,10 +239,29 @@ print(proc.pid, flush=True)
 
 
 def test_a_worker_whose_supervisor_died_stops_by_itself(tiny_data_dir: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "smart_tuner.trainer.worker", "--endpoint", f"ipc://{tmp_path}/none",
-           "--worker-id", "orphan", "--dataset", "tiny", "--preset", "tiny", "--data-dir", str(tiny_data_dir),
-           "--output-dir", str(tmp_path / "out"), "--threads", "1", "--val-count", "4",
-           "--heartbeat-s", "0.2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "smart_tuner.trainer.worker",
+        "--endpoint",
+        f"ipc://{tmp_path}/none",
+        "--worker-id",
+        "orphan",
+        "--dataset",
+        "tiny",
+        "--preset",
+        "tiny",
+        "--data-dir",
+        str(tiny_data_dir),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--threads",
+        "1",
+        "--val-count",
+        "4",
+        "--heartbeat-s",
+        "0.2",
+    ]
     launcher = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], capture_output=True, text=True, check=True)
     pid = int(launcher.stdout.strip())  # its parent is gone already: init (or a subreaper) adopted it
     for _ in range(1200):  # 60 s: the trainer's start-up, then the worker notices and stops

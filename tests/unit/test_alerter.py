@@ -27,9 +27,19 @@ def test_what_deserves_an_alert() -> None:
     guard = m.GuardTripped(guard="nan", segment_id="s1", step=3, action="roll back", reason="NaN loss", evidence={})
     a = alert_for(env(guard), s)
     assert a is not None and a.severity == "warning" and "nan" in a.title and "roll back" in a.body
-    kept = m.ChampionPromoted(segment_id="s", trial_id=None, checkpoint="c", checkpoint_sha256="x", objective=0.1,
-                              previous_objective=0.2, step=9, hparams={}, kept=True, reason="r",
-                              evidence={})  # fmt: skip
+    kept = m.ChampionPromoted(
+        segment_id="s",
+        trial_id=None,
+        checkpoint="c",
+        checkpoint_sha256="x",
+        objective=0.1,
+        previous_objective=0.2,
+        step=9,
+        hparams={},
+        kept=True,
+        reason="r",
+        evidence={},
+    )
     assert alert_for(env(kept), s) is None  # the champion standing is not news
     fatal = m.StopDecided(rule="fatal_error", reason="broken", evidence={})
     assert alert_for(env(fatal), s).severity == "error"  # type: ignore[union-attr]
@@ -65,8 +75,12 @@ URL = "slack://T000/B000/SECRETTOKEN"
 def test_dedup_and_severity_filter_and_the_console_sees_everything(tmp_path: Path) -> None:
     rec = Recorder()
     channels = AlertChannels([URL], min_severity="warning", send=rec)
-    alerts = [Alert("warning", "w1", "b", "k1"), Alert("warning", "w1 again", "b", "k1"),
-              Alert("info", "i", "b", "k2"), Alert("error", "e", "b", "k3")]  # fmt: skip
+    alerts = [
+        Alert("warning", "w1", "b", "k1"),
+        Alert("warning", "w1 again", "b", "k1"),
+        Alert("info", "i", "b", "k2"),
+        Alert("error", "e", "b", "k3"),
+    ]
     sent = asyncio.run(deliver(tmp_path, channels, alerts))
     assert [c[1] for c in rec.calls] == ["w1", "e"]
     assert [(s.channel, s.title, s.ok) for s in sent] == [("slack", "w1", True), ("slack", "e", True)]

@@ -19,8 +19,9 @@ def test_the_coordinator_never_imports_torch() -> None:
     assert "torch" not in loaded and "numpy" not in loaded
 
 
-@pytest.mark.parametrize("module", ["smart_tuner.trainer.harness", "smart_tuner.trainer.train",
-                                    "smart_tuner.trainer.synthesis"])  # fmt: skip
+@pytest.mark.parametrize(
+    "module", ["smart_tuner.trainer.harness", "smart_tuner.trainer.train", "smart_tuner.trainer.synthesis"]
+)
 def test_the_trainer_runs_without_the_tuner(module: str) -> None:
     loaded = imported_after(module)
     assert "zmq" not in loaded and "smart_tuner.trainer.client" not in loaded

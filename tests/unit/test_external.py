@@ -16,28 +16,41 @@ from smart_tuner.actors.external.hparams import ExternalError, merged_hparams, r
 from smart_tuner.actors.external.script import build_argv
 from smart_tuner.state.config import ConfigError, load_config
 
-DECLARED = {"learning_rate": 1e-3, "batch_size": 16, "use_saved_lr": False, "ignore_layers": ["embedding.weight"],
-            "tag": "ljs"}  # fmt: skip
+DECLARED = {
+    "learning_rate": 1e-3,
+    "batch_size": 16,
+    "use_saved_lr": False,
+    "ignore_layers": ["embedding.weight"],
+    "tag": "ljs",
+}
 
 
 def test_nvidia_format_is_typed_by_the_scripts_values() -> None:
     values = merged_hparams(DECLARED, {"learning_rate": 3e-3, "batch_size": 8.0, "use_saved_lr": True})
-    assert values == {"learning_rate": 3e-3, "batch_size": 8, "use_saved_lr": True,
-                      "ignore_layers": ["embedding.weight"], "tag": "ljs"}  # fmt: skip
+    assert values == {
+        "learning_rate": 3e-3,
+        "batch_size": 8,
+        "use_saved_lr": True,
+        "ignore_layers": ["embedding.weight"],
+        "tag": "ljs",
+    }
     assert isinstance(values["batch_size"], int)
     (text,) = render_hparams(values, "nvidia")
     assert text == "learning_rate=0.003,batch_size=8,use_saved_lr=true,ignore_layers=[embedding.weight],tag=ljs"
     assert render_hparams({"lr": 1e-5, "n": 0}, "nvidia") == ["lr=1e-05,n=0"]  # repr round-trips
 
 
-@pytest.mark.parametrize(("changes", "error"), [
-    ({"batch_size": 8.5}, "batch_size: the script takes an integer"),
-    ({"learning_rate": float("nan")}, "learning_rate: the script takes a finite number"),
-    ({"learning_rate": True}, "learning_rate: the script takes a finite number"),
-    ({"use_saved_lr": 1}, "use_saved_lr: the script takes true/false"),
-    ({"tag": 3}, "tag: the script takes a string"),
-    ({"guided_attn_weight": 2.0}, "guided_attn_weight: the script declares no such hyperparameter"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"batch_size": 8.5}, "batch_size: the script takes an integer"),
+        ({"learning_rate": float("nan")}, "learning_rate: the script takes a finite number"),
+        ({"learning_rate": True}, "learning_rate: the script takes a finite number"),
+        ({"use_saved_lr": 1}, "use_saved_lr: the script takes true/false"),
+        ({"tag": 3}, "tag: the script takes a string"),
+        ({"guided_attn_weight": 2.0}, "guided_attn_weight: the script declares no such hyperparameter"),
+    ],
+)
 def test_values_the_script_cannot_take_are_refused_by_name(changes: dict[str, object], error: str) -> None:
     with pytest.raises(ExternalError, match=re.escape(error)):
         merged_hparams(DECLARED, changes)
@@ -52,8 +65,14 @@ def test_strings_that_would_break_nvidias_format_are_refused(value: str) -> None
 def test_flags_and_config_files(tmp_path: Path) -> None:
     values = {"lr": 0.002, "epochs": 3, "amp": False}
     assert render_hparams(values, "flags") == ["--lr", "0.002", "--epochs", "3", "--amp", "false"]
-    assert render_hparams(values, "flags", prefix="--hp.") == ["--hp.lr", "0.002", "--hp.epochs", "3",
-                                                                "--hp.amp", "false"]  # fmt: skip
+    assert render_hparams(values, "flags", prefix="--hp.") == [
+        "--hp.lr",
+        "0.002",
+        "--hp.epochs",
+        "3",
+        "--hp.amp",
+        "false",
+    ]
     (path,) = render_hparams(values, "json", file=tmp_path / "h.json")
     assert json.loads(Path(path).read_text()) == values
     (path,) = render_hparams(values, "yaml", file=tmp_path / "h.yaml")
@@ -61,11 +80,27 @@ def test_flags_and_config_files(tmp_path: Path) -> None:
 
 
 def test_the_command_line_leaves_out_the_checkpoint_option_when_there_is_none() -> None:
-    template = ["python", "train.py", "-o", "{output_dir}", "-c", "{checkpoint}", "--hparams", "{hparams}",
-                "--name={segment_id}"]  # fmt: skip
+    template = [
+        "python",
+        "train.py",
+        "-o",
+        "{output_dir}",
+        "-c",
+        "{checkpoint}",
+        "--hparams",
+        "{hparams}",
+        "--name={segment_id}",
+    ]
     fills = {"output_dir": "/r/s1", "segment_id": "s1", "start_step": "0", "run_dir": "/r"}
-    assert build_argv(template, fills, ["lr=0.1"], None) == ["python", "train.py", "-o", "/r/s1", "--hparams",
-                                                             "lr=0.1", "--name=s1"]  # fmt: skip
+    assert build_argv(template, fills, ["lr=0.1"], None) == [
+        "python",
+        "train.py",
+        "-o",
+        "/r/s1",
+        "--hparams",
+        "lr=0.1",
+        "--name=s1",
+    ]
     assert build_argv(template, fills, ["lr=0.1"], "/r/s0/checkpoint_10")[4:6] == ["-c", "/r/s0/checkpoint_10"]
     inline = ["train.py", "--resume={checkpoint}", "--hparams={hparams}", "{hparams}"]
     assert build_argv(inline, fills, ["--lr", "1"], None) == ["train.py", "--hparams=", "--lr", "1"]
@@ -142,17 +177,22 @@ def test_an_external_section_loads(tmp_path: Path) -> None:
     assert ext.checkpoint_glob == "checkpoint_*" and ext.objective == "val_loss"
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (("{checkpoint}", ""), "external.command: command needs {checkpoint}"),
-    (("-l logs", "-l {log_dir}"), "unknown placeholder {log_dir}"),
-    (("batch_size: 16", "batch_size: 16, tag: 'a,b'"), "hparams.tag: 'a,b' cannot be written in NVIDIA's"),
-    (("learning_rate: 1.0e-3, ", ""), "search_space.learning_rate: not among external.hparams"),
-    (("learning_rate: 1.0e-3", "learning_rate: 1"), "loguniform gives floats, but the script's value 1 is int"),
-    (("hparams: {", "checkpoint_step: 'checkpoint_'\n  hparams: {"), "needs a group for the step"),
-    (("hparams: {", "hparams_format: flags\n  hparams: {"), "{hparams} must be an argument of its own"),
-    (("hparams: {", "mlflow_tracking_uri: sqlite:///m.db\n  mlflow_experiment: x\n  hparams: {"),
-     "with several scripts at once"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("{checkpoint}", ""), "external.command: command needs {checkpoint}"),
+        (("-l logs", "-l {log_dir}"), "unknown placeholder {log_dir}"),
+        (("batch_size: 16", "batch_size: 16, tag: 'a,b'"), "hparams.tag: 'a,b' cannot be written in NVIDIA's"),
+        (("learning_rate: 1.0e-3, ", ""), "search_space.learning_rate: not among external.hparams"),
+        (("learning_rate: 1.0e-3", "learning_rate: 1"), "loguniform gives floats, but the script's value 1 is int"),
+        (("hparams: {", "checkpoint_step: 'checkpoint_'\n  hparams: {"), "needs a group for the step"),
+        (("hparams: {", "hparams_format: flags\n  hparams: {"), "{hparams} must be an argument of its own"),
+        (
+            ("hparams: {", "mlflow_tracking_uri: sqlite:///m.db\n  mlflow_experiment: x\n  hparams: {"),
+            "with several scripts at once",
+        ),
+    ],
+)
 def test_bad_external_sections_are_refused_naming_the_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     text = EXTERNAL.replace(*edit)
     if "mlflow_tracking_uri" in text:
@@ -174,12 +214,15 @@ def test_a_users_own_names_come_before_the_presets() -> None:
     assert name("mel_l1", "anywhere") == "val_mel_loss" and name("unknown", "") is None
 
 
-@pytest.mark.parametrize(("section", "message"), [
-    ("metrics: {'valid:': val_loss}", "name a tag, or DIR:tag"),
-    ("metrics: {loss: 'val loss'}", "is not an identifier"),
-    ("stdout_patterns: ['loss=(?P<train_loss>\\\\S+)']", "needs a (?P<step>...) group"),
-    ("stdout_patterns: ['(?P<step>\\\\d+']", "is not a regular expression"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("metrics: {'valid:': val_loss}", "name a tag, or DIR:tag"),
+        ("metrics: {loss: 'val loss'}", "is not an identifier"),
+        ("stdout_patterns: ['loss=(?P<train_loss>\\\\S+)']", "needs a (?P<step>...) group"),
+        ("stdout_patterns: ['(?P<step>\\\\d+']", "is not a regular expression"),
+    ],
+)
 def test_bad_user_mappings_are_refused(tmp_path: Path, section: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         _load(tmp_path, EXTERNAL.replace("  hparams: {", f"  {section}\n  hparams: {{"))

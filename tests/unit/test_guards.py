@@ -11,9 +11,12 @@ from smart_tuner.state.model import TunerState
 from smart_tuner.state.reducers import apply
 from tests.unit.busharness import run_started
 
-ANNOUNCED = {"learning_rate": {"default": 1e-3, "class": "hot"}, "batch_size": {"default": 16, "class": "warm"},
-             "grad_clip_thresh": {"default": 1.0, "class": "hot"},
-             "guided_attn_weight": {"default": 1.0, "class": "hot"}}  # fmt: skip
+ANNOUNCED = {
+    "learning_rate": {"default": 1e-3, "class": "hot"},
+    "batch_size": {"default": 16, "class": "warm"},
+    "grad_clip_thresh": {"default": 1.0, "class": "hot"},
+    "guided_attn_weight": {"default": 1.0, "class": "hot"},
+}
 
 
 class Driver:
@@ -27,14 +30,32 @@ class Driver:
     def feed(self, *messages: m.Message) -> list[m.Message]:
         new: list[m.Message] = []
         for msg in messages:
-            env = Envelope(seq=self.state.last_seq + 1, id="e", ts=0.0, type=msg.TYPE, tv=1, actor="t", corr=None,
-                           cause=None, data=msg)  # fmt: skip
+            env = Envelope(
+                seq=self.state.last_seq + 1,
+                id="e",
+                ts=0.0,
+                type=msg.TYPE,
+                tv=1,
+                actor="t",
+                corr=None,
+                cause=None,
+                data=msg,
+            )
             self.state = apply(self.state, env)
             self.guards.observe(env)
             proposals = [o.message for o in self.guards.react(env, self.state)]
             for p in proposals:  # committed, as the sequencer would
-                committed = Envelope(seq=self.state.last_seq + 1, id="p", ts=0.0, type=p.TYPE, tv=1, actor="guards",
-                                     corr=None, cause=None, data=p)  # fmt: skip
+                committed = Envelope(
+                    seq=self.state.last_seq + 1,
+                    id="p",
+                    ts=0.0,
+                    type=p.TYPE,
+                    tv=1,
+                    actor="guards",
+                    corr=None,
+                    cause=None,
+                    data=p,
+                )
                 self.state = apply(self.state, committed)
             new += proposals
         self.out += new
@@ -43,10 +64,19 @@ class Driver:
 
 def started(sid: str = "s1", start_step: int = 0, **hp: object) -> Sequence[m.Message]:
     return [
-        m.SegmentScheduled(segment_id=sid, trial_id=None, from_checkpoint="c0.pt", from_sha256="ab",
-                           start_step=start_step, steps=100, hparams=hp, reason="t", evidence={}),
+        m.SegmentScheduled(
+            segment_id=sid,
+            trial_id=None,
+            from_checkpoint="c0.pt",
+            from_sha256="ab",
+            start_step=start_step,
+            steps=100,
+            hparams=hp,
+            reason="t",
+            evidence={},
+        ),
         m.SegmentStarted(segment_id=sid, worker_id="w1", device="cpu", pid=1),
-    ]  # fmt: skip
+    ]
 
 
 def driver() -> Driver:
@@ -56,8 +86,9 @@ def driver() -> Driver:
 
 
 def loss(step: int, value: float, grad: float = 0.5) -> m.MetricsObserved:
-    return m.MetricsObserved(segment_id="s1", source="worker", step=step, metrics={"train_loss": value,
-                             "grad_norm": grad})  # fmt: skip
+    return m.MetricsObserved(
+        segment_id="s1", source="worker", step=step, metrics={"train_loss": value, "grad_norm": grad}
+    )
 
 
 def test_a_loss_spike_over_the_moving_median_tightens_clipping_once() -> None:
@@ -112,20 +143,38 @@ def test_out_of_memory_halves_the_batch_and_scales_the_learning_rate() -> None:
 def test_attention_that_will_not_align_raises_the_guided_attention_weight() -> None:
     d = driver()
     d.feed(*started(start_step=250))
-    early = m.SegmentFinished(segment_id="s1", end_step=350, metrics={"diagonality": 0.2, "val_objective": 1.0},
-                              checkpoint="c1.pt", checkpoint_sha256="cd", duration_s=1.0)  # fmt: skip
+    early = m.SegmentFinished(
+        segment_id="s1",
+        end_step=350,
+        metrics={"diagonality": 0.2, "val_objective": 1.0},
+        checkpoint="c1.pt",
+        checkpoint_sha256="cd",
+        duration_s=1.0,
+    )
     (trip,) = d.feed(early)
     assert isinstance(trip, m.GuardTripped) and trip.guard == "attention"
     assert trip.hparams == {"guided_attn_weight": 2.0} and trip.evidence["diagonality"] == 0.2
     d.feed(*started("s2", 350, guided_attn_weight=2.0))
-    again = m.SegmentFinished(segment_id="s2", end_step=400, metrics={"diagonality": 0.3}, checkpoint="c2.pt",
-                              checkpoint_sha256="ef", duration_s=1.0)  # fmt: skip
+    again = m.SegmentFinished(
+        segment_id="s2",
+        end_step=400,
+        metrics={"diagonality": 0.3},
+        checkpoint="c2.pt",
+        checkpoint_sha256="ef",
+        duration_s=1.0,
+    )
     assert d.feed(again) == []  # within the cool-down of the last trip
 
 
 def test_aligned_attention_before_the_alignment_phase_ends_is_left_alone() -> None:
     d = driver()
     d.feed(*started())
-    young = m.SegmentFinished(segment_id="s1", end_step=100, metrics={"diagonality": 0.1}, checkpoint="c1.pt",
-                              checkpoint_sha256="cd", duration_s=1.0)  # fmt: skip
+    young = m.SegmentFinished(
+        segment_id="s1",
+        end_step=100,
+        metrics={"diagonality": 0.1},
+        checkpoint="c1.pt",
+        checkpoint_sha256="cd",
+        duration_s=1.0,
+    )
     assert d.feed(young) == []

@@ -30,8 +30,12 @@ print(run_id)
 
 
 def write(uri: str, what: str, run_id: str, first: int, last: int) -> str:
-    out = subprocess.run([sys.executable, "-c", WRITER, uri, what, run_id, str(first), str(last)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", WRITER, uri, what, run_id, str(first), str(last)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip().splitlines()[-1]
 

@@ -44,8 +44,9 @@ def test_only_decided_rounds_are_mirrored(tmp_path: Path) -> None:
 
     state, _ = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor()))
     last = state.tuning.rounds[-1]
-    undecided = replace(state, tuning=replace(state.tuning, rounds=(*state.tuning.rounds[:-1],
-                                                                   replace(last, winner=None))))  # fmt: skip
+    undecided = replace(
+        state, tuning=replace(state.tuning, rounds=(*state.tuning.rounds[:-1], replace(last, winner=None)))
+    )
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     mirror = OptunaMirror(url)
     assert mirror.sync(undecided) == len(state.tuning.trials) - len(last.trials)

@@ -63,8 +63,13 @@ def test_each_presets_fixture_is_recognised_and_read(tmp_path: Path, preset: str
     if preset == "espnet2":
         assert found.x_axis == "epoch" and found.latest["val_loss"][2] == "valid/loss"
         assert found.latest["train_loss"][1] == pytest.approx(1.0 / 4)  # train/loss, not valid/loss
-    unknown = {"nvidia_tacotron2": "duration", "coqui": "TrainIterStats/step_time", "espnet2": "train/l1_loss",
-               "vits": "loss/d/total", "generic": "throughput"}.get(preset)  # fmt: skip
+    unknown = {
+        "nvidia_tacotron2": "duration",
+        "coqui": "TrainIterStats/step_time",
+        "espnet2": "train/l1_loss",
+        "vits": "loss/d/total",
+        "generic": "throughput",
+    }.get(preset)
     if unknown:
         assert unknown in found.unmapped and f"{unknown} (4 values)" in text
 
@@ -104,8 +109,12 @@ def test_probe_on_the_command_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
 
     def probe(target: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(ROOT / "run_tuner.py"), "probe", str(target)],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, str(ROOT / "run_tuner.py"), "probe", str(target)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     good = probe(tmp_path / "good")
     assert good.returncode == 0 and "nvidia_tacotron2" in good.stdout and "validation.loss" in good.stdout

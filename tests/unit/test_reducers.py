@@ -18,16 +18,29 @@ from tests.unit.strategies import committed, envelope
 
 def run_started(run_id: str = "run-1") -> m.RunStarted:
     return m.RunStarted(
-        run_id=run_id, config_hash="cfg-abc", config={"budget": {"steps": 3000}, "lr": (1e-4, 1e-2)},
-        strategy="forks", seed=7, host="gpu-box", pid=4242, version="0.1.0",
-    )  # fmt: skip
+        run_id=run_id,
+        config_hash="cfg-abc",
+        config={"budget": {"steps": 3000}, "lr": (1e-4, 1e-2)},
+        strategy="forks",
+        seed=7,
+        host="gpu-box",
+        pid=4242,
+        version="0.1.0",
+    )
 
 
 def scheduled(segment_id: str, trial_id: str | None = None, start_step: int = 0) -> m.SegmentScheduled:
     return m.SegmentScheduled(
-        segment_id=segment_id, trial_id=trial_id, from_checkpoint=None, from_sha256=None, start_step=start_step,
-        steps=1000, hparams={"lr": 1e-3}, reason=f"explore {segment_id}", evidence={"sampler": "tpe"},
-    )  # fmt: skip
+        segment_id=segment_id,
+        trial_id=trial_id,
+        from_checkpoint=None,
+        from_sha256=None,
+        start_step=start_step,
+        steps=1000,
+        hparams={"lr": 1e-3},
+        reason=f"explore {segment_id}",
+        evidence={"sampler": "tpe"},
+    )
 
 
 def started(segment_id: str) -> m.SegmentStarted:
@@ -36,9 +49,13 @@ def started(segment_id: str) -> m.SegmentStarted:
 
 def finished(segment_id: str, end_step: int = 1000) -> m.SegmentFinished:
     return m.SegmentFinished(
-        segment_id=segment_id, end_step=end_step, metrics={"val_loss": 0.42}, checkpoint=f"ckpt/{segment_id}.pt",
-        checkpoint_sha256="ab" * 32, duration_s=61.5,
-    )  # fmt: skip
+        segment_id=segment_id,
+        end_step=end_step,
+        metrics={"val_loss": 0.42},
+        checkpoint=f"ckpt/{segment_id}.pt",
+        checkpoint_sha256="ab" * 32,
+        duration_s=61.5,
+    )
 
 
 def metrics(step: int, **values: float) -> m.MetricsObserved:
@@ -47,10 +64,18 @@ def metrics(step: int, **values: float) -> m.MetricsObserved:
 
 def promoted(segment_id: str, trial_id: str | None, objective: float, *, kept: bool = False) -> m.ChampionPromoted:
     return m.ChampionPromoted(
-        segment_id=segment_id, trial_id=trial_id, checkpoint=f"ckpt/{segment_id}.pt", checkpoint_sha256="ab" * 32,
-        objective=objective, previous_objective=None, step=1000, hparams={"lr": 1e-3}, kept=kept,
-        reason="kept the champion" if kept else "best validation loss so far", evidence={"val_loss": objective},
-    )  # fmt: skip
+        segment_id=segment_id,
+        trial_id=trial_id,
+        checkpoint=f"ckpt/{segment_id}.pt",
+        checkpoint_sha256="ab" * 32,
+        objective=objective,
+        previous_objective=None,
+        step=1000,
+        hparams={"lr": 1e-3},
+        kept=kept,
+        reason="kept the champion" if kept else "best validation loss so far",
+        evidence={"val_loss": objective},
+    )
 
 
 def guard(action: str = "rollback", reason: str = "loss was NaN") -> m.GuardTripped:
@@ -160,9 +185,13 @@ def test_a_gap_inside_a_metrics_run_is_refused_by_fold() -> None:
 
 def lifecycle() -> list[Message]:
     trial = m.TrialProposed(
-        trial_id="t1", number=0, hparams={"lr": 1e-3}, sampler="tpe", reason="first TPE candidate",
+        trial_id="t1",
+        number=0,
+        hparams={"lr": 1e-3},
+        sampler="tpe",
+        reason="first TPE candidate",
         evidence={"n_trials": 0},
-    )  # fmt: skip
+    )
     return [
         run_started(),
         trial,
@@ -395,13 +424,23 @@ def test_envelope_seq_and_ts_are_stamped() -> None:
 
 
 def _proposed(tid: str, number: int) -> m.TrialProposed:
-    return m.TrialProposed(trial_id=tid, number=number, hparams={"learning_rate": 1e-3}, sampler="tpe",
-                           reason="test", evidence={})  # fmt: skip
+    return m.TrialProposed(
+        trial_id=tid, number=number, hparams={"learning_rate": 1e-3}, sampler="tpe", reason="test", evidence={}
+    )
 
 
 def _round(n: int, *trials: str) -> m.RoundPlanned:
-    return m.RoundPlanned(round=n, trials=trials, from_checkpoint=None, from_sha256=None, start_step=0,
-                          rung_steps=(10,), keep=(1,), reason="test", evidence={})  # fmt: skip
+    return m.RoundPlanned(
+        round=n,
+        trials=trials,
+        from_checkpoint=None,
+        from_sha256=None,
+        start_step=0,
+        rung_steps=(10,),
+        keep=(1,),
+        reason="test",
+        evidence={},
+    )
 
 
 def test_a_round_is_decided_by_its_winner_and_only_then_is_the_next_one_planned() -> None:
@@ -410,9 +449,22 @@ def test_a_round_is_decided_by_its_winner_and_only_then_is_the_next_one_planned(
     with pytest.raises(InvalidTransition, match="undecided"):
         apply_next(s, _round(1, "t0"))
     s = apply_next(s, scheduled("s1"))
-    s = apply_next(s, m.ChampionPromoted(segment_id="s1", trial_id="t1", checkpoint="c", checkpoint_sha256="x",
-                                         objective=0.4, previous_objective=None, step=10, hparams={}, kept=False,
-                                         reason="test", evidence={}))  # fmt: skip
+    s = apply_next(
+        s,
+        m.ChampionPromoted(
+            segment_id="s1",
+            trial_id="t1",
+            checkpoint="c",
+            checkpoint_sha256="x",
+            objective=0.4,
+            previous_objective=None,
+            step=10,
+            hparams={},
+            kept=False,
+            reason="test",
+            evidence={},
+        ),
+    )
     assert s.tuning.rounds[0].winner == "t1" and s.tuning.trials["t1"].status == "evaluated"
     with pytest.raises(InvalidTransition, match="next round is 1"):
         apply_next(s, _round(3, "t0"))

@@ -58,11 +58,16 @@ def _segment_scheduled(d: st.DataObject, sh: Shadow) -> Message:
     seg = sh.new_id("seg")
     sh.segments[seg] = "scheduled"
     return m.SegmentScheduled(
-        segment_id=seg, trial_id=d.draw(st.none() | st.sampled_from(sh.trials)) if sh.trials else None,
-        from_checkpoint=d.draw(st.none() | texts), from_sha256=None, start_step=d.draw(steps),
-        steps=d.draw(st.integers(1, 5000)), hparams=d.draw(small_json), reason=d.draw(texts),
+        segment_id=seg,
+        trial_id=d.draw(st.none() | st.sampled_from(sh.trials)) if sh.trials else None,
+        from_checkpoint=d.draw(st.none() | texts),
+        from_sha256=None,
+        start_step=d.draw(steps),
+        steps=d.draw(st.integers(1, 5000)),
+        hparams=d.draw(small_json),
+        reason=d.draw(texts),
         evidence=d.draw(small_json),
-    )  # fmt: skip
+    )
 
 
 def _segment_started(d: st.DataObject, sh: Shadow) -> Message:
@@ -82,18 +87,24 @@ def _segment_finished(d: st.DataObject, sh: Shadow) -> Message:
     seg = d.draw(st.sampled_from(sh.open_segments()))
     sh.segments[seg] = "finished"
     return m.SegmentFinished(
-        segment_id=seg, end_step=d.draw(steps), metrics=d.draw(metric_values), checkpoint=f"ckpt/{seg}.pt",
-        checkpoint_sha256="00" * 32, duration_s=d.draw(finite),
-    )  # fmt: skip
+        segment_id=seg,
+        end_step=d.draw(steps),
+        metrics=d.draw(metric_values),
+        checkpoint=f"ckpt/{seg}.pt",
+        checkpoint_sha256="00" * 32,
+        duration_s=d.draw(finite),
+    )
 
 
 def _segment_failed(d: st.DataObject, sh: Shadow) -> Message:
     seg = d.draw(st.sampled_from(sh.open_segments()))
     sh.segments[seg] = "failed"
     return m.SegmentFailed(
-        segment_id=seg, reason=d.draw(st.sampled_from(["nan", "oom", "error", "aborted", "lost", "timeout"])),
-        detail=d.draw(texts), step=d.draw(st.none() | steps),
-    )  # fmt: skip
+        segment_id=seg,
+        reason=d.draw(st.sampled_from(["nan", "oom", "error", "aborted", "lost", "timeout"])),
+        detail=d.draw(texts),
+        step=d.draw(st.none() | steps),
+    )
 
 
 def _metrics(d: st.DataObject, sh: Shadow) -> Message:
@@ -105,16 +116,23 @@ def _trial_proposed(d: st.DataObject, sh: Shadow) -> Message:
     trial = sh.new_id("trial")
     sh.trials.append(trial)
     return m.TrialProposed(
-        trial_id=trial, number=len(sh.trials), hparams=d.draw(small_json), sampler="tpe", reason=d.draw(texts),
+        trial_id=trial,
+        number=len(sh.trials),
+        hparams=d.draw(small_json),
+        sampler="tpe",
+        reason=d.draw(texts),
         evidence=d.draw(small_json),
-    )  # fmt: skip
+    )
 
 
 def _trial_pruned(d: st.DataObject, sh: Shadow) -> Message:
     return m.TrialPruned(
-        trial_id=d.draw(st.sampled_from(sh.trials)), step=d.draw(steps), value=d.draw(st.none() | st.floats()),
-        reason=d.draw(texts), evidence={},
-    )  # fmt: skip
+        trial_id=d.draw(st.sampled_from(sh.trials)),
+        step=d.draw(steps),
+        value=d.draw(st.none() | st.floats()),
+        reason=d.draw(texts),
+        evidence={},
+    )
 
 
 def _champion_promoted(d: st.DataObject, sh: Shadow) -> Message:
@@ -122,34 +140,51 @@ def _champion_promoted(d: st.DataObject, sh: Shadow) -> Message:
     sh.champion = True
     return m.ChampionPromoted(
         segment_id=d.draw(st.sampled_from(sorted(sh.segments))),
-        trial_id=d.draw(st.none() | st.sampled_from(sh.trials)) if sh.trials else None, checkpoint="ckpt/x.pt",
-        checkpoint_sha256="11" * 32, objective=d.draw(st.floats()), previous_objective=d.draw(st.none() | finite),
-        step=d.draw(steps), hparams=d.draw(small_json), kept=kept, reason=d.draw(texts), evidence=d.draw(small_json),
-    )  # fmt: skip
+        trial_id=d.draw(st.none() | st.sampled_from(sh.trials)) if sh.trials else None,
+        checkpoint="ckpt/x.pt",
+        checkpoint_sha256="11" * 32,
+        objective=d.draw(st.floats()),
+        previous_objective=d.draw(st.none() | finite),
+        step=d.draw(steps),
+        hparams=d.draw(small_json),
+        kept=kept,
+        reason=d.draw(texts),
+        evidence=d.draw(small_json),
+    )
 
 
 def _guard_tripped(d: st.DataObject, sh: Shadow) -> Message:
     return m.GuardTripped(
         guard=d.draw(st.sampled_from(["nan", "divergence", "plateau"])),
         segment_id=d.draw(st.none() | st.sampled_from(sorted(sh.segments))) if sh.segments else None,
-        step=d.draw(st.none() | steps), action=d.draw(st.sampled_from(["rollback", "alert", "stop"])),
-        reason=d.draw(texts), evidence=d.draw(small_json),
-    )  # fmt: skip
+        step=d.draw(st.none() | steps),
+        action=d.draw(st.sampled_from(["rollback", "alert", "stop"])),
+        reason=d.draw(texts),
+        evidence=d.draw(small_json),
+    )
 
 
 def _rollback(d: st.DataObject, sh: Shadow) -> Message:
     return m.RollbackPerformed(
-        to_checkpoint=d.draw(texts), to_sha256="22" * 32, to_step=d.draw(steps), hparams=d.draw(small_json),
-        reason=d.draw(texts), evidence={},
-    )  # fmt: skip
+        to_checkpoint=d.draw(texts),
+        to_sha256="22" * 32,
+        to_step=d.draw(steps),
+        hparams=d.draw(small_json),
+        reason=d.draw(texts),
+        evidence={},
+    )
 
 
 def _alert(d: st.DataObject, sh: Shadow) -> Message:
     ok = d.draw(st.booleans())
     return m.AlertSent(
-        channel="slack", severity=d.draw(st.sampled_from(["info", "warning", "error", "critical"])),
-        title=d.draw(texts), dedup_key=d.draw(texts), ok=ok, error=None if ok else "HTTP 500",
-    )  # fmt: skip
+        channel="slack",
+        severity=d.draw(st.sampled_from(["info", "warning", "error", "critical"])),
+        title=d.draw(texts),
+        dedup_key=d.draw(texts),
+        ok=ok,
+        error=None if ok else "HTTP 500",
+    )
 
 
 def _stop_requested(d: st.DataObject, sh: Shadow) -> Message:
@@ -224,9 +259,15 @@ def histories(d: st.DataObject, max_events: int = 60) -> list[Item]:
     """A valid ``(seq, ts, message)`` history drawn step by step, starting with RunStarted."""
     sh = Shadow()
     start = m.RunStarted(
-        run_id="run-1", config_hash="h", config=d.draw(small_json), strategy="forks", seed=d.draw(st.integers(0, 99)),
-        host="h", pid=1, version="0.1.0",
-    )  # fmt: skip
+        run_id="run-1",
+        config_hash="h",
+        config=d.draw(small_json),
+        strategy="forks",
+        seed=d.draw(st.integers(0, 99)),
+        host="h",
+        pid=1,
+        version="0.1.0",
+    )
     out: list[Item] = [(1, 1000.0, start)]
     ts = 1000.0
     for _ in range(d.draw(st.integers(0, max_events), label="length")):

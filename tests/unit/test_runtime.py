@@ -224,8 +224,9 @@ def test_supervision_restarts_then_gives_up_and_reports(tmp_path: Path) -> None:
                 return ActorShell(Crasher(), h.client(), h.journal, start=state, poll_s=0.05)
 
             policy = RestartPolicy(max_restarts=2, window_s=60, backoff_s=0.001)
-            task = asyncio.create_task(supervise("crasher", make_shell, on_ready, report, gave_up.append, policy,
-                                                 clock=lambda: now[0]))  # fmt: skip
+            task = asyncio.create_task(
+                supervise("crasher", make_shell, on_ready, report, gave_up.append, policy, clock=lambda: now[0])
+            )
             await wait_for(h, lambda ev: any(e.type == "ActorReady" for e in ev))
             await propose(c, alert("boom"))  # crashes the live actor; each restart's resume crashes again
             await asyncio.wait_for(task, 30)
@@ -259,7 +260,15 @@ def test_crashes_outside_the_window_do_not_add_up() -> None:
 
     async def main() -> None:
         policy = RestartPolicy(max_restarts=1, window_s=60, backoff_s=0.0)
-        await supervise("flaky", Flaky, lambda: None, report, pytest.fail, policy, clock=lambda: now[0])  # type: ignore[arg-type]
+        await supervise(
+            "flaky",
+            Flaky,
+            lambda: None,
+            report,
+            pytest.fail,
+            policy,
+            clock=lambda: now[0],  # type: ignore[arg-type]
+        )
 
     asyncio.run(main())
     assert runs == 6  # five crashes, then a clean return

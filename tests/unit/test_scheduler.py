@@ -11,10 +11,19 @@ from smart_tuner.state.model import Segment
 
 def segment(steps: int, report_every: int | None = None, eval_every: int | None = None) -> Segment:
     return Segment(
-        segment_id="r1-t1-g0", trial_id="t1", status="scheduled", from_checkpoint="c.pt", from_sha256="ab",
-        start_step=30, steps=steps, hparams={"learning_rate": 3e-3}, reason="test", scheduled_seq=5,
-        report_every=report_every, eval_every=eval_every,
-    )  # fmt: skip
+        segment_id="r1-t1-g0",
+        trial_id="t1",
+        status="scheduled",
+        from_checkpoint="c.pt",
+        from_sha256="ab",
+        start_step=30,
+        steps=steps,
+        hparams={"learning_rate": 3e-3},
+        reason="test",
+        scheduled_seq=5,
+        report_every=report_every,
+        eval_every=eval_every,
+    )
 
 
 def test_report_cadence_is_about_ten_reports_a_segment_and_at_least_every_ten_steps() -> None:

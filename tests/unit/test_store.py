@@ -10,18 +10,35 @@ from tests.unit.busharness import run_started
 
 
 def envs(*messages: m.Message) -> list[Envelope]:
-    return [Envelope(seq=i + 1, id=str(i), ts=float(i), type=x.TYPE, tv=1, actor="t", corr=None, cause=None, data=x)
-            for i, x in enumerate(messages)]  # fmt: skip
+    return [
+        Envelope(seq=i + 1, id=str(i), ts=float(i), type=x.TYPE, tv=1, actor="t", corr=None, cause=None, data=x)
+        for i, x in enumerate(messages)
+    ]
 
 
 def scheduled(sid: str, start: str | None, step: int) -> m.SegmentScheduled:
-    return m.SegmentScheduled(segment_id=sid, trial_id=None, from_checkpoint=start, from_sha256=None,
-                              start_step=step, steps=10, hparams={}, reason="t", evidence={})  # fmt: skip
+    return m.SegmentScheduled(
+        segment_id=sid,
+        trial_id=None,
+        from_checkpoint=start,
+        from_sha256=None,
+        start_step=step,
+        steps=10,
+        hparams={},
+        reason="t",
+        evidence={},
+    )
 
 
 def finished(sid: str, step: int, objective: float) -> m.SegmentFinished:
-    return m.SegmentFinished(segment_id=sid, end_step=step, metrics={"val_objective": objective},
-                             checkpoint=f"{sid}.pt", checkpoint_sha256="x", duration_s=1.0)  # fmt: skip
+    return m.SegmentFinished(
+        segment_id=sid,
+        end_step=step,
+        metrics={"val_objective": objective},
+        checkpoint=f"{sid}.pt",
+        checkpoint_sha256="x",
+        duration_s=1.0,
+    )
 
 
 def metrics(sid: str, step: int, loss: float) -> m.MetricsObserved:
@@ -29,18 +46,37 @@ def metrics(sid: str, step: int, loss: float) -> m.MetricsObserved:
 
 
 def promoted(sid: str, step: int, objective: float) -> m.ChampionPromoted:
-    return m.ChampionPromoted(segment_id=sid, trial_id=None, checkpoint=f"{sid}.pt", checkpoint_sha256="x",
-                              objective=objective, previous_objective=None, step=step, hparams={}, kept=False,
-                              reason="t", evidence={})  # fmt: skip
+    return m.ChampionPromoted(
+        segment_id=sid,
+        trial_id=None,
+        checkpoint=f"{sid}.pt",
+        checkpoint_sha256="x",
+        objective=objective,
+        previous_objective=None,
+        step=step,
+        hparams={},
+        kept=False,
+        reason="t",
+        evidence={},
+    )
 
 
 def test_segment_series_and_the_lineage_through_forks() -> None:
     log = envs(
-        run_started(), scheduled("a", None, 0), metrics("a", 5, 2.0), metrics("a", 10, 1.5), finished("a", 10, 1.4),
+        run_started(),
+        scheduled("a", None, 0),
+        metrics("a", 5, 2.0),
+        metrics("a", 10, 1.5),
+        finished("a", 10, 1.4),
         promoted("a", 10, 1.4),
-        scheduled("b", "a.pt", 10), metrics("b", 20, 1.0), finished("b", 20, 0.9),  # the loser
-        scheduled("c", "a.pt", 10), metrics("c", 20, 0.8), finished("c", 20, 0.7), promoted("c", 20, 0.7),
-    )  # fmt: skip
+        scheduled("b", "a.pt", 10),
+        metrics("b", 20, 1.0),
+        finished("b", 20, 0.9),  # the loser
+        scheduled("c", "a.pt", 10),
+        metrics("c", 20, 0.8),
+        finished("c", 20, 0.7),
+        promoted("c", 20, 0.7),
+    )
     store = MetricStore()
     for env in log:
         store.observe(env)

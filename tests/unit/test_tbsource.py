@@ -43,8 +43,11 @@ def test_nvidia_tags_become_canonical_readings_one_per_step(tmp_path: Path, writ
     source = TensorBoardSource(tmp_path / "logs", segment_of=lambda: "seg-1")
     readings = asyncio.run(source.poll())
     assert [r.step for r in readings] == list(range(10))
-    assert readings[3].metrics == {"train_loss": pytest.approx(0.25), "grad_norm": 0.5,
-                                   "learning_rate": pytest.approx(1e-3)}  # fmt: skip
+    assert readings[3].metrics == {
+        "train_loss": pytest.approx(0.25),
+        "grad_norm": 0.5,
+        "learning_rate": pytest.approx(1e-3),
+    }
     assert readings[4].metrics["val_loss"] == pytest.approx(0.4) and readings[4].segment_id == "seg-1"
     assert source.unmapped[("", "duration")] == 10  # what the probe shows as not understood
     assert asyncio.run(source.poll()) == []  # nothing new: nothing read twice
@@ -58,7 +61,9 @@ def test_espnet_train_and_valid_directories_tell_the_same_tag_apart(tmp_path: Pa
         w.close()
     readings = TensorBoardSource(tmp_path / "tensorboard").read()
     assert [(r.step, dict(r.metrics)) for r in readings] == [
-        (1, {"train_loss": 1.5, "val_loss": 2.5}), (2, {"train_loss": 0.75, "val_loss": 1.25})]  # fmt: skip
+        (1, {"train_loss": 1.5, "val_loss": 2.5}),
+        (2, {"train_loss": 0.75, "val_loss": 1.25}),
+    ]
 
 
 def test_new_files_and_new_run_directories_are_picked_up_on_the_next_poll(tmp_path: Path) -> None:

@@ -64,8 +64,12 @@ class ScriptedSupervisor(ActorCore):
 
     name = "supervisor"
 
-    def __init__(self, surface: Surface = default_surface, fail: Callable[[m.SegmentScheduled, int], str | None] = (
-            lambda s, a: None), device: str = "cpu") -> None:  # fmt: skip
+    def __init__(
+        self,
+        surface: Surface = default_surface,
+        fail: Callable[[m.SegmentScheduled, int], str | None] = (lambda s, a: None),
+        device: str = "cpu",
+    ) -> None:
         self.surface, self.fail, self.device = surface, fail, device
         self.attempts: dict[str, int] = {}
 
@@ -82,15 +86,32 @@ class ScriptedSupervisor(ActorCore):
         failure = self.fail(seg, n)
         end = seg.start_step + seg.steps
         if failure is not None:
-            out.append(Out(m.SegmentFailed(segment_id=seg.segment_id, reason=failure, detail="scripted",  # type: ignore[arg-type]
-                                           step=seg.start_step + 1)))  # fmt: skip
+            out.append(
+                Out(
+                    m.SegmentFailed(
+                        segment_id=seg.segment_id,
+                        reason=failure,
+                        detail="scripted",  # type: ignore[arg-type]
+                        step=seg.start_step + 1,
+                    )
+                )
+            )
             return out
         metrics = self.surface(seg, n)
         telemetry = {"train_loss": metrics["val_objective"], "grad_norm": 0.5}
         out.append(Out(m.MetricsObserved(segment_id=seg.segment_id, source="worker", step=end, metrics=telemetry)))
-        out.append(Out(m.SegmentFinished(segment_id=seg.segment_id, end_step=end, metrics=metrics,
-                                         checkpoint=f"/ckpt/{seg.segment_id}.pt", checkpoint_sha256="ab" * 32,
-                                         duration_s=1.0)))  # fmt: skip
+        out.append(
+            Out(
+                m.SegmentFinished(
+                    segment_id=seg.segment_id,
+                    end_step=end,
+                    metrics=metrics,
+                    checkpoint=f"/ckpt/{seg.segment_id}.pt",
+                    checkpoint_sha256="ab" * 32,
+                    duration_s=1.0,
+                )
+            )
+        )
         return out
 
 
@@ -106,12 +127,14 @@ def config(**changes: Any) -> dict[str, Any]:
 
 
 def started(cfg: dict[str, Any], strategy: str = "forks") -> m.RunStarted:
-    return m.RunStarted(run_id="r1", config_hash="h" * 64, config=cfg, strategy=strategy, seed=0, host="t", pid=1,
-                        version="t")  # fmt: skip
+    return m.RunStarted(
+        run_id="r1", config_hash="h" * 64, config=cfg, strategy=strategy, seed=0, host="t", pid=1, version="t"
+    )
 
 
-async def run_loop(tmp_path: Path, cfg: dict[str, Any], supervisor: ActorCore, strategy: str = "forks",
-                   timeout_s: float = 60) -> tuple[TunerState, list[Envelope]]:  # fmt: skip
+async def run_loop(
+    tmp_path: Path, cfg: dict[str, Any], supervisor: ActorCore, strategy: str = "forks", timeout_s: float = 60
+) -> tuple[TunerState, list[Envelope]]:
     async with harness("inproc", tmp_path) as h:
         await propose(h.client(), started(cfg, strategy))
         cores = [Lifecycle(), Stopper(available_strategies=STRATEGIES), Tuner(), GuardRails(), supervisor]
@@ -147,8 +170,9 @@ def test_forks_spends_the_budget_exactly_and_moves_the_learning_rate_towards_the
     assert all("candidates" in p.evidence and p.reason for p in promos)
     champion = state.tuning.champion
     assert champion is not None and champion.hparams["learning_rate"] > 1e-3  # lr moved towards 1e-2
-    lineage_steps = sum(s.steps for s in state.tuning.segments.values() if s.trial_id in {r.winner for r in
-                        state.tuning.rounds})  # fmt: skip
+    lineage_steps = sum(
+        s.steps for s in state.tuning.segments.values() if s.trial_id in {r.winner for r in state.tuning.rounds}
+    )
     assert lineage_steps >= 0.75 * 600  # losers' probes are the only steps off the lineage
     for p in of(events, m.TrialPruned):
         assert p.value is not None and p.evidence["candidates"]
@@ -170,8 +194,13 @@ def test_a_nan_rolls_back_and_reruns_with_half_the_learning_rate(tmp_path: Path)
     def fail(seg: m.SegmentScheduled, attempt: int) -> str | None:
         return "nan" if float(seg.hparams["learning_rate"]) > 5e-3 and "-rb" not in seg.segment_id else None
 
-    state, events = asyncio.run(run_loop(tmp_path, config(search_space={"learning_rate": {
-        "type": "loguniform", "low": 6e-3, "high": 9e-3}}), ScriptedSupervisor(fail=fail)))  # fmt: skip
+    state, events = asyncio.run(
+        run_loop(
+            tmp_path,
+            config(search_space={"learning_rate": {"type": "loguniform", "low": 6e-3, "high": 9e-3}}),
+            ScriptedSupervisor(fail=fail),
+        )
+    )
     trips = [g for g in of(events, m.GuardTripped) if g.guard == "nan"]
     rollbacks = of(events, m.RollbackPerformed)
     assert trips and len(rollbacks) == len(trips)
@@ -199,8 +228,12 @@ def test_a_challenger_that_does_not_align_never_wins(tmp_path: Path) -> None:
 
 
 def test_a_search_space_the_trainer_cannot_tune_stops_the_run_before_any_segment(tmp_path: Path) -> None:
-    cfg = config(search_space={"n_mel_channels": {"type": "int", "low": 40, "high": 80},
-                               "nope": {"type": "uniform", "low": 0.0, "high": 1.0}})  # fmt: skip
+    cfg = config(
+        search_space={
+            "n_mel_channels": {"type": "int", "low": 40, "high": 80},
+            "nope": {"type": "uniform", "low": 0.0, "high": 1.0},
+        }
+    )
     state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor()))
     assert state.control.stop is not None and state.control.stop.rule == "fatal_error"
     assert (
@@ -265,8 +298,9 @@ def test_the_live_view_shows_the_phase_the_champion_curve_and_the_decisions(tmp_
     for env in events:
         plain.on_commit(env)
     lines = plain.console.export_text().splitlines()
-    assert len(lines) == sum(1 for e in events if e.type in ("RoundPlanned", "TrialPruned", "ChampionPromoted",
-                                                            "StopDecided", "RunFinished"))  # fmt: skip
+    assert len(lines) == sum(
+        1 for e in events if e.type in ("RoundPlanned", "TrialPruned", "ChampionPromoted", "StopDecided", "RunFinished")
+    )
 
 
 def test_trials_race_from_scratch_with_successive_halving_within_the_budget(tmp_path: Path) -> None:

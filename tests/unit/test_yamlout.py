@@ -17,9 +17,33 @@ scalars = (
     | st.integers(min_value=-(2**63), max_value=2**64)
     | st.floats(allow_nan=False)
     | st.text(max_size=20)
-    | st.sampled_from(["yes", "No", "ON", "null", "~", "1e5", "0x1f", "1_000", ".5", "12:30", "- a", "a: b", "#x",
-                      "", " lead", "trail ", "multi\nline", "tab\tx", "\u00e9t\u00e9", "\U0001f600", "'q'", '"dq"'])
-)  # fmt: skip
+    | st.sampled_from(
+        [
+            "yes",
+            "No",
+            "ON",
+            "null",
+            "~",
+            "1e5",
+            "0x1f",
+            "1_000",
+            ".5",
+            "12:30",
+            "- a",
+            "a: b",
+            "#x",
+            "",
+            " lead",
+            "trail ",
+            "multi\nline",
+            "tab\tx",
+            "\u00e9t\u00e9",
+            "\U0001f600",
+            "'q'",
+            '"dq"',
+        ]
+    )
+)
 plain = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
@@ -54,14 +78,37 @@ def test_rendered_state_loads_back_as_its_plain_data() -> None:
     from smart_tuner.state.serde import to_plain
 
     msgs: list[m.Message] = [
-        m.RunStarted(run_id="r", config_hash="c" * 64, config={"search_space": {"lr": {"low": 1e-4}}},
-                     strategy="forks", seed=3, host="h", pid=1, version="0"),
-        m.TrialProposed(trial_id="t0", number=0, hparams={"learning_rate": 3e-3, "note": "yes"}, sampler="tpe",
-                        reason="sampled: lr=3e-3", evidence={"candidates": [0.1, float("nan")]}),
-        m.SegmentScheduled(segment_id="s0", trial_id="t0", from_checkpoint=None, from_sha256=None, start_step=0,
-                           steps=100, hparams={"learning_rate": 3e-3}, reason="first", evidence={}),
+        m.RunStarted(
+            run_id="r",
+            config_hash="c" * 64,
+            config={"search_space": {"lr": {"low": 1e-4}}},
+            strategy="forks",
+            seed=3,
+            host="h",
+            pid=1,
+            version="0",
+        ),
+        m.TrialProposed(
+            trial_id="t0",
+            number=0,
+            hparams={"learning_rate": 3e-3, "note": "yes"},
+            sampler="tpe",
+            reason="sampled: lr=3e-3",
+            evidence={"candidates": [0.1, float("nan")]},
+        ),
+        m.SegmentScheduled(
+            segment_id="s0",
+            trial_id="t0",
+            from_checkpoint=None,
+            from_sha256=None,
+            start_step=0,
+            steps=100,
+            hparams={"learning_rate": 3e-3},
+            reason="first",
+            evidence={},
+        ),
         m.MetricsObserved(segment_id="s0", source="worker", step=5, metrics={"loss": float("inf")}),
-    ]  # fmt: skip
+    ]
     state = replay(Envelope.new(msg, actor="t").with_seq(i + 1) for i, msg in enumerate(msgs))
     loaded = yaml.safe_load(projection.render(state))
     expected = {"last_seq": 4, "config_hash": "c" * 64, **to_plain(state)}

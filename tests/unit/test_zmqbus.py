@@ -86,8 +86,15 @@ def test_worker_channel_routes_by_worker_id_and_tracks_liveness(tmp_path: Path) 
                         seen[got[0]] = decode(got[1]).data
             assert {k: v.worker_id for k, v in seen.items()} == {b"w1": "w1", b"w2": "w2"}  # type: ignore[attr-defined]
             assert server.silent_for(b"w1") < 10
-            command = m.RunSegment(segment_id="s1", from_checkpoint=None, from_sha256=None, hparams={"lr": 0.01},
-                                   steps=10, eval_every=5, report_every=1)  # fmt: skip
+            command = m.RunSegment(
+                segment_id="s1",
+                from_checkpoint=None,
+                from_sha256=None,
+                hparams={"lr": 0.01},
+                steps=10,
+                eval_every=5,
+                report_every=1,
+            )
             await server.send(b"w2", encode(Envelope.new(command, actor="supervisor")))
             async with asyncio.timeout(10):
                 raw = None
