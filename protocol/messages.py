@@ -1,5 +1,6 @@
-"""Every message type of Smart Tuner: events (past-tense facts, journaled) and
-commands (imperative, sent to workers, never journaled).
+"""Every message type of Smart Tuner: events (past-tense facts, journaled), commands
+(imperative, sent to workers, never journaled) and one signal (``Heartbeat``: a worker's
+live fact about its connection, never journaled).
 
 Field conventions: ids are strings; steps are global training steps; times are
 Unix seconds (``*_ts``) or durations (``*_s``); ``hparams`` and ``metrics`` are
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Literal
 
-from .registry import Message, command, event
+from .registry import Message, command, event, signal
 from .schema import Json
 
 Hparams = Mapping[str, Json]
@@ -296,7 +297,7 @@ class WorkerLost(Message):
     last_heartbeat_s: float
 
 
-@command()
+@signal()
 class Heartbeat(Message):
     worker_id: str
     step: int | None = None

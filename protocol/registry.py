@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 from .errors import ProtocolError
 from .schema import Checker, Limits, compile_checker
 
-Kind = Literal["event", "command"]
+Kind = Literal["event", "command", "signal"]
 T = TypeVar("T")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -99,6 +99,16 @@ def command(*, tv: int = 1) -> Callable[[type[T]], type[T]]:
 
     def wrap(cls: type[T]) -> type[T]:
         return _register(cls, "command", tv, False)
+
+    return wrap
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+def signal(*, tv: int = 1) -> Callable[[type[T]], type[T]]:
+    """Register a signal: a live fact about a connection (a heartbeat), neither an order nor journaled."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        return _register(cls, "signal", tv, False)
 
     return wrap
 

@@ -8,9 +8,11 @@ Everything a worker sends is an envelope (events for the journal, heartbeats); w
 receives are commands. A malformed or unexpected message from the supervisor is
 counted, logged once a second at most, and skipped: the worker keeps working.
 
-The rest of ``trainer/`` runs without this module (the harness and the standalone
-``train.py`` never import it). Imports ``protocol``, the bus module and the standard
-library only.
+It is the only module of ``trainer/`` that imports anything of ``actors/`` (the bus, and
+nothing else: ``tests/unit/test_import_rules.py``); the worker takes its zmq context from
+here too (``new_context``). The rest of ``trainer/`` runs without it (the harness and the
+standalone ``train.py`` never import it). Imports ``protocol``, the bus package and the
+standard library only.
 """
 
 from __future__ import annotations

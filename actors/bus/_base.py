@@ -11,7 +11,9 @@ Two roles, two small interfaces:
 
 Implementations: ``inproc.InprocHub`` (unit tests, one process) and
 ``zmqbus`` (ROUTER/DEALER for proposals, PUB/SUB for committed events).
-Imports the standard library, ``protocol`` and ``state.journal`` only.
+Gaps are filled from anything with ``read(from_seq, to_seq)`` (``LogReader``: a journal or
+a follower of one), so this module imports no storage. Imports the standard library,
+msgpack, structlog and ``protocol`` only.
 """
 
 from __future__ import annotations

@@ -5,17 +5,17 @@
     store.segment("r1-t3-g0")["train_loss"]    # a Series: ema, median, slope, best, spike
     store.lineage("val_objective", state)      # the champion lineage's curve on the global step
 
-Consumes: ``MetricsObserved`` (the watcher's canonical metrics; worker telemetry today,
-TensorBoard/MLflow/stdout sources later), ``SegmentFinished`` (its final validation
-metrics are a point of its series too). Emits nothing: it is a projection.
+Consumes: ``MetricsObserved`` (canonical metrics: our worker's telemetry, or in external
+mode the watcher's sources' readings), ``SegmentFinished`` (its final validation metrics
+are a point of its series too). Emits nothing: it is a projection.
 
-Each deciding actor (tuner, guard rails, stopper) folds its own store from the log
-instead of querying a shared one over the bus (docs/ARCHITECTURE.md: actors share no
-memory, and a query round trip would buy nothing when every actor already sees every
-event). Replaying the same events rebuilds the same series, so every aggregate a
-decision quotes as evidence can be recomputed after the fact.
+The guard rails fold their own store from the log (the one user today; the tuner and the
+stopper read the state, ``state.queries``) instead of querying a shared one over the bus
+(docs/ARCHITECTURE.md: actors share no memory, and a query round trip would buy nothing
+when every actor already sees every event). Replaying the same events rebuilds the same
+series, so every aggregate a decision quotes as evidence can be recomputed after the fact.
 
-Imports the standard library, ``protocol``, ``state.model`` and ``actors.series`` only.
+Imports the standard library, ``protocol``, ``state.model`` and ``store.series`` only.
 """
 
 from __future__ import annotations

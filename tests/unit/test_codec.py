@@ -53,6 +53,7 @@ def test_the_registry_covers_events_and_commands() -> None:
     kinds = {s.cls.TYPE: s.kind for s in SPECS}
     assert kinds["MetricsObserved"] == "event"
     assert kinds["RunSegment"] == "command"
+    assert kinds["Heartbeat"] == "signal"  # a live fact about a connection, not an order
     assert all(s.tv >= 1 for s in SPECS)
     # Decision events carry the why with them.
     assert all({"reason", "evidence"} <= set(s.fields) for s in SPECS if s.decision)

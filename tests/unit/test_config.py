@@ -1,4 +1,4 @@
-"""Tests for ``state/config.py``: the schema, the loader's error messages and ``${NAME}`` expansion."""
+"""Tests for ``state/config/``: the schema, the loader's error messages and ``${NAME}`` expansion."""
 
 from __future__ import annotations
 
