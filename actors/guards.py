@@ -35,6 +35,7 @@ from typing import Any
 
 from ..protocol import Envelope, Message
 from ..protocol import messages as m
+from ..protocol import metrics as mx
 from ..state.model import Segment, TunerState
 from ..state.queries import announced_hparams
 from .runtime import ActorCore, Out
@@ -93,7 +94,7 @@ class GuardRails(ActorCore):
         seg = state.tuning.segments[e.segment_id]
         hp = _in_force(state, seg)
         lr = float(hp.get("learning_rate", 1e-3))
-        loss = self.store.metric(seg.segment_id, "train_loss").last_finite
+        loss = self.store.metric(seg.segment_id, mx.TRAIN_LOSS).last_finite
         evidence: dict[str, Any] = {
             "failure": e.reason,
             "detail": e.detail[:500],
@@ -130,13 +131,13 @@ class GuardRails(ActorCore):
     # --- while training ----------------------------------------------------------------------
 
     def _telemetry(self, state: TunerState, seg: Segment, e: m.MetricsObserved) -> list[Message]:
-        if e.step < MIN_STEPS or "val_objective" in e.metrics:
+        if e.step < MIN_STEPS or mx.VAL_OBJECTIVE in e.metrics:
             return []
         tripped = self._tripped(state, seg.segment_id)
         hp = _in_force(state, seg)
         clip = float(hp.get("grad_clip_thresh", 1.0))
         out: list[Message] = []
-        loss = self.store.metric(seg.segment_id, "train_loss")
+        loss = self.store.metric(seg.segment_id, mx.TRAIN_LOSS)
         ratio = loss.spike(SPIKE_FACTOR, SPIKE_WINDOW)
         if ratio is not None and "loss_spike" not in tripped:
             out.append(
@@ -146,11 +147,11 @@ class GuardRails(ActorCore):
                     e.step,
                     f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
                     f"train loss {loss.last:.4g} is {ratio:.1f}x the median of the {SPIKE_WINDOW} reports before it",
-                    {"ratio": ratio, "train_loss": loss.last, "median": loss.median(SPIKE_WINDOW + 1)},
+                    {"ratio": ratio, mx.TRAIN_LOSS: loss.last, "median": loss.median(SPIKE_WINDOW + 1)},
                     {"grad_clip_thresh": clip / 2},
                 )
             )
-        grads = [v for _, v in self.store.metric(seg.segment_id, "grad_norm").finite(GRAD_REPORTS)]
+        grads = [v for _, v in self.store.metric(seg.segment_id, mx.GRAD_NORM).finite(GRAD_REPORTS)]
         if len(grads) == GRAD_REPORTS and "grad_explode" not in tripped and min(grads) > GRAD_EXPLODE:
             out.append(
                 self._trip(
@@ -186,7 +187,7 @@ class GuardRails(ActorCore):
         hp = _in_force(state, seg)
         met = seg.metrics
         out: list[Message] = []
-        diag = met.get("diagonality")
+        diag = met.get(mx.DIAGONALITY)
         if diag is not None and diag < MIN_DIAGONALITY and self._cool(state, "attention", step):
             w = float(hp.get("guided_attn_weight", 1.0))
             new = max(w * 2, 0.5)
@@ -197,11 +198,11 @@ class GuardRails(ActorCore):
                     step,
                     f"raise guided_attn_weight {w:g} -> {new:g}",
                     f"attention diagonality {diag:.2f} < {MIN_DIAGONALITY} after step {step}",
-                    {"diagonality": diag, "focus_rate": met.get("focus_rate")},
+                    {mx.DIAGONALITY: diag, mx.FOCUS_RATE: met.get(mx.FOCUS_RATE)},
                     {"guided_attn_weight": new},
                 )
             )
-        acc = met.get("gate_accuracy")
+        acc = met.get(mx.GATE_ACCURACY)
         if acc is not None and acc < MIN_GATE_ACCURACY and self._cool(state, "gate", step):
             pw = float(hp.get("gate_pos_weight", 1.0))
             out.append(
@@ -211,7 +212,7 @@ class GuardRails(ActorCore):
                     step,
                     f"raise gate_pos_weight {pw:g} -> {pw * 2:g}",
                     f"gate accuracy {acc:.2f} < {MIN_GATE_ACCURACY} after step {step}",
-                    {"gate_accuracy": acc, "val_gate_loss": met.get("val_gate_loss")},
+                    {mx.GATE_ACCURACY: acc, mx.VAL_GATE_LOSS: met.get(mx.VAL_GATE_LOSS)},
                     {"gate_pos_weight": pw * 2},
                 )
             )
@@ -224,9 +225,9 @@ class GuardRails(ActorCore):
         )
         if parent is None or not self._cool(state, "divergence", seg.end_step or 0):
             return []
-        val0, val1 = parent.metrics.get("val_objective"), seg.metrics.get("val_objective")
-        tr0 = self.store.metric(parent.segment_id, "train_objective").median(3)
-        tr1 = self.store.metric(seg.segment_id, "train_objective").median(3)
+        val0, val1 = parent.metrics.get(mx.VAL_OBJECTIVE), seg.metrics.get(mx.VAL_OBJECTIVE)
+        tr0 = self.store.metric(parent.segment_id, mx.TRAIN_OBJECTIVE).median(3)
+        tr1 = self.store.metric(seg.segment_id, mx.TRAIN_OBJECTIVE).median(3)
         if None in (val0, val1, tr0, tr1):
             return []
         assert val0 is not None and val1 is not None and tr0 is not None and tr1 is not None

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..protocol import Envelope
 from ..protocol import messages as m
+from ..protocol import metrics as mx
 from ..state.model import TunerState
 from ..state.queries import steps_spent
 from .runtime import ActorCore, Out
@@ -52,7 +53,7 @@ def summarize(state: TunerState) -> dict[str, Any]:
         "global_step": state.progress.global_step,
         "champion_checkpoint": champion.checkpoint if champion else None,
         "champion_objective": champion.objective if champion else None,
-        "champion_diagonality": seg.metrics.get("diagonality") if seg else None,
+        "champion_diagonality": seg.metrics.get(mx.DIAGONALITY) if seg else None,
         "champion_hparams": dict(champion.hparams) if champion else None,
         "changed_hparams": changed,
     }

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..protocol import Envelope
 from ..protocol import messages as m
+from ..protocol import metrics as mx
 from ..state.model import TunerState
 from ..state.queries import ALIGNED, champion_curve, phase_of, steps_spent
 from .runtime import ActorCore, Out
@@ -97,7 +98,7 @@ class Stopper(ActorCore):
                 f"with diagonality {diag:.2f} >= {need_diag:g}",
                 evidence={
                     "objective": objective,
-                    "diagonality": diag,
+                    mx.DIAGONALITY: diag,
                     "target_objective": target,
                     "target_diagonality": need_diag,
                 },

@@ -26,10 +26,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..protocol import metrics as mx
 from .model import Segment, TunerState
 
-OBJECTIVE = "val_objective"
-DIAGONALITY = "diagonality"
+OBJECTIVE = mx.VAL_OBJECTIVE
+DIAGONALITY = mx.DIAGONALITY
 ALIGNED = 0.9
 FINE_TUNING_GAIN = 0.01
 

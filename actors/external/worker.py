@@ -60,6 +60,7 @@ from typing import Any
 import structlog
 
 from ...protocol import messages as m
+from ...protocol import metrics as mx
 from ...state.config import ExternalConfig
 from ...trainer.client import SupervisorClient, curve_of
 from ...trainer.logsetup import configure_logging
@@ -80,18 +81,18 @@ log = structlog.get_logger("external")
 TICK_S = 0.05
 POLL_S = {"stdout": 0.05, "tensorboard": 0.2, "mlflow": 0.25}  # bench/watcher_latency.py
 OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
-NONFINITE_GUARDED = ("train_loss", "grad_norm")
+NONFINITE_GUARDED = (mx.TRAIN_LOSS, mx.GRAD_NORM)
 METRICS = (
-    "train_loss",
-    "grad_norm",
-    "learning_rate",
-    "val_loss",
-    "val_objective",
-    "diagonality",
-    "val_mel_loss",
-    "val_gate_loss",
-    "val_guided_attn_loss",
-    "train_mel_loss",
+    mx.TRAIN_LOSS,
+    mx.GRAD_NORM,
+    mx.LEARNING_RATE,
+    mx.VAL_LOSS,
+    mx.VAL_OBJECTIVE,
+    mx.DIAGONALITY,
+    mx.VAL_MEL_LOSS,
+    mx.VAL_GATE_LOSS,
+    mx.VAL_GUIDED_ATTN_LOSS,
+    mx.TRAIN_MEL_LOSS,
 )
 
 
@@ -375,7 +376,7 @@ class ExternalWorker(WorkerLoop):
     async def _finish(self, run: _Run, step: int, path: Path) -> None:
         metrics = {name: value for name, (_, value) in run.latest.items()}
         objective = self.spec.objective
-        if "val_objective" not in metrics:
+        if mx.VAL_OBJECTIVE not in metrics:
             if objective not in metrics:
                 await self._fail(
                     run.sid,
@@ -385,7 +386,7 @@ class ExternalWorker(WorkerLoop):
                     step,
                 )
                 return
-            metrics["val_objective"] = metrics[objective]
+            metrics[mx.VAL_OBJECTIVE] = metrics[objective]
         sha = await asyncio.to_thread(sha256_of, path)
         took = round(time.monotonic() - run.started, 3)
         await self.send(

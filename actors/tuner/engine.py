@@ -38,6 +38,7 @@ from typing import Any
 
 from ...protocol import Message
 from ...protocol import messages as m
+from ...protocol import metrics as mx
 from ...state.model import Round, Segment, Trial, TunerState
 from ...state.queries import announced_hparams, segments_of, steps_spent
 from ..scheduler import plan_segment
@@ -205,7 +206,7 @@ class RoundStrategy(Strategy):
                 "trial": t.trial_id,
                 "sampler": t.sampler,
                 "objective": results[t.trial_id].objective,
-                "diagonality": results[t.trial_id].diagonality,
+                mx.DIAGONALITY: results[t.trial_id].diagonality,
                 "eligible": is_eligible(results[t.trial_id], required),
             }
             for t in ranked
@@ -274,7 +275,7 @@ class RoundStrategy(Strategy):
                 hparams=dict(seg.hparams),
                 kept=kept,
                 reason=why,
-                evidence={**evidence, "diagonality": r.diagonality},
+                evidence={**evidence, mx.DIAGONALITY: r.diagonality},
             )
         )
         return out

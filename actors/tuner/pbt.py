@@ -41,6 +41,7 @@ from typing import Any
 
 from ...protocol import Message
 from ...protocol import messages as m
+from ...protocol import metrics as mx
 from ...state.model import Round, Trial, TunerState
 from ...state.queries import steps_spent
 from .engine import INCUMBENT, RoundStrategy, describe_changes, finished_segments, is_eligible, propose_trial
@@ -251,7 +252,7 @@ class PbtStrategy(RoundStrategy):
                 "trial": t.trial_id,
                 "sampler": t.sampler,
                 "objective": results[t.trial_id].objective,
-                "diagonality": results[t.trial_id].diagonality,
+                mx.DIAGONALITY: results[t.trial_id].diagonality,
                 "eligible": is_eligible(results[t.trial_id], required),
             }
             for t in ranked
@@ -261,7 +262,7 @@ class PbtStrategy(RoundStrategy):
             "generation": rnd.round,
             "candidates": table,
             "required_diagonality": round(required, 4),
-            "diagonality": r.diagonality,
+            mx.DIAGONALITY: r.diagonality,
         }
         out: list[Message] = []
         cut = max(1, math.floor(len(rnd.trials) * self.settings.pbt.quantile)) if len(rnd.trials) > 1 else 0
