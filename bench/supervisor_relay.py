@@ -39,7 +39,7 @@ from smart_tuner.actors.bus.zmqbus import (
     new_context,
 )
 from smart_tuner.actors.sequencer import Sequencer, SequencerSettings
-from smart_tuner.actors.supervisor.core import SupervisorIO, SupervisorPolicy
+from smart_tuner.actors.supervisor.io import SupervisorIO, SupervisorPolicy
 from smart_tuner.actors.supervisor.devices import DevicePool
 from smart_tuner.actors.supervisor.launcher import WorkerSpec
 from smart_tuner.protocol import Envelope

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from smart_tuner.actors.scheduler import EVAL_EVERY, report_cadence
-from smart_tuner.actors.supervisor.core import _run_command
+from smart_tuner.actors.supervisor.io import _run_command
 from smart_tuner.state.model import Segment
 
 
