@@ -39,8 +39,8 @@ from smart_tuner.actors.bus.zmqbus import (
     new_context,
 )
 from smart_tuner.actors.sequencer import Sequencer, SequencerSettings
-from smart_tuner.actors.supervisor.io import SupervisorIO, SupervisorPolicy
 from smart_tuner.actors.supervisor.devices import DevicePool
+from smart_tuner.actors.supervisor.io import SupervisorIO, SupervisorPolicy
 from smart_tuner.actors.supervisor.launcher import WorkerSpec
 from smart_tuner.protocol import Envelope
 from smart_tuner.protocol import messages as m

@@ -201,16 +201,7 @@ class RoundStrategy(Strategy):
             survivors = [winner]
         else:
             survivors = ranked[:keep]
-        table = [
-            {
-                "trial": t.trial_id,
-                "sampler": t.sampler,
-                "objective": results[t.trial_id].objective,
-                mx.DIAGONALITY: results[t.trial_id].diagonality,
-                "eligible": is_eligible(results[t.trial_id], required),
-            }
-            for t in ranked
-        ]
+        table = candidates_table(ranked, results, required)
         evidence = {
             "round": rnd.round,
             "rung": rung,
@@ -285,6 +276,20 @@ class RoundStrategy(Strategy):
     ) -> tuple[Trial, dict[str, Any]]:
         """The last rung's winner and notes for the evidence: here the best ranked (a race without a margin)."""
         return ranked[0], {}
+
+
+def candidates_table(ranked: list[Trial], results: Mapping[str, Score], required: float) -> list[dict[str, Any]]:
+    """The candidates a rung decision weighed, best first: what its evidence shows."""
+    return [
+        {
+            "trial": t.trial_id,
+            "sampler": t.sampler,
+            "objective": results[t.trial_id].objective,
+            mx.DIAGONALITY: results[t.trial_id].diagonality,
+            "eligible": is_eligible(results[t.trial_id], required),
+        }
+        for t in ranked
+    ]
 
 
 def is_eligible(s: Score, required: float) -> bool:

@@ -44,7 +44,15 @@ from ...protocol import messages as m
 from ...protocol import metrics as mx
 from ...state.model import Round, Trial, TunerState
 from ...state.queries import steps_spent
-from .engine import INCUMBENT, RoundStrategy, describe_changes, finished_segments, is_eligible, propose_trial
+from .engine import (
+    INCUMBENT,
+    RoundStrategy,
+    candidates_table,
+    describe_changes,
+    finished_segments,
+    is_eligible,
+    propose_trial,
+)
 from .objectives import Score, score
 from .space import Param, Result, ask, rebuild_study
 
@@ -247,16 +255,7 @@ class PbtStrategy(RoundStrategy):
         r = results[best.trial_id]
         champion = state.tuning.champion
         kept = champion is not None and dict(best.hparams) == dict(champion.hparams)
-        table = [
-            {
-                "trial": t.trial_id,
-                "sampler": t.sampler,
-                "objective": results[t.trial_id].objective,
-                mx.DIAGONALITY: results[t.trial_id].diagonality,
-                "eligible": is_eligible(results[t.trial_id], required),
-            }
-            for t in ranked
-        ]
+        table = candidates_table(ranked, results, required)
         evidence: dict[str, Any] = {
             "round": rnd.round,
             "generation": rnd.round,
