@@ -30,9 +30,10 @@ import structlog
 from ..protocol import Envelope, Message, ProtocolError, decode, encode
 from ..protocol import messages as m
 from ..state import projection
+from ..state.fold import Folder
 from ..state.journal import Journal
 from ..state.model import TunerState
-from ..state.reducers import Folder, ReducerError
+from ..state.reducers import ReducerError
 from ..state.snapshot import write_snapshot
 from .bus import Ack, Proposal, SequencerPort
 

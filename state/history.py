@@ -17,9 +17,9 @@ from ..protocol import Envelope, ProtocolError, decode
 from ..protocol import messages as m
 from ..protocol.codec import ENVELOPE_LEN, committed_from_frame, unpack
 from ..protocol.envelope import ENVELOPE_VERSION
+from .fold import Folded, fold
 from .journal import Journal, JournalError
 from .model import TunerState
-from .reducers import Folded, fold
 from .snapshot import latest_snapshot
 
 

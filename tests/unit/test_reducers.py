@@ -10,8 +10,9 @@ import pytest
 from smart_tuner.protocol import Envelope, Message, all_specs
 from smart_tuner.protocol import messages as m
 from smart_tuner.state import reducers
+from smart_tuner.state.fold import fold, replay
 from smart_tuner.state.model import RECENT_DECISIONS, Incident, StopInfo, TunerState
-from smart_tuner.state.reducers import InvalidTransition, UnknownEvent, apply, fold, replay
+from smart_tuner.state.reducers import InvalidTransition, UnknownEvent, apply
 from smart_tuner.state.serde import from_plain, to_plain
 from tests.unit.strategies import committed, envelope
 

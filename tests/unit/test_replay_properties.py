@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from smart_tuner.protocol import Message, decode, encode
 from smart_tuner.protocol import messages as m
 from smart_tuner.state import history
+from smart_tuner.state.fold import fold, replay
 from smart_tuner.state.journal import FileJournal
 from smart_tuner.state.model import TunerState
 from smart_tuner.state.projection import render
-from smart_tuner.state.reducers import apply, fold, replay
+from smart_tuner.state.reducers import apply
 from smart_tuner.state.serde import from_plain, to_plain
 from smart_tuner.state.snapshot import latest_snapshot, read_snapshot, write_snapshot
 from tests.unit.strategies import envelope, json_values, keys, texts

@@ -17,8 +17,8 @@ from smart_tuner.actors.stopper import Stopper
 from smart_tuner.protocol import Envelope
 from smart_tuner.protocol import messages as m
 from smart_tuner.state import history
+from smart_tuner.state.fold import replay
 from smart_tuner.state.model import TunerState
-from smart_tuner.state.reducers import replay
 from tests.unit.busharness import Harness, alert, harness, propose, run_started
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from smart_tuner.actors.store.metric_store import MetricStore
 from smart_tuner.protocol import Envelope
 from smart_tuner.protocol import messages as m
-from smart_tuner.state.reducers import replay
+from smart_tuner.state.fold import replay
 from tests.unit.busharness import run_started
 
 

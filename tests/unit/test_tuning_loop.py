@@ -27,9 +27,9 @@ from smart_tuner.protocol import Envelope
 from smart_tuner.protocol import messages as m
 from smart_tuner.state import history
 from smart_tuner.state.config import load_config
+from smart_tuner.state.fold import replay
 from smart_tuner.state.model import TunerState
 from smart_tuner.state.queries import steps_spent
-from smart_tuner.state.reducers import replay
 from tests.unit.busharness import harness, propose
 
 ANNOUNCED = {

@@ -74,7 +74,7 @@ def test_rendered_state_loads_back_as_its_plain_data() -> None:
     from smart_tuner.protocol import Envelope
     from smart_tuner.protocol import messages as m
     from smart_tuner.state import projection
-    from smart_tuner.state.reducers import replay
+    from smart_tuner.state.fold import replay
     from smart_tuner.state.serde import to_plain
 
     msgs: list[m.Message] = [
