@@ -33,9 +33,7 @@ Folded = Message | dict[str, Any]
 def fold(items: Iterable[tuple[int, float, Folded]], state: TunerState | None = None) -> TunerState:
     """``replay`` over ``(seq, ts, message)`` triples: the hot loop of every replay (see ``Folder``)."""
     folder = Folder(TunerState() if state is None else state)
-    add = folder.add
-    for seq, ts, message in items:
-        add(seq, ts, message)
+    folder.add_all(items)
     return folder.result()
 
 
@@ -44,6 +42,7 @@ class Folder:
 
         folder = Folder(state)
         folder.add(seq, ts, message)    # raises ReducerError; the folder is as before the call
+        folder.add_all(triples)         # the same, many at once; a failure keeps those before it
         state = folder.result()
 
     Two shortcuts keep a million-event replay within seconds, neither changing the result
@@ -61,23 +60,38 @@ class Folder:
         self._run: ProgressRun | None = None
 
     def add(self, seq: int, ts: float, message: Folded) -> None:
-        if seq != self.last_seq + 1:
-            raise InvalidTransition(f"event seq {seq} does not follow the state's last seq {self.last_seq}")
-        kind = type(message)
-        if kind is m.MetricsObserved or kind is dict:
-            if self.state.run is None:
-                raise InvalidTransition("MetricsObserved before RunStarted: every run begins with RunStarted")
-            run = self._run
-            if run is None:
-                run = self._run = ProgressRun(self.state.progress)
-            if kind is dict:
-                run.observe(message["step"], message["metrics"])  # type: ignore[index]
-            else:
-                run.observe(message.step, message.metrics)  # type: ignore[union-attr]
-        else:
-            state = self._flushed()
-            self.state = replace(state, **changes_for(state, seq, ts, message))  # type: ignore[arg-type]
-        self.last_seq, self.last_ts = seq, ts
+        self.add_all(((seq, ts, message),))
+
+    def add_all(self, items: Iterable[tuple[int, float, Folded]]) -> None:
+        # One loop over locals: a method call per event would cost a replay ~7 %.
+        last_seq, last_ts, run = self.last_seq, self.last_ts, self._run
+        try:
+            for seq, ts, message in items:
+                if seq != last_seq + 1:
+                    raise InvalidTransition(f"event seq {seq} does not follow the state's last seq {last_seq}")
+                kind = type(message)
+                if kind is dict:
+                    if run is None:
+                        run = self._started_run()
+                    run.observe(message["step"], message["metrics"])  # type: ignore[index]
+                elif kind is m.MetricsObserved:
+                    if run is None:
+                        run = self._started_run()
+                    run.observe(message.step, message.metrics)  # type: ignore[union-attr]
+                else:
+                    if run is not None:
+                        self.state = replace(self.state, progress=run.result())
+                        run = None
+                    state = self.state
+                    self.state = replace(state, **changes_for(state, seq, ts, message))  # type: ignore[arg-type]
+                last_seq, last_ts = seq, ts
+        finally:
+            self.last_seq, self.last_ts, self._run = last_seq, last_ts, run
+
+    def _started_run(self) -> ProgressRun:
+        if self.state.run is None:
+            raise InvalidTransition("MetricsObserved before RunStarted: every run begins with RunStarted")
+        return ProgressRun(self.state.progress)
 
     def result(self) -> TunerState:
         state = self._flushed()

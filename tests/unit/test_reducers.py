@@ -10,7 +10,7 @@ import pytest
 from smart_tuner.protocol import Envelope, Message, all_specs
 from smart_tuner.protocol import messages as m
 from smart_tuner.state import reducers
-from smart_tuner.state.fold import fold, replay
+from smart_tuner.state.fold import Folder, fold, replay
 from smart_tuner.state.model import RECENT_DECISIONS, Incident, StopInfo, TunerState
 from smart_tuner.state.reducers import InvalidTransition, UnknownEvent, apply
 from smart_tuner.state.serde import from_plain, to_plain
@@ -179,6 +179,23 @@ def test_a_gap_inside_a_metrics_run_is_refused_by_fold() -> None:
     items[2] = (4, items[2][1], items[2][2])
     with pytest.raises(InvalidTransition, match="event seq 4 does not follow the state's last seq 2"):
         fold(items)
+
+
+def test_a_folder_keeps_what_it_folded_before_a_refused_event() -> None:
+    """The sequencer folds a group one event at a time and refuses the bad ones: what a refused
+    event leaves behind must be the state of the events before it, and the next event follows it."""
+    events = committed([run_started(), metrics(1, loss=1.0), metrics(2, loss=0.9)])
+    folder = Folder(TunerState())
+    folder.add_all((e.seq, e.ts, e.data) for e in events)
+    refused = m.SegmentStarted(segment_id="never-scheduled", worker_id="w", device="cpu", pid=1)
+    with pytest.raises(InvalidTransition, match="never scheduled"):
+        folder.add(4, 4.0, refused)
+    with pytest.raises(InvalidTransition, match="event seq 6 does not follow the state's last seq 4"):
+        folder.add_all([(4, 4.0, metrics(3, loss=0.8)), (6, 6.0, metrics(4, loss=0.7))])
+    folder.add(5, 5.0, metrics(5, loss=0.6))
+    state = folder.result()
+    assert (state.last_seq, state.progress.global_step, state.progress.metrics_observed) == (5, 5, 4)
+    assert state.progress.last_metrics == {"loss": 0.6}
 
 
 # --- purity -----------------------------------------------------------------------------------------
