@@ -26,7 +26,21 @@ from .audio import griffin_lim, save_wav
 from .config import audio_config
 from .hparams import HParams
 from .model import Tacotron2
-from .text import SYMBOLS, normalize, text_to_ids
+from .text import PUNCTUATION, SYMBOLS, UnknownSymbolError, normalize, text_to_ids
+
+
+def encode_text(text: str) -> list[int]:
+    """Raw text -> symbol ids, refusing what the model cannot read with a message that says why."""
+    normalized = normalize(text)
+    if not any("a" <= char <= "z" for char in normalized):
+        raise ValueError(f"nothing to say in {text!r}: once normalised it has no letters to speak")
+    try:
+        return text_to_ids(normalized)
+    except UnknownSymbolError as exc:
+        raise ValueError(
+            f"cannot say {text!r}: {exc.char!r} (position {exc.position} of the normalised text) is not one "
+            f"of the model's symbols (letters a-z and {PUNCTUATION!r})"
+        ) from None
 
 
 @dataclass
@@ -51,7 +65,8 @@ class Synthesizer:
 
     @torch.no_grad()
     def synthesize(self, text: str, griffin_lim_iters: int = 32) -> Synthesis:
-        ids = torch.tensor([text_to_ids(normalize(text))], dtype=torch.long)
+        """Decode ``text`` free-running; ValueError names empty text or an unknown character."""
+        ids = torch.tensor([encode_text(text)], dtype=torch.long)
         out = self.model.infer(ids, torch.tensor([ids.size(1)]), self.hp.max_decoder_steps, self.hp.gate_threshold)
         stop = (torch.sigmoid(out.gate[0]) > self.hp.gate_threshold).nonzero()
         frames = int(stop[0]) + 1 if len(stop) else out.mel_post.size(2)
@@ -76,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=32, help="Griffin-Lim iterations")
     args = p.parse_args(argv)
     try:
+        encode_text(args.text)  # refuse text the model cannot read before loading anything
         synth = Synthesizer.from_checkpoint(args.checkpoint)
         result = synth.synthesize(args.text, args.iters)
     except (ckpt.CheckpointError, ValueError) as exc:

@@ -15,10 +15,10 @@ import re
 import unicodedata
 
 PAD = "_"
-_PUNCTUATION = "!'(),.:;? -"
+PUNCTUATION = "!'(),.:;? -"
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
-SYMBOLS: tuple[str, ...] = (PAD, *_PUNCTUATION, *_LETTERS)
+SYMBOLS: tuple[str, ...] = (PAD, *PUNCTUATION, *_LETTERS)
 # NUL cannot be a symbol, so joining with it keeps distinct sets distinct.
 SYMBOLS_ID: str = hashlib.sha256("\0".join(SYMBOLS).encode()).hexdigest()[:12]
 
