@@ -37,6 +37,14 @@ ATTENTION_ENTROPY = "attention_entropy"
 COVERAGE = "coverage"
 GATE_ACCURACY = "gate_accuracy"
 
+# Free-running on a fixed set of sentences (trainer/free_running.py): the model decodes from its
+# own output, as in synthesis. FR_MCD_DTW is in dB; FR_LENGTH_RATIO is 1 when lengths match.
+FR_GATE_STOP_RATE = "fr_gate_stop_rate"
+FR_LENGTH_RATIO = "fr_length_ratio"
+FR_MCD_DTW = "fr_mcd_dtw"
+FR_DIAGONALITY = "fr_diagonality"
+FR_FOCUS_RATE = "fr_focus_rate"
+
 # Reported by other trainers' logs only (IndexTTS-style GPT trainers).
 TRAIN_TEXT_LOSS = "train_text_loss"
 TRAIN_MEL_TOP1 = "train_mel_top1"

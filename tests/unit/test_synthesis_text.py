@@ -17,7 +17,7 @@ def test_plain_text_becomes_symbol_ids() -> None:
 
 @pytest.mark.parametrize("text", ["", "   ", "...", "?! -"])
 def test_text_without_letters_is_refused_by_name(text: str) -> None:
-    with pytest.raises(ValueError, match="nothing to say .* no letters"):
+    with pytest.raises(ValueError, match=r"nothing to say .* no letters"):
         encode_text(text)
 
 
