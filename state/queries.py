@@ -31,6 +31,7 @@ from .model import Segment, TunerState
 
 OBJECTIVE = mx.VAL_OBJECTIVE
 DIAGONALITY = mx.DIAGONALITY
+FR_GATE_STOP_RATE = mx.FR_GATE_STOP_RATE
 ALIGNED = 0.9
 FINE_TUNING_GAIN = 0.01
 
@@ -64,6 +65,16 @@ def read_result(metrics: Mapping[str, float]) -> tuple[float, float]:
         objective = math.inf
     diagonality = float(metrics.get(prefix + DIAGONALITY, metrics.get(DIAGONALITY, 0.0)))
     return objective, diagonality if math.isfinite(diagonality) else 0.0
+
+
+def read_gate_stop_rate(metrics: Mapping[str, float]) -> float | None:
+    """The free-running gate stop rate of a segment's metrics (the averaged model's when reported); None
+    when the trainer does not report one. A non-finite rate reads 0."""
+    prefix = "ema_" if f"ema_{OBJECTIVE}" in metrics and f"ema_{FR_GATE_STOP_RATE}" in metrics else ""
+    rate = metrics.get(prefix + FR_GATE_STOP_RATE)
+    if rate is None:
+        return None
+    return float(rate) if math.isfinite(rate) else 0.0
 
 
 def champion_curve(state: TunerState) -> list[tuple[int, float, float]]:

@@ -13,7 +13,10 @@ Metric names: ``val_loss`` (the weighted training loss on validation data, NVIDI
 ``validation.loss``), ``val_mel_loss``, ``val_mel_post_loss``, ``val_gate_loss``,
 ``val_guided_attn_loss``, ``val_objective`` (mel after postnet + gate, unweighted: what
 candidates are compared on), ``diagonality``, ``focus_rate``, ``attention_entropy``,
-``coverage``, ``gate_accuracy``.
+``coverage``, ``gate_accuracy``; and free-running on the same sentences
+(``trainer/free_running.py``: the model decodes from its own output, each sentence capped
+at twice its reference): ``fr_gate_stop_rate``, ``fr_length_ratio``, ``fr_mcd_dtw``,
+``fr_diagonality``, ``fr_focus_rate``.
 
 Imports torch and ``trainer`` only.
 """
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..protocol import metrics as mx
+from .free_running import free_run
 from .metrics import alignment_image, alignment_metrics, decoder_steps, gate_accuracy, to_rgb
 from .png import encode_png
 
@@ -70,6 +74,11 @@ def _measure(trainer: Trainer) -> tuple[dict[str, float], bytes]:
     return {k: v / max(1, total_weight) for k, v in sums.items()}, png
 
 
+def _free_running(trainer: Trainer) -> dict[str, float]:
+    data = trainer.data
+    return free_run(trainer.model, data.val, trainer.hp, data.mel_mean, data.mel_std, trainer.config.val_seed).metrics
+
+
 def validate(trainer: Trainer) -> tuple[dict[str, float], bytes]:
     was_training = trainer.model.training
     trainer.model.eval()
@@ -78,10 +87,12 @@ def validate(trainer: Trainer) -> tuple[dict[str, float], bytes]:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(trainer.config.val_seed)
             metrics, png = _measure(trainer)
+            metrics.update(_free_running(trainer))
             if trainer.ema is not None:
                 torch.manual_seed(trainer.config.val_seed)
                 with _swapped_weights(trainer, trainer.ema):
                     ema, _ = _measure(trainer)
+                    ema.update(_free_running(trainer))
                 metrics.update({f"ema_{k}": v for k, v in ema.items()})
     finally:
         trainer.model.train(was_training)

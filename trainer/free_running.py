@@ -20,7 +20,9 @@ left alone.
 
 Metrics (names in ``protocol/metrics.py``):
 
-* ``fr_gate_stop_rate``: share of sentences whose gate fired within the cap;
+* ``fr_gate_stop_rate``: share of sentences whose gate fired in time: after at least
+  ``1 / cap_ratio`` of the reference's length and within the cap (a gate that fires at
+  once, as an untrained one does, cuts the sentence short: that is not a stop);
 * ``fr_length_ratio``: mean of said length / reference length (1 is right; a sentence
   that did not stop counts at its cap);
 * ``fr_mcd_dtw``: mel cepstral distortion in dB after dynamic time warping, between the
@@ -59,7 +61,7 @@ _MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)  # the usual dB factor of me
 @dataclass
 class FreeRun:
     metrics: dict[str, float]
-    stopped: list[bool] = field(default_factory=list)  # per sentence: the gate fired within its cap
+    stopped: list[bool] = field(default_factory=list)  # per sentence: the gate fired within its cap (maybe early)
     frames: list[int] = field(default_factory=list)  # per sentence: frames said (the cap if not stopped)
     mels: list[torch.Tensor] = field(default_factory=list)  # per sentence: (n_mels, frames) log-mel said
 
@@ -178,7 +180,7 @@ def free_run(
                 said.extend(_decode_batch(model, items[start : start + batch_size], hp, mel_mean, mel_std, cap_ratio))
     finally:
         model.train(was_training)
-    return _pooled(said, [int(mel.shape[1]) for _, mel in items])
+    return _pooled(said, [int(mel.shape[1]) for _, mel in items], cap_ratio)
 
 
 def _decode_batch(
@@ -222,12 +224,13 @@ def _denormalised(mel: torch.Tensor, mean: torch.Tensor | None, std: torch.Tenso
     return mel.float() * std.unsqueeze(1) + mean.unsqueeze(1)
 
 
-def _pooled(said: Sequence[_Said], reference_frames: list[int]) -> FreeRun:
+def _pooled(said: Sequence[_Said], reference_frames: list[int], cap_ratio: float) -> FreeRun:
     """Means over the sentences (each sentence counts once, whatever its length)."""
     n = len(said)
+    pairs = list(zip(said, reference_frames, strict=True))
     metrics = {
-        mx.FR_GATE_STOP_RATE: sum(s.stopped for s in said) / n,
-        mx.FR_LENGTH_RATIO: sum(s.frames / ref for s, ref in zip(said, reference_frames, strict=True)) / n,
+        mx.FR_GATE_STOP_RATE: sum(s.stopped and s.frames * cap_ratio >= ref for s, ref in pairs) / n,
+        mx.FR_LENGTH_RATIO: sum(s.frames / ref for s, ref in pairs) / n,
         mx.FR_MCD_DTW: sum(s.mcd_dtw for s in said) / n,
         mx.FR_DIAGONALITY: sum(s.diagonality for s in said) / n,
         mx.FR_FOCUS_RATE: sum(s.focus_rate for s in said) / n,

@@ -43,7 +43,7 @@ from ...state.model import Round, Segment, Trial, TunerState
 from ...state.queries import announced_hparams, segments_of, steps_spent
 from ..scheduler import plan_segment
 from ._base import Strategy, TuningSettings
-from .objectives import Score, score
+from .objectives import Requirement, Score, gate_stop_requirement, score
 from .space import SearchSpace
 
 MAX_RERUNS = 2  # rollbacks of one rung of one trial before the trial is given up
@@ -188,7 +188,10 @@ class RoundStrategy(Strategy):
         inc_score = results[inc.trial_id] if inc is not None else None
         # the alignment to match: the incumbent's; in a race without one (trials), the best candidate's
         ref_diag = inc_score.diagonality if inc_score is not None else max(r.diagonality for r in results.values())
-        required = min(f.min_diagonality, ref_diag - 0.1)
+        required = Requirement(
+            diagonality=min(f.min_diagonality, ref_diag - 0.1),
+            gate_stop_rate=gate_stop_requirement(results.values(), f.min_gate_stop_rate),
+        )
         keep = rnd.keep[rung]
         ranked = sorted(
             alive,
@@ -207,7 +210,7 @@ class RoundStrategy(Strategy):
             "rung": rung,
             "candidates": table,
             "margin": f.margin,
-            "required_diagonality": round(required, 4),
+            **required.evidence(),
             "incumbent_objective": inc_score.objective if inc_score else None,
             **notes,
         }
@@ -219,7 +222,7 @@ class RoundStrategy(Strategy):
             rel = r.objective / inc_score.objective if inc_score and inc_score.objective > 0 else None
             why = (
                 f"{t.trial_id} dropped at rung {rung}: objective {r.objective:.4f}, diagonality "
-                f"{r.diagonality:.2f}" + ("" if is_eligible(r, required) else f" (< required {required:.2f})")
+                f"{r.diagonality:.2f}" + required.shortfall(r)
             )
             out.append(
                 m.TrialPruned(
@@ -272,28 +275,33 @@ class RoundStrategy(Strategy):
         return out
 
     def choose_winner(
-        self, state: TunerState, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None, required: float
+        self,
+        state: TunerState,
+        ranked: list[Trial],
+        results: Mapping[str, Score],
+        inc: Trial | None,
+        required: Requirement,
     ) -> tuple[Trial, dict[str, Any]]:
         """The last rung's winner and notes for the evidence: here the best ranked (a race without a margin)."""
         return ranked[0], {}
 
 
-def candidates_table(ranked: list[Trial], results: Mapping[str, Score], required: float) -> list[dict[str, Any]]:
+def candidates_table(ranked: list[Trial], results: Mapping[str, Score], required: Requirement) -> list[dict[str, Any]]:
     """The candidates a rung decision weighed, best first: what its evidence shows."""
-    return [
-        {
-            "trial": t.trial_id,
-            "sampler": t.sampler,
-            "objective": results[t.trial_id].objective,
-            mx.DIAGONALITY: results[t.trial_id].diagonality,
-            "eligible": is_eligible(results[t.trial_id], required),
-        }
-        for t in ranked
-    ]
+    table = []
+    for t in ranked:
+        r = results[t.trial_id]
+        row: dict[str, Any] = {"trial": t.trial_id, "sampler": t.sampler, "objective": r.objective}
+        row[mx.DIAGONALITY] = r.diagonality
+        if r.gate_stop_rate is not None:
+            row[mx.FR_GATE_STOP_RATE] = r.gate_stop_rate
+        row["eligible"] = required.met_by(r)
+        table.append(row)
+    return table
 
 
-def is_eligible(s: Score, required: float) -> bool:
-    return math.isfinite(s.objective) and s.diagonality >= required
+def is_eligible(s: Score, required: Requirement) -> bool:
+    return required.met_by(s)
 
 
 def finished_segments(state: TunerState, trial_id: str) -> list[Segment]:

@@ -50,7 +50,7 @@ from ...protocol import messages as m
 from ...state.model import Trial, TunerState
 from ...state.queries import champion_curve, phase_of, steps_spent
 from .engine import INCUMBENT, RoundStrategy, describe_changes, finished_segments, is_eligible, propose_trial
-from .objectives import Score, score
+from .objectives import Requirement, Score, score
 from .space import Result, ask, rebuild_study
 
 LADDER, STEP, WIDE, COOLDOWN = "ladder", "ladder-all", "wide", "cool-down"
@@ -249,7 +249,12 @@ class ForksStrategy(RoundStrategy):
     # --- deciding the last rung -------------------------------------------------------------
 
     def choose_winner(
-        self, state: TunerState, ranked: list[Trial], results: Mapping[str, Score], inc: Trial | None, required: float
+        self,
+        state: TunerState,
+        ranked: list[Trial],
+        results: Mapping[str, Score],
+        inc: Trial | None,
+        required: Requirement,
     ) -> tuple[Trial, dict[str, Any]]:
         """The round's winner and why: a challenger must beat the incumbent by ``margin``; among
         challengers within ``tie_margin`` of the best, the smallest learning-rate step wins (then

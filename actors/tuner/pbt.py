@@ -53,7 +53,7 @@ from .engine import (
     is_eligible,
     propose_trial,
 )
-from .objectives import Score, score
+from .objectives import Requirement, Score, gate_stop_requirement, score
 from .space import Param, Result, ask, rebuild_study
 
 CONTINUE, PERTURB, RESAMPLE = "pbt-continue", "pbt-perturb", "pbt-resample"
@@ -242,8 +242,12 @@ class PbtStrategy(RoundStrategy):
         )
         return ranked, results
 
-    def _required(self, results: Mapping[str, Score]) -> float:
-        return min(self.settings.forks.min_diagonality, max(r.diagonality for r in results.values()) - 0.1)
+    def _required(self, results: Mapping[str, Score]) -> Requirement:
+        f = self.settings.forks
+        return Requirement(
+            diagonality=min(f.min_diagonality, max(r.diagonality for r in results.values()) - 0.1),
+            gate_stop_rate=gate_stop_requirement(results.values(), f.min_gate_stop_rate),
+        )
 
     # --- deciding a generation --------------------------------------------------------------
 
@@ -260,7 +264,7 @@ class PbtStrategy(RoundStrategy):
             "round": rnd.round,
             "generation": rnd.round,
             "candidates": table,
-            "required_diagonality": round(required, 4),
+            **required.evidence(),
             mx.DIAGONALITY: r.diagonality,
         }
         out: list[Message] = []

@@ -2,7 +2,7 @@
 expansion, errors formatted into ``ConfigError``, ``load_config`` and ``LoadedConfig``; the
 recordable form, its hash and its YAML dump; ``QUICK`` and ``with_overrides``.
 
-Imports the standard library, pydantic, pyyaml and ``schema`` only.
+Imports the standard library, pydantic, pyyaml, ``base`` and ``schema`` only.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .base import drop_unset_late_settings
 from .schema import TunerConfig
 
 DEFAULTS_SOURCE = "<defaults>"
@@ -49,7 +50,8 @@ def to_recordable(cfg: TunerConfig) -> dict[str, Any]:
 
 def hash_config(cfg: TunerConfig) -> str:
     """sha256 hex of the canonical JSON of the recordable form; independent of the environment."""
-    canonical = json.dumps(to_recordable(cfg), sort_keys=True, separators=(",", ":"))
+    recordable = drop_unset_late_settings(cfg, to_recordable(cfg))
+    canonical = json.dumps(recordable, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

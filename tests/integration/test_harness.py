@@ -153,6 +153,16 @@ def test_segments_fork_from_checkpoints_and_keep_state_in_memory(trainer: Traine
     assert first.alignment_png.read_bytes().startswith(b"\x89PNG")
     assert sha256_file(first.checkpoint) == first.sha256
     assert set(first.metrics) >= {"val_objective", "val_loss", "diagonality", "focus_rate", "gate_accuracy"}
+    free_running = {k: v for k, v in first.metrics.items() if k.startswith("fr_")}
+    assert set(free_running) == {
+        "fr_gate_stop_rate",
+        "fr_length_ratio",
+        "fr_mcd_dtw",
+        "fr_diagonality",
+        "fr_focus_rate",
+    }
+    assert 0 <= free_running["fr_gate_stop_rate"] <= 1 and 0 < free_running["fr_length_ratio"] <= 2.5
+    assert free_running["fr_mcd_dtw"] > 0  # three steps in, nothing sounds like its reference yet
     a = trainer.run_segment("a", first.checkpoint, first.sha256, {"learning_rate": 1e-3}, steps=2)
     b = trainer.run_segment("b", first.checkpoint, first.sha256, {"learning_rate": 1e-2}, steps=2)
     assert a.start_step == b.start_step == 3 and a.end_step == b.end_step == 5

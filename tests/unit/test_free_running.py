@@ -105,15 +105,6 @@ def test_an_untrained_model_does_not_stop_and_is_cut_at_twice_each_reference() -
     assert 0 <= result.metrics[mx.FR_DIAGONALITY] <= 1 and 0 < result.metrics[mx.FR_FOCUS_RATE] <= 1
 
 
-def test_a_gate_that_fires_at_once_stops_every_sentence_after_one_step() -> None:
-    model, hp = tiny_model()
-    with torch.no_grad():
-        model.decoder.gate.bias.fill_(50.0)
-    result = free_run(model, items(3), hp)
-    assert result.stopped == [True] * 3 and result.frames == [hp.n_frames_per_step] * 3
-    assert result.metrics[mx.FR_GATE_STOP_RATE] == 1.0
-
-
 def test_free_running_is_repeatable_leaves_the_mode_and_the_rng_alone() -> None:
     model, hp = tiny_model()
     model.train()
@@ -133,3 +124,15 @@ def test_no_sentences_or_a_bad_cap_is_refused() -> None:
         free_run(model, [], hp)
     with pytest.raises(ValueError, match="cap_ratio must be > 0"):
         free_run(model, items(1), hp, cap_ratio=0)
+
+
+def test_a_gate_that_fires_at_once_is_not_a_stop_in_time() -> None:
+    model, hp = tiny_model()
+    with torch.no_grad():
+        model.decoder.gate.bias.fill_(50.0)
+    sentences = items(3)  # references of 12, 19 and 26 frames: one decoder step (3 frames) is too short
+    result = free_run(model, sentences, hp)
+    assert result.stopped == [True] * 3 and result.frames == [hp.n_frames_per_step] * 3
+    assert result.metrics[mx.FR_GATE_STOP_RATE] == 0.0
+    short = [(text, mel[:, :4]) for text, mel in sentences]  # a 4-frame reference: 3 frames is in time
+    assert free_run(model, short, hp).metrics[mx.FR_GATE_STOP_RATE] == 1.0

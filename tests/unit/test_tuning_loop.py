@@ -227,6 +227,31 @@ def test_a_challenger_that_does_not_align_never_wins(tmp_path: Path) -> None:
     assert state.tuning.champion is not None and state.tuning.champion.hparams["learning_rate"] <= 2e-3
 
 
+def never_stops_when_fast(seg: m.SegmentScheduled, attempt: int) -> dict[str, Any]:
+    """Every candidate stops by its gate, except the fast ones, which win teacher-forced and cannot stop."""
+    base = {**default_surface(seg, attempt), "fr_gate_stop_rate": 1.0}
+    if float(seg.hparams["learning_rate"]) > 2e-3 and seg.start_step > 0:
+        return {**base, "val_objective": base["val_objective"] * 0.5, "fr_gate_stop_rate": 0.0}
+    return base
+
+
+def test_a_challenger_whose_gate_does_not_stop_it_never_wins(tmp_path: Path) -> None:
+    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(surface=never_stops_when_fast)))
+    pruned = [p for p in of(events, m.TrialPruned) if "its gate stopped 0.00 of the sentences" in p.reason]
+    assert pruned and all(p.evidence["required_gate_stop_rate"] == 0.9 for p in pruned)
+    decided = [p for p in of(events, m.ChampionPromoted) if p.evidence.get("candidates")]
+    rows = [row for p in decided for row in p.evidence["candidates"]]
+    assert rows and all(row["eligible"] == (row["fr_gate_stop_rate"] >= 0.9) for row in rows)
+    assert state.tuning.champion is not None and state.tuning.champion.hparams["learning_rate"] <= 2e-3
+    assert replay(events) == state
+
+
+def test_the_gate_stop_constraint_can_be_turned_off(tmp_path: Path) -> None:
+    cfg = config(forks={**config()["forks"], "min_gate_stop_rate": 0.0})
+    state, _ = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(surface=never_stops_when_fast)))
+    assert state.tuning.champion is not None and state.tuning.champion.hparams["learning_rate"] > 2e-3
+
+
 def test_a_search_space_the_trainer_cannot_tune_stops_the_run_before_any_segment(tmp_path: Path) -> None:
     cfg = config(
         search_space={
