@@ -24,14 +24,18 @@ Imports torch and ``trainer`` only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
 from ..protocol import metrics as mx
+from .data import Batch
 from .free_running import free_run
+from .hparams import HParams
+from .loss import Tacotron2Loss
 from .metrics import alignment_image, alignment_metrics, decoder_steps, gate_accuracy, to_rgb
+from .model import Tacotron2
 from .png import encode_png
 
 if TYPE_CHECKING:
@@ -51,19 +55,22 @@ def _swapped_weights(trainer: Trainer, weights: dict[str, torch.Tensor] | None) 
         trainer.model.load_state_dict(saved)
 
 
-def _measure(trainer: Trainer) -> tuple[dict[str, float], bytes]:
-    r = trainer.hp.n_frames_per_step
+def measure(
+    model: Tacotron2, loss: Tacotron2Loss, batches: Sequence[Batch], hp: HParams, device: torch.device
+) -> tuple[dict[str, float], bytes]:
+    """Teacher-forced metrics over ``batches`` (means weighted by utterances) and the first alignment as PNG."""
+    r = hp.n_frames_per_step
     sums: dict[str, float] = {}
     total_weight = 0
     png = b""
-    for cpu_batch in trainer.data.val_batches(r):
-        batch = cpu_batch.to(trainer.device)
-        out = trainer.model(batch.text, batch.text_lengths, batch.mel, 1.0)
-        parts = trainer.loss(out, batch.mel, batch.gate, batch.text_lengths, batch.mel_lengths).floats()
+    for cpu_batch in batches:
+        batch = cpu_batch.to(device)
+        out = model(batch.text, batch.text_lengths, batch.mel, 1.0)
+        parts = loss(out, batch.mel, batch.gate, batch.text_lengths, batch.mel_lengths).floats()
         steps = decoder_steps(batch.mel_lengths, r)
         values = {f"val_{k}": v for k, v in parts.items()}
         values.update(alignment_metrics(out.alignments, batch.text_lengths, steps))
-        values[mx.GATE_ACCURACY] = gate_accuracy(out.gate, batch.gate, batch.mel_lengths, trainer.hp.gate_threshold)
+        values[mx.GATE_ACCURACY] = gate_accuracy(out.gate, batch.gate, batch.mel_lengths, hp.gate_threshold)
         weight = int(batch.text.size(0))
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v * weight
@@ -72,6 +79,11 @@ def _measure(trainer: Trainer) -> tuple[dict[str, float], bytes]:
             image = alignment_image(out.alignments[0], int(batch.text_lengths[0]), int(steps[0]))
             png = encode_png(to_rgb(image))
     return {k: v / max(1, total_weight) for k, v in sums.items()}, png
+
+
+def _measure(trainer: Trainer) -> tuple[dict[str, float], bytes]:
+    r = trainer.hp.n_frames_per_step
+    return measure(trainer.model, trainer.loss, trainer.data.val_batches(r), trainer.hp, trainer.device)
 
 
 def _free_running(trainer: Trainer) -> dict[str, float]:

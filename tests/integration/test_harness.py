@@ -277,3 +277,20 @@ def test_a_failed_segment_leaves_nothing_behind_for_the_next_one(tiny_data_dir: 
     expected = clean.run_segment("retry", base.checkpoint, base.sha256, {}, steps=2)
     a, b = ckpt.load(retry.checkpoint)["model"], ckpt.load(expected.checkpoint)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_measured_on_its_own_validation_utterances_gives_validation_s_numbers(
+    trainer: Trainer, tmp_path: Path
+) -> None:
+    """The held-out evaluator (what benchmarks report as the test result) measures exactly as
+    validation does: on the validation utterances themselves it gives the segment's metrics."""
+    from smart_tuner.trainer.heldout import evaluate_checkpoint
+
+    result = trainer.run_segment("s", None, None, {"ema_decay": 0.9}, steps=3)
+    filelist = tmp_path / "val.txt"
+    filelist.write_text("".join(f"{u.wav_path}|{u.text}\n" for u in trainer.data.val_utts), encoding="utf-8")
+    mels = tmp_path / "mels"  # computed again from the same wavs
+    heldout = evaluate_checkpoint(result.checkpoint, filelist, sha256=result.sha256, cache_dir=mels, batch_size=4)
+    assert set(heldout) <= set(result.metrics) and "ema_fr_gate_stop_rate" in heldout
+    for name in ("val_objective", "diagonality", "fr_gate_stop_rate", "fr_mcd_dtw", "ema_val_objective"):
+        assert heldout[name] == pytest.approx(result.metrics[name], rel=1e-5), name
