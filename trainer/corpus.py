@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,7 +69,7 @@ class _Espeak:
     """libespeak-ng, initialised; ``synthesize(text)`` -> int16 samples. One per build process:
     the library is a process-wide singleton, neither thread-safe nor reset between texts."""
 
-    def __init__(self) -> None:
+    def __init__(self, voice: str = VOICE, rate_wpm: int = RATE_WPM) -> None:
         import espeakng_loader  # type: ignore[import-untyped]  # the wheel ships no type hints
 
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
@@ -90,9 +90,9 @@ class _Espeak:
         # ctypes frees a callback whose Python object dies; keep it for the library's lifetime.
         self._callback = _SYNTH_CALLBACK(self._on_audio)
         lib.espeak_SetSynthCallback(self._callback)
-        if (err := lib.espeak_SetVoiceByName(VOICE.encode())) != 0:
-            raise CorpusError(f"espeak-ng voice {VOICE!r} not found under {data_path} (error {err})")
-        lib.espeak_SetParameter(_ESPEAK_RATE, RATE_WPM, 0)
+        if (err := lib.espeak_SetVoiceByName(voice.encode())) != 0:
+            raise CorpusError(f"espeak-ng voice {voice!r} not found under {data_path} (error {err})")
+        lib.espeak_SetParameter(_ESPEAK_RATE, rate_wpm, 0)
         self._lib = lib
 
     def _on_audio(self, wav: ctypes._Pointer[ctypes.c_short], n_samples: int, events: int | None) -> int:
@@ -240,21 +240,40 @@ def _write_wav(path: Path, samples: npt.NDArray[np.int16]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class CorpusSpec:
-    kind: str  # "demo" or "tiny"
+    kind: str  # "demo" or "tiny" (sentences from the templates), or "prose" (the sentences given)
     n_utterances: int
     seed: int
     voice: str = VOICE
     rate_wpm: int = RATE_WPM
     sampling_rate: int = SAMPLING_RATE
     pad_s: float = PAD_S
+    sentences: tuple[str, ...] | None = None  # "prose": the raw sentences, in order
+
+
+def _params(spec: CorpusSpec) -> dict[str, object]:
+    """The spec as the manifest records it: prose sentences by their hash; none for the templated kinds
+    (so a demo corpus built before prose existed is still current)."""
+    params = asdict(spec)
+    sentences = params.pop("sentences")
+    if sentences is not None:
+        params["sentences_sha256"] = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
+    return params
+
+
+def _sentences(spec: CorpusSpec) -> list[str]:
+    if spec.kind == "prose":
+        if not spec.sentences or len(spec.sentences) < spec.n_utterances:
+            raise CorpusError(f"a prose corpus of {spec.n_utterances} utterances needs as many sentences")
+        return list(spec.sentences[: spec.n_utterances])
+    return make_sentences(spec.n_utterances, spec.seed, tiny=spec.kind == "tiny")
 
 
 def _build_into(out: Path, spec: CorpusSpec) -> None:
     """Write wavs, metadata, provenance and manifest under ``out``; runs in a fresh process."""
-    engine = _Espeak()
+    engine = _Espeak(spec.voice, spec.rate_wpm)
     (out / "wavs").mkdir(parents=True)
     lines, audio_hash, n_samples = [], hashlib.sha256(), 0
-    for i, raw in enumerate(make_sentences(spec.n_utterances, spec.seed, tiny=spec.kind == "tiny")):
+    for i, raw in enumerate(_sentences(spec)):
         utt_id = f"{spec.kind}_{i:04d}"
         text = normalize(raw)
         samples = trim_silence(engine.synthesize(text))
@@ -266,7 +285,7 @@ def _build_into(out: Path, spec: CorpusSpec) -> None:
     manifest: dict[str, object] = {
         "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
-        "params": asdict(spec),
+        "params": _params(spec),
         "espeak_ng_version": engine.version,
         "metadata_sha256": sha256_file(out / "metadata.csv"),
         "audio_sha256": audio_hash.hexdigest(),
@@ -285,11 +304,17 @@ def _provenance(spec: CorpusSpec, version: str) -> str:
         f"{' --tiny' if spec.kind == 'tiny' else ''})\n"
         f"Synthesiser: espeak-ng {version} from the espeakng-loader wheel, voice {spec.voice}, "
         f"{spec.rate_wpm} words per minute, {spec.sampling_rate} Hz 16-bit mono\n"
-        f"Sentences: {spec.n_utterances} drawn with random.Random({spec.seed}) from the templates and "
-        "vocabulary in the generator; leading/trailing silence trimmed, "
+        + (
+            f"Sentences: {spec.n_utterances} given (listed in metadata.csv); "
+            if spec.kind == "prose"
+            else f"Sentences: {spec.n_utterances} drawn with random.Random({spec.seed}) from the templates and "
+            "vocabulary in the generator; "
+        )
+        + "leading/trailing silence trimmed, "
         f"{int(spec.pad_s * 1000)} ms of silence added at each end\n"
         "Licence: espeak-ng is GPL-3.0-or-later; it is only run, not distributed, here. The audio is "
-        "produced by our script from our own sentences.\n"
+        + ("produced by our script from the sentences given.\n" if spec.kind == "prose" else "")
+        + ("" if spec.kind == "prose" else "produced by our script from our own sentences.\n")
     )
 
 
@@ -305,7 +330,7 @@ def _is_current(root: Path, spec: CorpusSpec) -> bool:
     manifest = _read_manifest(root)
     if manifest is None or manifest.get("generator_version") != GENERATOR_VERSION:
         return False
-    if manifest.get("params") != asdict(spec) or not (root / "metadata.csv").is_file():
+    if manifest.get("params") != _params(spec) or not (root / "metadata.csv").is_file():
         return False
     if manifest.get("metadata_sha256") != sha256_file(root / "metadata.csv"):
         return False
@@ -350,6 +375,10 @@ def _synthesise_in_child(out: Path, spec: CorpusSpec) -> None:
     """
     cmd = [sys.executable, "-m", GENERATOR, "--build-into", str(out), "--n", str(spec.n_utterances)]
     cmd += ["--seed", str(spec.seed), *(["--tiny"] if spec.kind == "tiny" else [])]
+    if spec.kind == "prose":
+        listing = out.parent / "sentences.txt"
+        listing.write_text("".join(f"{line}\n" for line in spec.sentences or ()), encoding="utf-8")
+        cmd += ["--sentences", str(listing), "--voice", spec.voice, "--rate", str(spec.rate_wpm)]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-1:] or ["(no error output)"]
@@ -389,6 +418,13 @@ def make_tiny_corpus(root: Path, n_utterances: int = 12, seed: int = 0) -> Path:
     return _build(root, CorpusSpec("tiny", n_utterances, seed))
 
 
+def make_prose_corpus(root: Path, sentences: Sequence[str], voice: str, rate_wpm: int) -> Path:
+    """A corpus of the given raw sentences, said by another espeak-ng voice at another rate."""
+    if any("\n" in line or not line.strip() for line in sentences):
+        raise CorpusError("prose sentences must be non-empty single lines")
+    return _build(root, CorpusSpec("prose", len(sentences), 0, voice, rate_wpm, sentences=tuple(sentences)))
+
+
 def corpus_summary(root: Path) -> dict[str, float]:
     """Utterance count, audio minutes and wav megabytes of a built corpus, measured on its files."""
     wavs = sorted((root / "wavs").glob("*.wav"))
@@ -407,11 +443,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="2-4 word sentences, for tests")
     parser.add_argument("--build-into", type=Path, default=None, help=argparse.SUPPRESS)  # the build child
+    parser.add_argument("--sentences", type=Path, default=None, help="say these lines instead (one per line)")
+    parser.add_argument("--voice", default=VOICE, help=f"espeak-ng voice (default {VOICE})")
+    parser.add_argument("--rate", type=int, default=RATE_WPM, help=f"words per minute (default {RATE_WPM})")
     args = parser.parse_args(argv)
-    n = args.n if args.n is not None else (12 if args.tiny else 300)
+    sentences = None
+    if args.sentences is not None:
+        try:
+            sentences = tuple(line for line in args.sentences.read_text(encoding="utf-8").splitlines() if line.strip())
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--sentences {args.sentences}: cannot read it ({exc})")
+    n = args.n if args.n is not None else (len(sentences) if sentences else 12 if args.tiny else 300)
     if n < 1:
         parser.error(f"--n must be at least 1, got {n}")
-    spec = CorpusSpec("tiny" if args.tiny else "demo", n, args.seed)
+    kind = "prose" if sentences else "tiny" if args.tiny else "demo"
+    spec = CorpusSpec(kind, n, args.seed, args.voice, args.rate, sentences=sentences)
     if args.build_into is not None:
         _build_into(args.build_into, spec)
         return 0

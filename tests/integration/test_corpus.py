@@ -150,3 +150,21 @@ def test_a_failed_build_reports_the_child_error(tmp_path: Path) -> None:
     (tmp_path / "taken" / "wavs").mkdir(parents=True)  # the child refuses to build over an existing wavs/
     with pytest.raises(corpus.CorpusError, match=r"taken failed \(exit 1\): FileExistsError"):
         corpus._synthesise_in_child(tmp_path / "taken", corpus.CorpusSpec("tiny", 2, 0))
+
+
+def test_a_prose_corpus_says_the_given_sentences_in_another_voice(tmp_path: Path) -> None:
+    sentences = ["Return a list of the most frequent values.", "The line passed is the physical line."]
+    other = corpus.make_prose_corpus(tmp_path / "prose", sentences, "en-gb-x-rp+f3", 190)
+    demo_voice = corpus.make_prose_corpus(tmp_path / "prose-us", sentences, corpus.VOICE, corpus.RATE_WPM)
+    utterances = load_ljspeech(other)
+    assert [u.text for u in utterances] == [normalize(s) for s in sentences]
+    manifest = json.loads((other / "manifest.json").read_text())
+    assert manifest["params"]["voice"] == "en-gb-x-rp+f3" and manifest["params"]["rate_wpm"] == 190
+    assert len(manifest["params"]["sentences_sha256"]) == 64 and "sentences" not in manifest["params"]
+    assert "given (listed in metadata.csv)" in (other / "PROVENANCE.txt").read_text()
+    a, _ = read_wav(other / "wavs" / "prose_0000.wav")
+    b, _ = read_wav(demo_voice / "wavs" / "prose_0000.wav")
+    assert len(a) != len(b)  # another voice at another rate: not the same audio
+    assert corpus.make_prose_corpus(tmp_path / "prose", sentences, "en-gb-x-rp+f3", 190) == other  # current: kept
+    with pytest.raises(corpus.CorpusError, match="not found"):
+        corpus.make_prose_corpus(tmp_path / "bad", sentences, "no-such-voice", 160)

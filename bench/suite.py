@@ -1,0 +1,172 @@
+"""A benchmark the tuner cannot be fitted to: held-out tasks, test splits, arms side by side at equal steps.
+
+    python bench/suite.py                        # every built-in task, 3 seeds, every arm
+    python bench/suite.py --quick                # one seed per task, every arm
+    python bench/suite.py --smoke                # the tiny task, a couple dozen steps: the instrument works
+    python bench/suite.py --task corpus=/data/my-lj,preset=demo,batch=16,budget=800
+    python bench/suite.py --task-file my-tasks.yaml --arms control,forks
+
+Tasks (``tuning_suite/tasks.py``): ``demo`` (today's demo), ``voice`` (another espeak-ng
+voice, rate and real sentences), ``small`` (70 training utterances), ``large`` (a larger
+model and batch, 1500 steps); or any LJSpeech-layout folder or NVIDIA filelist. Each task's
+utterances are split once into what the tuner may see and a **test** set it never sees
+(not even in its dataset folder); the trainer holds out its own selection set from the
+first. Arms (``tuning_suite/arms.py``): ``control``, ``forks``, ``pbt``, ``trials`` and
+``oracle``, each from the same defaults and seed with the same budget of training steps
+(the oracle: every grid point with the whole budget, one seed).
+
+Every (task, arm, seed) result is written to ``OUT/results`` as soon as it is measured;
+a rerun with the same ``--out`` runs only what is missing, so a full pass may span several
+sittings. Checkpoints are deleted once measured (``--keep-checkpoints`` keeps them); the
+journal, state and config of every run stay.
+
+Reports on the test set: per task and arm the test objective, its ratio to the control,
+diagonality, free-running stop rate and MCD-DTW, steps to reach the control's final test
+objective and wall time; per arm the geometric mean of the ratio over the tasks and the
+worst task. Ends with ``RESULT geo_forks=… worst_forks=… geo_pbt=… …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tuning_suite.arms import ArmError, ArmRun, run_arm
+from tuning_suite.results import ResultStore, aggregate, result_line, summarise, table
+from tuning_suite.tasks import (
+    BUILTIN,
+    FULL,
+    Task,
+    TaskData,
+    TaskError,
+    materialise,
+    parse_task,
+    tasks_from_file,
+)
+
+from smart_tuner.state.queries import read_result
+from smart_tuner.trainer.checkpoint import CheckpointError
+from smart_tuner.trainer.heldout import evaluate_checkpoint
+
+ARMS = ("control", "forks", "pbt", "trials", "oracle")
+
+
+def measure(run: ArmRun, data: TaskData) -> dict[str, Any]:
+    """The answer's test metrics, and the test objective along its lineage."""
+    test = evaluate_checkpoint(run.lineage[-1][1], data.test_dir)
+    objective, diagonality = read_result(test)
+    lineage = [[spent, read_result(evaluate_checkpoint(path, data.test_dir))[0]] for spent, path in run.lineage[:-1]]
+    lineage.append([run.lineage[-1][0], objective])
+    return {"test": test, "test_objective": objective, "test_diagonality": diagonality, "lineage": lineage}
+
+
+def job(arm: str, data: TaskData, seed: int, out: Path, smoke: bool, keep: bool) -> dict[str, Any]:
+    run_dir = out / "runs" / f"{data.task.name}-{data.task.digest()}" / f"{arm}-seed{seed}"
+    if run_dir.exists():  # an interrupted attempt: its result was never written, so it starts again
+        shutil.rmtree(run_dir)
+    t0 = time.monotonic()
+    run = run_arm(arm, data, seed, run_dir, smoke)
+    measured = measure(run, data)
+    if not keep:
+        for checkpoint in run_dir.rglob("*.pt"):
+            checkpoint.unlink()
+    return {
+        "task": data.task.name,
+        "task_key": f"{data.task.name}-{data.task.digest()}",
+        "arm": arm,
+        "seed": seed,
+        **measured,
+        "selection_objective": run.selection_objective,
+        "steps": run.steps,
+        "wall_s": time.monotonic() - t0,
+        "detail": run.detail,
+        "run_dir": str(run_dir),
+    }
+
+
+def choose_tasks(args: argparse.Namespace) -> list[Task]:
+    tasks = [parse_task(spec) for spec in args.task]
+    for path in args.task_file:
+        tasks += tasks_from_file(path)
+    names = ["smoke"] if args.smoke else args.tasks.split(",") if args.tasks else [] if tasks else list(FULL)
+    for name in names:
+        if name not in BUILTIN:
+            raise TaskError(f"--tasks: unknown task {name!r}; built in: {', '.join(BUILTIN)}")
+        tasks.append(BUILTIN[name])
+    if len({t.name for t in tasks}) != len(tasks):
+        raise TaskError("two tasks share a name; give one of them name=…")
+    return tasks
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="the tiny task, every arm, one seed")
+    p.add_argument("--quick", action="store_true", help="one seed per task")
+    p.add_argument("--tasks", help=f"built-in tasks, comma-separated (default: {','.join(FULL)})")
+    p.add_argument("--task", action="append", default=[], help="a corpus of your own: corpus=DIR,budget=…")
+    p.add_argument("--task-file", action="append", default=[], type=Path, help="YAML task file")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated (default: {','.join(ARMS)})")
+    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
+    p.add_argument("--parallel", type=int, default=2, help="arms run side by side (one torch thread each)")
+    p.add_argument("--out", type=Path, default=Path("runs/suite"), help="results and runs (default runs/suite)")
+    p.add_argument("--keep-checkpoints", action="store_true")
+    args = p.parse_args(argv)
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = sorted(set(arms) - set(ARMS))
+    try:
+        if unknown:
+            raise TaskError(f"--arms: unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        tasks = choose_tasks(args)
+        if args.smoke or args.quick:
+            seeds = seeds[:1]
+        data = {t.name: materialise(t, args.out) for t in tasks}
+    except (TaskError, ValueError) as exc:
+        print(f"suite: error: {exc}", file=sys.stderr)
+        return 2
+    store = ResultStore(args.out / "results")
+    jobs = []
+    for seed in seeds:  # seed after seed; within a seed, the arms of a task side by side
+        for task in tasks:
+            for arm in arms:
+                if arm == "oracle" and seed != seeds[0]:
+                    continue  # the oracle's grid runs on one seed
+                if not store.has(f"{task.name}-{task.digest()}", arm, seed):
+                    jobs.append((arm, data[task.name], seed))
+    print(f"{len(jobs)} (task, arm, seed) runs to do; results in {store.root}", flush=True)
+    failed = 0
+    with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+        futures = {
+            pool.submit(job, a, d, s, args.out, args.smoke, args.keep_checkpoints): (a, d, s) for a, d, s in jobs
+        }
+        for future in as_completed(futures):
+            arm, d, seed = futures[future]
+            try:
+                result = future.result()
+            except (ArmError, CheckpointError, OSError) as exc:
+                failed += 1
+                print(f"{d.task.name} {arm} seed {seed}: FAILED: {exc}", file=sys.stderr, flush=True)
+                continue
+            store.put(result)
+            print(
+                f"{d.task.name} {arm} seed {seed}: test objective {result['test_objective']:.4f} "
+                f"({result['steps']} steps, {result['wall_s'] / 60:.1f} min)",
+                flush=True,
+            )
+    results = store.all(f"{t.name}-{t.digest()}" for t in tasks)
+    summary = summarise(results, arms)
+    print()
+    print(table(summary))
+    print(result_line(aggregate(summary, arms)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

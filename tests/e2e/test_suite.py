@@ -1,0 +1,67 @@
+"""The benchmark suite keeps working: ``python bench/suite.py --smoke`` runs every arm, keeps its
+results, continues where it stopped, and never shows the tuner a test utterance."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "bench" / "suite.py"
+ARMS = ("control", "forks", "pbt", "trials", "oracle")
+
+
+def suite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SUITE), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.timeout(900)
+def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path: Path) -> None:
+    out = tmp_path / "suite"
+    first = suite("--smoke", "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "5 (task, arm, seed) runs to do" in first.stdout
+    result = [line for line in first.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(result) == 1 and result == [first.stdout.strip().splitlines()[-1]]
+    values = dict(part.split("=") for part in result[0].split()[1:])
+    assert set(values) == {f"{kind}_{arm}" for arm in ARMS[1:] for kind in ("geo", "worst")}
+    assert all(float(v) > 0 for v in values.values())
+
+    results = sorted((out / "results").glob("smoke-*/*/seed1.json"))
+    assert [p.parent.name for p in results] == sorted(ARMS)
+    for path in results:
+        r = json.loads(path.read_text())
+        assert r["steps"] == (4 * 12 if r["arm"] == "oracle" else 12)  # the oracle: 4 grid points here
+        assert 0 < r["test_objective"] < 10 and "fr_gate_stop_rate" in r["test"] and r["lineage"]
+    assert not list(out.rglob("*.pt"))  # measured, then deleted
+
+    # the split: test utterances are never in the tuner's folder, and the split is on record
+    (task_dir,) = (out / "tasks").glob("smoke-*")
+    split = json.loads((task_dir / "split.json").read_text())
+    tuner_ids = {line.split("|")[0] for line in (task_dir / "tuner" / "metadata.csv").read_text().splitlines()}
+    assert len(split["test"]) == 4 and not set(split["test"]) & tuner_ids and tuner_ids == set(split["tuner"])
+
+    again = suite("--smoke", "--out", str(out))
+    assert again.returncode == 0 and "0 (task, arm, seed) runs to do" in again.stdout
+    assert again.stdout.strip().splitlines()[-1] == result[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "corpus=/no/such/corpus"], "no such dataset directory or filelist"),
+        (["--task", "corpus=/tmp,budget=lots"], "budget must be an integer, got 'lots'"),
+        (["--task", "corpus=/tmp,colour=red"], "unknown key(s) colour"),
+        (["--tasks", "huge"], "unknown task 'huge'"),
+        (["--arms", "control,magic"], "unknown arm(s) magic"),
+    ],
+)
+def test_bad_tasks_and_arms_are_refused_by_name(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = suite(*args, "--out", str(tmp_path / "suite"), timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.search(re.escape(message), proc.stderr), proc.stderr
