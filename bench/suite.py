@@ -11,9 +11,10 @@ voice, rate and real sentences), ``small`` (70 training utterances), ``large`` (
 model and batch, 1500 steps); or any LJSpeech-layout folder or NVIDIA filelist. Each task's
 utterances are split once into what the tuner may see and a **test** set it never sees
 (not even in its dataset folder); the trainer holds out its own selection set from the
-first. Arms (``tuning_suite/arms.py``): ``control``, ``forks``, ``pbt``, ``trials`` and
-``oracle``, each from the same defaults and seed with the same budget of training steps
-(the oracle: every grid point with the whole budget, one seed).
+first. Arms (``tuning_suite/arms.py``): ``control``, ``forks``, ``pbt``, ``trials``, the
+peers ``ray_pbt`` and ``optuna_hb`` (``pip install -e '.[bench]'``) and ``oracle``, each from
+the same defaults and seed with the same budget of training steps (the oracle: every grid
+point with the whole budget, one seed).
 
 Every (task, arm, seed) result is written to ``OUT/results`` as soon as it is measured;
 a rerun with the same ``--out`` runs only what is missing, so a full pass may span several
@@ -55,7 +56,7 @@ from smart_tuner.state.queries import read_result
 from smart_tuner.trainer.checkpoint import CheckpointError
 from smart_tuner.trainer.heldout import evaluate_checkpoint
 
-ARMS = ("control", "forks", "pbt", "trials", "oracle")
+ARMS = ("control", "forks", "pbt", "trials", "ray_pbt", "optuna_hb", "oracle")
 
 
 def measure(run: ArmRun, data: TaskData) -> dict[str, Any]:

@@ -13,7 +13,9 @@ the task's budget of training steps in all (every fork, probe and failed segment
 * ``oracle``: a grid over the default search space's main axes (3 learning rates x 2
   regularisation levels: the defaults' dropouts and Adam beta2, or those a third of the way
   to their low end), each point with the full budget (so 6x the steps in all), one seed;
-  the point with the best *selection* objective is the oracle's answer.
+  the point with the best *selection* objective is the oracle's answer;
+* ``ray_pbt``, ``optuna_hb``: the peers, Ray Tune's PBT and Optuna's TPE with Hyperband, as
+  their users would run them on our trainer (``tuning_suite/peers.py``).
 
 An arm's answer is the checkpoint it would hand a user: the champion (the control's last
 checkpoint). Its lineage (the round winners' checkpoints with the steps spent when each was
@@ -46,6 +48,7 @@ START: dict[str, Any] = {
     "guided_attn_sigma": 0.4,
 }
 PRODUCT = {"control": "none", "forks": "forks", "pbt": "pbt", "trials": "trials"}
+PEERS = ("ray_pbt", "optuna_hb")  # tuning_suite/peers.py
 ORACLE_LRS = (3e-4, 1e-3, 3e-3)
 # the default search space's other axes, a third of the way from the preset's defaults to their low end
 LOW_REGULARISATION = {
@@ -164,4 +167,8 @@ def run_arm(arm: str, data: TaskData, seed: int, out: Path, smoke: bool = False)
         run.steps = sum(p.steps for p in points.values())
         run.wall_s = time.monotonic() - t0
         return run
+    if arm in PEERS:
+        from .peers import run_peer
+
+        return run_peer(arm, data, seed, out)
     raise ArmError(f"unknown arm {arm!r}")

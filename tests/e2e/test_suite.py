@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "bench" / "suite.py"
-ARMS = ("control", "forks", "pbt", "trials", "oracle")
+ARMS = ("control", "forks", "pbt", "trials", "ray_pbt", "optuna_hb", "oracle")
 
 
 def suite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -25,7 +25,7 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
     out = tmp_path / "suite"
     first = suite("--smoke", "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "5 (task, arm, seed) runs to do" in first.stdout
+    assert "7 (task, arm, seed) runs to do" in first.stdout
     result = [line for line in first.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(result) == 1 and result == [first.stdout.strip().splitlines()[-1]]
     values = dict(part.split("=") for part in result[0].split()[1:])
