@@ -3,6 +3,8 @@
     metrics = evaluate_checkpoint(Path("run/trainer/checkpoints/r5-t9-g0.pt"), Path("test-corpus"))
     metrics["val_objective"], metrics["fr_gate_stop_rate"]
 
+    python -m smart_tuner.trainer.heldout CHECKPOINT DATASET [--samples DIR]   # JSON, and WAVs to listen to
+
 The checkpoint carries its hyperparameters and the mel normalisation of the data it was
 trained on, so only the utterances are needed (an LJSpeech folder or an NVIDIA filelist).
 The measures are validation's (``trainer/evaluation.py``), under the same names:
@@ -12,25 +14,31 @@ The prenet's dropout draws from ``seed`` in a forked RNG, as validation's does, 
 checkpoints are measured on the same draws.
 
 What a benchmark or an end-of-run report shows as the *test* result; nothing in the tuner
-reads it.
+reads it. With ``samples_dir`` (``--samples``), each sentence as the model said it
+free-running is written there as a WAV (Griffin-Lim: for listening, not a vocoder), named
+by the utterance id, with ``samples.json`` listing text, length and whether it stopped.
 
 Imports torch and ``trainer`` only.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-from collections.abc import Iterator
+import json
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
+from .audio import griffin_lim, save_wav
 from .config import TrainerConfig, audio_config, default_cache_dir
-from .data import MelCache, collate, load_dataset
+from .data import DatasetError, MelCache, Utterance, collate, load_dataset
 from .evaluation import measure
-from .free_running import free_run
-from .hparams import HParams
+from .free_running import FreeRun, free_run
+from .hparams import HParamError, HParams
 from .loss import Tacotron2Loss
 from .model import Tacotron2
 from .text import SYMBOLS, text_to_ids
@@ -55,6 +63,7 @@ def evaluate_checkpoint(
     cache_dir: Path | None = None,
     seed: int = 4321,
     batch_size: int = 16,
+    samples_dir: Path | None = None,
 ) -> dict[str, float]:
     """Validation's metrics of the checkpoint at ``path`` on ``dataset`` (see the module docstring)."""
     payload = ckpt.load(path, sha256)
@@ -78,10 +87,13 @@ def evaluate_checkpoint(
     loss.decay_steps = int(payload["schedule"]["guided_attn_decay_steps"])
     device = torch.device("cpu")
 
+    said: list[FreeRun] = []
+
     def both() -> dict[str, float]:
         torch.manual_seed(seed)
         metrics, _ = measure(model, loss, batches, hp, device)
-        metrics.update(free_run(model, items, hp, mean, std, seed, batch_size=batch_size).metrics)
+        said.append(free_run(model, items, hp, mean, std, seed, batch_size=batch_size))
+        metrics.update(said[-1].metrics)
         return metrics
 
     with torch.random.fork_rng():
@@ -89,4 +101,45 @@ def evaluate_checkpoint(
         if payload.get("ema"):
             with _weights(model, payload["ema"]):
                 metrics.update({f"ema_{k}": v for k, v in both().items()})
+    if samples_dir is not None:  # the weights candidates are compared on: the averaged ones when kept
+        write_samples(said[-1], utterances, hp, samples_dir)
     return metrics
+
+
+def write_samples(said: FreeRun, utterances: Sequence[Utterance], hp: HParams, folder: Path) -> list[Path]:
+    """Each free-running sentence as a WAV in ``folder`` and ``samples.json`` describing them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg, paths, listing = audio_config(hp), [], []
+    min_frames = 2 * hp.filter_length // hp.hop_length  # shorter cannot be inverted: pad with silence
+    for utt, said_mel, stopped in zip(utterances, said.mels, said.stopped, strict=True):
+        short = max(0, min_frames - said_mel.size(1))
+        mel = torch.nn.functional.pad(said_mel, (0, short), value=float(said_mel.min())) if short else said_mel
+        audio = griffin_lim(mel, cfg, n_iter=32)
+        peak = float(abs(audio).max()) if audio.size else 0.0
+        path = folder / f"{utt.id}.wav"
+        save_wav(path, audio / peak * 0.95 if peak > 0 else audio, hp.sampling_rate)
+        paths.append(path)
+        seconds = round(len(audio) / hp.sampling_rate, 3)
+        listing.append({"wav": path.name, "text": utt.text, "stopped_by_gate": stopped, "seconds": seconds})
+    (folder / "samples.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m smart_tuner.trainer.heldout", description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("dataset", type=Path, help="an LJSpeech folder or an NVIDIA filelist the model did not train on")
+    p.add_argument("--samples", type=Path, default=None, help="write each sentence as said, as a WAV, here")
+    p.add_argument("--cache-dir", type=Path, default=None, help="where the mels go (default: the user cache)")
+    args = p.parse_args(argv)
+    try:
+        metrics = evaluate_checkpoint(args.checkpoint, args.dataset, cache_dir=args.cache_dir, samples_dir=args.samples)
+    except (ckpt.CheckpointError, DatasetError, HParamError) as exc:
+        print(f"heldout: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -294,3 +294,29 @@ def test_a_checkpoint_measured_on_its_own_validation_utterances_gives_validation
     assert set(heldout) <= set(result.metrics) and "ema_fr_gate_stop_rate" in heldout
     for name in ("val_objective", "diagonality", "fr_gate_stop_rate", "fr_mcd_dtw", "ema_val_objective"):
         assert heldout[name] == pytest.approx(result.metrics[name], rel=1e-5), name
+
+
+def test_the_heldout_command_prints_the_metrics_and_writes_listening_samples(
+    trainer: Trainer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from smart_tuner.trainer.audio import read_wav
+    from smart_tuner.trainer.heldout import main
+
+    result = trainer.run_segment("s", None, None, {}, steps=2)
+    filelist = tmp_path / "test.txt"
+    filelist.write_text("".join(f"{u.wav_path}|{u.text}\n" for u in trainer.data.val_utts), encoding="utf-8")
+    samples = tmp_path / "samples"
+    assert main([str(result.checkpoint), str(filelist), "--samples", str(samples), "--cache-dir", str(tmp_path)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 <= metrics["fr_gate_stop_rate"] <= 1 and metrics["val_objective"] > 0
+    listing = json.loads((samples / "samples.json").read_text())
+    assert [entry["wav"] for entry in listing] == [f"{u.id}.wav" for u in trainer.data.val_utts]
+    for entry in listing:
+        audio, rate = read_wav(samples / entry["wav"])
+        assert rate == 22050 and len(audio) > 0 and entry["seconds"] > 0
+    assert main([str(tmp_path / "missing.pt"), str(filelist)]) == 2
+    assert "heldout: error: checkpoint" in capsys.readouterr().err
+    assert main([str(result.checkpoint), str(tmp_path / "nothing-here")]) == 2
+    assert "no such dataset" in capsys.readouterr().err
