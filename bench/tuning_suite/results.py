@@ -9,11 +9,11 @@ pass loses at most the runs in flight, and a rerun continues with the missing on
 
 The table: per task and arm, means over the seeds of the **test** objective (the unweighted
 validation objective measured on the test utterances; the averaged model's when it keeps
-one), its ratio to the control's, test diagonality, the free-running stop rate and MCD-DTW
-on the test sentences, the steps the arm's lineage needed to reach the control's final test
-objective (its validations are at segment ends, so an upper bound; '-' if it never did),
-and the wall time. Then, per arm, the geometric mean of its ratio over the tasks and its
-worst task.
+one), its ratio to the control's, test diagonality, and free-running on the test sentences
+the gate stop rate, diagonality, length ratio and MCD-DTW; the steps the arm's lineage
+needed to reach the control's final test objective (its validations are at segment ends,
+so an upper bound; '-' if it never did), and the wall time. Then, per arm, the geometric
+mean of its ratio over the tasks and its worst task.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ def summarise(results: list[dict[str, Any]], arms: Sequence[str]) -> dict[str, d
                 "diagonality": _mean([r["test_diagonality"] for r in runs]),
                 "fr_gate_stop_rate": _mean([r["test"].get("fr_gate_stop_rate", math.nan) for r in runs]),
                 "fr_mcd_dtw": _mean([r["test"].get("fr_mcd_dtw", math.nan) for r in runs]),
+                "fr_diagonality": _mean([r["test"].get("fr_diagonality", math.nan) for r in runs]),
+                "fr_length_ratio": _mean([r["test"].get("fr_length_ratio", math.nan) for r in runs]),
                 "steps_to_control": None if not reach or None in reach else _mean([float(x) for x in reach]),
                 "wall_min": _mean([r["wall_s"] / 60 for r in runs]),
                 "steps": _mean([r["steps"] for r in runs]),
@@ -100,14 +102,15 @@ def summarise(results: list[dict[str, Any]], arms: Sequence[str]) -> dict[str, d
 def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = []
     head = f"{'task':<10} {'arm':<10} {'seeds':>5} {'test obj':>9} {'ratio':>6} {'diag':>5} {'fr stop':>7} "
-    head += f"{'fr MCD':>7} {'to ctrl':>8} {'steps':>6} {'wall min':>8}"
+    head += f"{'fr diag':>7} {'fr len':>6} {'fr MCD':>7} {'to ctrl':>8} {'steps':>6} {'wall min':>8}"
     lines.append(head)
     for task, rows in summary.items():
         for arm, row in rows.items():
             reach = "-" if row["steps_to_control"] is None else f"{row['steps_to_control']:.0f}"
             lines.append(
                 f"{task:<10} {arm:<10} {row['seeds']:>5} {row['test_objective']:>9.4f} {row['ratio']:>6.3f} "
-                f"{row['diagonality']:>5.2f} {row['fr_gate_stop_rate']:>7.2f} {row['fr_mcd_dtw']:>7.2f} "
+                f"{row['diagonality']:>5.2f} {row['fr_gate_stop_rate']:>7.2f} {row['fr_diagonality']:>7.2f} "
+                f"{row['fr_length_ratio']:>6.2f} {row['fr_mcd_dtw']:>7.2f} "
                 f"{reach:>8} {row['steps']:>6.0f} {row['wall_min']:>8.1f}"
             )
     return "\n".join(lines)
