@@ -161,8 +161,10 @@ class WorkerLoop(abc.ABC):
                     await self.stopping.wait()
 
     async def _sender(self) -> None:
-        """The one task that sends reports, in the order they were made."""
-        while not (self.stopping.is_set() and self.outbox.empty()):
+        """The one task that sends reports, in the order they were made. It outlives a segment still
+        winding down after the stop (a script being stopped, its last reports read): that segment's
+        ``flush_reports`` waits for it, so leaving first would hang the worker for good."""
+        while not (self.stopping.is_set() and self.current is None and self.outbox.empty()):
             try:
                 async with asyncio.timeout(0.2):
                     message = await self.outbox.get()

@@ -107,6 +107,9 @@ def test_kill_9_of_the_coordinator_leaves_no_script_running_and_resume_finishes(
     os.killpg(first.pid, signal.SIGKILL)  # the coordinator: its external worker must notice and stop the script
     assert first.wait() == -signal.SIGKILL
     cli.wait_until(lambda: not alive(pid), "the script stops once its worker is gone", timeout_s=30)
+    (hello,) = of(cli.events(root), m.WorkerHello)
+    # and the worker itself exits: it once hung for good, its last reports waiting on a sender gone first
+    cli.wait_until(lambda: not alive(hello.pid), "the orphaned external worker exits", timeout_s=30)
 
     resumed = cli.run("run", "--resume", "--run-dir", root)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
