@@ -43,18 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tuning_suite.arms import START as DEFAULTS  # the practitioner's defaults, one definition for both benches
 
 ROOT = Path(__file__).resolve().parent.parent
-START = {
-    "learning_rate": 1e-3,
-    "weight_decay": 1e-6,
-    "grad_clip_thresh": 1.0,
-    "p_attention_dropout": 0.1,
-    "p_decoder_dropout": 0.1,
-    "guided_attn_weight": 1.0,
-    "guided_attn_sigma": 0.4,
-    "batch_size": 16,
-}
+START = {**DEFAULTS, "batch_size": 16}
 
 
 def run_arm(name: str, strategy: str, seed: int, budget: int, out: Path, lr: float | None = None) -> dict[str, Any]:
