@@ -413,6 +413,26 @@ def ensure_demo_corpus(root: Path | None = None, n_utterances: int = 300, seed: 
     return _build(root if root is not None else default_root(), CorpusSpec("demo", n_utterances, seed))
 
 
+DEMO_TEST_DIRNAME = "demo-test-v1"
+DEMO_TEST_SEED = 1000  # the demo corpus draws with seed 0; its test sentences with another
+
+
+def demo_test_sentences(n: int = 16, corpus_utterances: int = 300) -> list[str]:
+    """``n`` sentences from the demo's templates that the demo corpus does not contain."""
+    seen = {normalize(s) for s in make_sentences(corpus_utterances, 0)}
+    fresh = [s for s in make_sentences(4 * n, DEMO_TEST_SEED) if normalize(s) not in seen]
+    if len(fresh) < n:
+        raise CorpusError(f"only {len(fresh)} demo test sentences are new to the corpus, {n} asked for")
+    return fresh[:n]
+
+
+def ensure_demo_test_set(root: Path | None = None, n: int = 16) -> Path:
+    """The demo run's test set: ``n`` new sentences in the demo's voice, which no training or
+    selection step sees (the end-of-run listening samples and test metrics are measured on it)."""
+    where = root if root is not None else default_root().parent / DEMO_TEST_DIRNAME
+    return make_prose_corpus(where, demo_test_sentences(n), VOICE, RATE_WPM)
+
+
 def make_tiny_corpus(root: Path, n_utterances: int = 12, seed: int = 0) -> Path:
     """A corpus of 2-4 word sentences for fast tests; same generator, same idempotence."""
     return _build(root, CorpusSpec("tiny", n_utterances, seed))

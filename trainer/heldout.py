@@ -35,6 +35,7 @@ import torch
 from . import checkpoint as ckpt
 from .audio import griffin_lim, save_wav
 from .config import TrainerConfig, audio_config, default_cache_dir
+from .corpus import CorpusError, ensure_demo_test_set
 from .data import DatasetError, MelCache, Utterance, collate, load_dataset
 from .evaluation import measure
 from .free_running import FreeRun, free_run
@@ -52,6 +53,9 @@ def _weights(model: Tacotron2, weights: dict[str, torch.Tensor]) -> Iterator[Non
         yield
     finally:
         model.load_state_dict(saved)
+
+
+DEMO_TEST = "demo-test"  # the dataset argument naming the demo's own test sentences (corpus.ensure_demo_test_set)
 
 
 @torch.no_grad()
@@ -128,16 +132,25 @@ def write_samples(said: FreeRun, utterances: Sequence[Utterance], hp: HParams, f
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m smart_tuner.trainer.heldout", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("dataset", type=Path, help="an LJSpeech folder or an NVIDIA filelist the model did not train on")
+    p.add_argument(
+        "dataset",
+        help=f"an LJSpeech folder or an NVIDIA filelist the model did not train on; {DEMO_TEST!r}: the demo's",
+    )
     p.add_argument("--samples", type=Path, default=None, help="write each sentence as said, as a WAV, here")
+    p.add_argument("--json", type=Path, default=None, help="also write the metrics to this file")
     p.add_argument("--cache-dir", type=Path, default=None, help="where the mels go (default: the user cache)")
     args = p.parse_args(argv)
     try:
-        metrics = evaluate_checkpoint(args.checkpoint, args.dataset, cache_dir=args.cache_dir, samples_dir=args.samples)
-    except (ckpt.CheckpointError, DatasetError, HParamError) as exc:
+        dataset = ensure_demo_test_set() if args.dataset == DEMO_TEST else Path(args.dataset)
+        metrics = evaluate_checkpoint(args.checkpoint, dataset, cache_dir=args.cache_dir, samples_dir=args.samples)
+    except (ckpt.CheckpointError, DatasetError, HParamError, CorpusError) as exc:
         print(f"heldout: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(metrics, indent=1, sort_keys=True))
+    text = json.dumps(metrics, indent=1, sort_keys=True)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n", encoding="utf-8")
+    print(text)
     return 0
 
 

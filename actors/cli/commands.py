@@ -2,7 +2,7 @@
 
 They never take the journal's write lock and never modify a log a coordinator
 may be writing (``salvage`` refuses while one runs). Prints to stdout/stderr;
-imports the standard library, ``protocol``, ``state`` and the bus only.
+imports the standard library, ``protocol``, ``state``, the bus and ``listening`` only.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ...state.model import TunerState
 from ..bus import Ack, BusClient, BusError, committed_events
 from ..bus.zmqbus import BusEndpoints, SocketOptions, ZmqClient, new_context
 from ..rundir import RunPaths
+from .listening import TestResult, describe
 
 
 class ToolError(Exception):
@@ -310,8 +311,8 @@ def salvage(run_dir: Path) -> int:
     return 0
 
 
-def print_summary(paths: RunPaths, state: TunerState) -> None:
-    """What a person reads when a run ends."""
+def print_summary(paths: RunPaths, state: TunerState, tested: TestResult | None = None) -> None:
+    """What a person reads when a run ends (with the champion's test-set result when it was measured)."""
     c = state.control
     print()
     print(f"Run {paths.run_id}: {c.status or c.phase} - {c.finish_reason or 'not finished'}")
@@ -324,6 +325,8 @@ def print_summary(paths: RunPaths, state: TunerState) -> None:
         print(f"  best checkpoint: {checkpoint}")
         print(f"  best hyperparameters: {_hparams_line(hparams)}")
         print(f"  changed from the start: {_hparams_line(changed) if changed else 'none (the start stood)'}")
+    for line in describe(tested) if tested is not None else ():
+        print(line)
     print(f"  {state.last_seq} events in {paths.journal}")
     print("  look at it:")
     print(f"    python run_tuner.py status {paths.root}")

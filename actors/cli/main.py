@@ -219,5 +219,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    tools.print_summary(paths, outcome.state)
+    from .listening import test_champion
+
+    tested = test_champion(paths, loaded.raw, outcome.state)
+    tools.print_summary(paths, outcome.state, tested)
     return outcome.exit_code

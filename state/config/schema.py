@@ -119,6 +119,10 @@ class TrainerSection(_Frozen):
     data_dir: str | None = None  # where demo/tiny corpora and mel caches go (default: the user cache)
     threads: int | None = Field(default=None, ge=1)  # torch threads per worker (default: torch's choice)
     val_count: int = Field(default=16, ge=1)
+    # held-out sentences for the end-of-run test metrics and listening samples (an LJSpeech folder or
+    # a filelist); default: the demo corpus's own test sentences for dataset demo, none otherwise
+    test_dataset: str | None = Field(default=None, json_schema_extra=HASHED_WHEN_SET)
+    listening_samples: bool = Field(default=True, json_schema_extra=HASHED_WHEN_SET)
     hparams: dict[str, HparamValue] = Field(default_factory=dict)  # the starting point, over the preset
     heartbeat_s: float = Field(default=1.0, gt=0)
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)

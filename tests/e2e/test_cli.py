@@ -191,6 +191,26 @@ def test_a_tuning_run_finishes_by_itself_and_every_read_command_shows_it(cli: Cl
     assert [json.loads(line)["seq"] for line in followed.stdout.splitlines()] == [e.seq for e in events]
 
 
+def test_a_finished_run_measures_its_champion_on_the_test_set_and_leaves_listening_samples(cli: Cli) -> None:
+    with_test = TINY_RUN.replace("heartbeat_s: 0.5}", "heartbeat_s: 0.5, test_dataset: data/tiny-corpus}")
+    result = cli.run("run", "--config", cli.write_config("tested.yaml", with_test))
+    assert result.returncode == 0, result.stderr
+    root = only_run(cli)
+    samples = root / "samples"
+    listing = json.loads((samples / "samples.json").read_text())
+    assert len(listing) == 12 and all((samples / entry["wav"]).is_file() for entry in listing)
+    metrics = json.loads((samples / "test_metrics.json").read_text())
+    assert {"val_objective", "fr_gate_stop_rate", "fr_mcd_dtw"} <= set(metrics)
+    assert "on the test set (12 sentences no decision saw): objective " in result.stdout
+    assert f"listening samples: runs/{root.name}/samples/ (12 WAVs" in result.stdout
+
+    broken = with_test.replace("test_dataset: data/tiny-corpus", "test_dataset: data/no-such-corpus")
+    again = cli.run("run", "--config", cli.write_config("broken.yaml", broken), "--run-dir", "runs/broken")
+    assert again.returncode == 0  # the run's result stands; the test set's problem is named
+    assert "warning: the champion could not be measured on the test set:" in again.stderr
+    assert "no-such-corpus" in again.stderr and "Traceback" not in again.stderr
+
+
 # --- 2. tail in another process: no gap, no duplicate -------------------------------------
 
 
