@@ -9,10 +9,12 @@ its own sixteen test sentences (``trainer/corpus.py``: ``ensure_demo_test_set``)
 measuring runs in a process of its own, ``python -m smart_tuner.trainer.heldout``, because
 the coordinator's process never loads torch; it writes each sentence as the champion says
 it free-running (Griffin-Lim WAVs, ``samples.json``) and the metrics
-(``samples/test_metrics.json``) into the run directory. A failure here is reported in one
-line and leaves the run's result as it was. External mode has no model of ours to ask.
+(``samples/test_metrics.json``) into the run directory; ``projections/listening.py`` adds
+them to MLflow (the parent run's ``test_*`` metrics and ``samples/`` artifacts) and
+TensorBoard (``test/``: scalars and audio). A failure here is reported in one line and leaves
+the run's result as it was. External mode has no model of ours to ask.
 
-Imports the standard library, ``state`` and ``actors.rundir`` only.
+Imports the standard library, ``state``, ``actors.rundir`` and ``projections.listening`` only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from ...state.config import TunerConfig
 from ...state.model import TunerState
+from ..projections.listening import project_test_result
 from ..rundir import RunPaths
 
 HELDOUT = "smart_tuner.trainer.heldout"
@@ -69,6 +72,10 @@ def test_champion(paths: RunPaths, cfg: TunerConfig, state: TunerState) -> TestR
         return None
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     listing = json.loads((samples / "samples.json").read_text(encoding="utf-8"))
+    try:
+        project_test_result(paths.root, metrics, samples)
+    except Exception as exc:  # a projection's failure costs the projection, never the files written
+        print(f"warning: the test result could not be written to MLflow/TensorBoard: {exc!r}", file=sys.stderr)
     return TestResult(metrics, samples, len(listing))
 
 

@@ -203,6 +203,19 @@ def test_a_finished_run_measures_its_champion_on_the_test_set_and_leaves_listeni
     assert {"val_objective", "fr_gate_stop_rate", "fr_mcd_dtw"} <= set(metrics)
     assert "on the test set (12 sentences no decision saw): objective " in result.stdout
     assert f"listening samples: runs/{root.name}/samples/ (12 WAVs" in result.stdout
+    # ... and in the projections: MLflow's parent run, TensorBoard's test/ (scalars and audio)
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{(root / 'mlflow.db').resolve()}")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("smart-tuner").experiment_id], "tags.`smart_tuner.kind` = 'parent'"
+    )
+    assert parent.data.metrics["test_val_objective"] == pytest.approx(metrics["val_objective"])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "samples")}
+    assert {"samples/samples.json", "samples/test_metrics.json"} <= artifacts and len(artifacts) == 14
+    board = EventAccumulator(str(root / "tensorboard" / "test"), size_guidance={"audio": 0}).Reload()
+    assert len(board.Tags()["audio"]) == 12 and "test/fr_gate_stop_rate" in board.Tags()["scalars"]
 
     broken = with_test.replace("test_dataset: data/tiny-corpus", "test_dataset: data/no-such-corpus")
     again = cli.run("run", "--config", cli.write_config("broken.yaml", broken), "--run-dir", "runs/broken")
