@@ -151,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             arm, d, seed = futures[future]
             try:
                 result = future.result()
-            except (ArmError, CheckpointError, OSError) as exc:
+            except Exception as exc:  # one arm's failure is reported; the others' results stand
                 failed += 1
-                print(f"{d.task.name} {arm} seed {seed}: FAILED: {exc}", file=sys.stderr, flush=True)
+                why = str(exc) if isinstance(exc, (ArmError, CheckpointError, OSError)) else repr(exc)
+                print(f"{d.task.name} {arm} seed {seed}: FAILED: {why}", file=sys.stderr, flush=True)
                 continue
             store.put(result)
             print(

@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from .arms import ArmError, ArmRun, start_hparams
 from .tasks import TaskData
 
 POPULATION = 4
+_RAY = threading.Lock()  # one Ray session per process: the suite's threads take turns with it
 PBT_INTERVAL = 50  # the product's pbt.interval_steps
 HB_MAX_SHARE = 4  # a trial trains at most budget / 4 steps (as a PBT member does)
 HB_RUNGS = 10  # ... reporting every max / 10 steps (Hyperband's min resource)
@@ -248,7 +250,8 @@ def run_peer(arm: str, data: TaskData, seed: int, out: Path) -> ArmRun:
         if arm == "optuna_hb":
             return run_optuna_hb(data, seed, out)
         if arm == "ray_pbt":
-            return run_ray_pbt(data, seed, out)
+            with _RAY:
+                return run_ray_pbt(data, seed, out)
     except ImportError as exc:
         raise ArmError(f"{arm} needs the bench extra: pip install -e '.[bench]' ({exc})") from None
     raise ArmError(f"unknown peer {arm!r}")
