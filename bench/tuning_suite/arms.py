@@ -50,6 +50,7 @@ START: dict[str, Any] = {
 PRODUCT = {"control": "none", "forks": "forks", "pbt": "pbt", "trials": "trials"}
 PEERS = ("ray_pbt", "optuna_hb")  # tuning_suite/peers.py
 ORACLE_LRS = (3e-4, 1e-3, 3e-3)
+ORACLE_PREFIX = "oracle."
 # the default search space's other axes, a third of the way from the preset's defaults to their low end
 LOW_REGULARISATION = {
     "p_attention_dropout": 0.1 * 2 / 3,
@@ -152,23 +153,35 @@ def oracle_points(smoke: bool) -> list[tuple[str, dict[str, Any]]]:
 
 
 def run_arm(arm: str, data: TaskData, seed: int, out: Path, smoke: bool = False) -> ArmRun:
-    """Train ``data``'s task with ``arm`` from the defaults; the runs go under ``out``."""
+    """Train ``data``'s task with ``arm`` from the defaults; the runs go under ``out``.
+
+    The oracle runs as one arm per grid point, ``oracle.<point>`` (so its points can run side by
+    side); ``best_point`` then picks its answer."""
     hparams = start_hparams(data, seed)
     if arm in PRODUCT:
         return run_product(arm, data, seed, out, smoke, hparams)
-    if arm == "oracle":
-        points = {}
-        t0 = time.monotonic()
-        for name, change in oracle_points(smoke):
-            points[name] = run_product("control", data, seed, out / name, smoke, {**hparams, **change})
-        best = min(points, key=lambda k: points[k].selection_objective)
-        run = points[best]
-        run.detail = {"point": best, "selection": {k: p.selection_objective for k, p in points.items()}}
-        run.steps = sum(p.steps for p in points.values())
-        run.wall_s = time.monotonic() - t0
+    if arm.startswith(ORACLE_PREFIX):
+        points = dict(oracle_points(smoke))
+        name = arm[len(ORACLE_PREFIX) :]
+        if name not in points:
+            raise ArmError(f"unknown oracle point {name!r}")
+        run = run_product("control", data, seed, out, smoke, {**hparams, **points[name]})
+        run.detail["point"] = name
         return run
     if arm in PEERS:
         from .peers import run_peer
 
         return run_peer(arm, data, seed, out)
     raise ArmError(f"unknown arm {arm!r}")
+
+
+def best_point(points: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The oracle's result from its points' results: the best *selection* objective's, with every
+    point's steps and time counted."""
+    name = min(points, key=lambda k: points[k]["selection_objective"])
+    best = dict(points[name])
+    best["arm"] = "oracle"
+    best["steps"] = sum(p["steps"] for p in points.values())
+    best["wall_s"] = sum(p["wall_s"] for p in points.values())
+    best["detail"] = {"point": name, "selection": {k: p["selection_objective"] for k, p in points.items()}}
+    return best

@@ -25,7 +25,7 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
     out = tmp_path / "suite"
     first = suite("--smoke", "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "7 (task, arm, seed) runs to do" in first.stdout
+    assert "10 (task, arm, seed) runs to do" in first.stdout  # six arms and the oracle's four grid points
     result = [line for line in first.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(result) == 1 and result == [first.stdout.strip().splitlines()[-1]]
     values = dict(part.split("=") for part in result[0].split()[1:])
@@ -33,7 +33,9 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
     assert all(float(v) > 0 for v in values.values())
 
     results = sorted((out / "results").glob("smoke-*/*/seed1.json"))
-    assert [p.parent.name for p in results] == sorted(ARMS)
+    points = [p.parent.name for p in results if p.parent.name.startswith("oracle.")]
+    assert [p.parent.name for p in results if p.parent.name not in points] == sorted(ARMS) and len(points) == 4
+    results = [p for p in results if p.parent.name not in points]
     for path in results:
         r = json.loads(path.read_text())
         assert r["steps"] == (4 * 12 if r["arm"] == "oracle" else 12)  # the oracle: 4 grid points here
@@ -48,6 +50,8 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
 
     again = suite("--smoke", "--out", str(out))
     assert again.returncode == 0 and "0 (task, arm, seed) runs to do" in again.stdout
+    oracle = json.loads((results[[p.parent.name for p in results].index("oracle")]).read_text())
+    assert oracle["detail"]["point"] == min(oracle["detail"]["selection"], key=oracle["detail"]["selection"].get)
     assert again.stdout.strip().splitlines()[-1] == result[0]
 
 
