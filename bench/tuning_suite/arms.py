@@ -105,7 +105,7 @@ def product_config(strategy: str, data: TaskData, seed: int, hparams: dict[str, 
 
 def _run_tuner(config: dict[str, Any], run_dir: Path, timeout_s: float) -> None:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir.with_suffix(".yaml")
+    cfg_path = run_dir.parent / f"{run_dir.name}.yaml"  # not with_suffix: oracle points' names hold dots
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, str(ROOT / "run_tuner.py"), "run", "--config", str(cfg_path), "--run-dir", str(run_dir)]
     proc = subprocess.run([*cmd, "--log-level", "warning"], capture_output=True, text=True, timeout=timeout_s)

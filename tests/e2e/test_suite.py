@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "bench" / "suite.py"
@@ -35,6 +36,12 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
     results = sorted((out / "results").glob("smoke-*/*/seed1.json"))
     points = [p.parent.name for p in results if p.parent.name.startswith("oracle.")]
     assert [p.parent.name for p in results if p.parent.name not in points] == sorted(ARMS) and len(points) == 4
+    for point in points:  # each grid point trained with its own hyperparameters (once, two shared a config file)
+        run = json.loads((out / "results").glob(f"smoke-*/{point}/seed1.json").__next__().read_text())
+        recorded = yaml.safe_load((Path(run["run_dir"]) / "config.yaml").read_text())["trainer"]["hparams"]
+        lr, level = point.removeprefix("oracle.lr").split("-reg-")
+        assert recorded["learning_rate"] == float(lr), point
+        assert (recorded.get("adam_beta2") == 0.98) == (level == "low"), point
     results = [p for p in results if p.parent.name not in points]
     for path in results:
         r = json.loads(path.read_text())
