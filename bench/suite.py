@@ -38,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tuning_suite.arms import ORACLE_PREFIX, ArmError, ArmRun, best_point, oracle_points, run_arm
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/suite"), help="results and runs (default runs/suite)")
     p.add_argument("--keep-checkpoints", action="store_true")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # the test measurements, as the arms train: one thread, whatever the machine
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
     try:

@@ -11,7 +11,8 @@ The measures are validation's (``trainer/evaluation.py``), under the same names:
 teacher-forced ``val_*``, the alignment metrics, ``gate_accuracy`` and the free-running
 ``fr_*``; with averaged weights in the checkpoint, also the averaged model's as ``ema_*``.
 The prenet's dropout draws from ``seed`` in a forked RNG, as validation's does, so two
-checkpoints are measured on the same draws.
+checkpoints are measured on the same draws; evaluations in one process take turns (that RNG
+is the process's), so threads may call this.
 
 What a benchmark or an end-of-run report shows as the *test* result; nothing in the tuner
 reads it. With ``samples_dir`` (``--samples``), each sentence as the model said it
@@ -27,6 +28,7 @@ import argparse
 import contextlib
 import json
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -56,6 +58,10 @@ def _weights(model: Tacotron2, weights: dict[str, torch.Tensor]) -> Iterator[Non
 
 
 DEMO_TEST = "demo-test"  # the dataset argument naming the demo's own test sentences (corpus.ensure_demo_test_set)
+# The prenet's dropout draws from torch's process-wide RNG (seeded inside fork_rng), and building a
+# model draws from it too: two evaluations in two threads of one process would take each other's
+# draws and measure each other's noise. One at a time, from loading to the last measure.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 @torch.no_grad()
@@ -70,6 +76,19 @@ def evaluate_checkpoint(
     samples_dir: Path | None = None,
 ) -> dict[str, float]:
     """Validation's metrics of the checkpoint at ``path`` on ``dataset`` (see the module docstring)."""
+    with _ONE_AT_A_TIME:
+        return _evaluate(path, dataset, sha256, cache_dir, seed, batch_size, samples_dir)
+
+
+def _evaluate(
+    path: Path,
+    dataset: Path,
+    sha256: str | None,
+    cache_dir: Path | None,
+    seed: int,
+    batch_size: int,
+    samples_dir: Path | None,
+) -> dict[str, float]:
     payload = ckpt.load(path, sha256)
     hp = HParams.from_dict(payload["hparams"])
     model = Tacotron2(hp, len(SYMBOLS))

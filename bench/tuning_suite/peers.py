@@ -12,7 +12,8 @@
 * ``optuna_hb``: Optuna's TPE sampler with the real ``HyperbandPruner``, trials from
   scratch, each reporting its selection objective every ``rung`` steps
   (``trial.report`` / ``trial.should_prune``), at most ``budget / 4`` steps each, new trials
-  until the budget is spent (the last one is cut where the budget ends).
+  until the budget is spent (the last one is cut where the budget ends). It runs in a process
+  of its own (its training must not share torch's RNG with the suite's measurements).
 
 Both decide on the selection set only (the trainer's validation at each report) and answer
 with the checkpoint of their best selection objective. Both live in the optional extra
@@ -23,13 +24,16 @@ Imports the standard library, torch (through the trainer), optuna and, in ``ray_
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
 import shutil
+import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,7 @@ from smart_tuner.trainer.harness import Trainer
 from smart_tuner.trainer.hparams import preset
 
 from .arms import ArmError, ArmRun, start_hparams
-from .tasks import TaskData
+from .tasks import Task, TaskData
 
 POPULATION = 4
 _RAY = threading.Lock()  # one Ray session per process: the suite's threads take turns with it
@@ -245,10 +249,55 @@ def run_ray_pbt(data: TaskData, seed: int, out: Path) -> ArmRun:
     )
 
 
+def run_optuna_hb_apart(data: TaskData, seed: int, out: Path) -> ArmRun:
+    """``run_optuna_hb`` in a process of its own: its training draws dropout from torch's process-wide
+    RNG, which the suite's own thread needs undisturbed for its seeded test measurements."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {"task": asdict(data.task), "tuner_dir": str(data.tuner_dir), "test_dir": str(data.test_dir)}
+    spec |= {"n_visible": data.n_visible, "n_test": data.n_test, "seed": seed, "out": str(out)}
+    (out / "peer.json").write_text(json.dumps(spec, default=str))
+    bench = str(Path(__file__).resolve().parents[1])
+    code = f"import sys; sys.path.insert(0, {bench!r}); from tuning_suite.peers import _apart; _apart()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out / "peer.json")], capture_output=True, text=True, timeout=12 * 3600
+    )
+    if proc.returncode != 0:
+        raise ArmError(f"optuna_hb exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    done = json.loads((out / "result.json").read_text())
+    return ArmRun(
+        lineage=[(int(steps), Path(path)) for steps, path in done["lineage"]],
+        selection_objective=float(done["selection_objective"]),
+        steps=int(done["steps"]),
+        wall_s=float(done["wall_s"]),
+        detail=done["detail"],
+    )
+
+
+def _apart() -> None:
+    """The child of ``run_optuna_hb_apart``."""
+    import torch
+
+    torch.set_num_threads(1)
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    data = TaskData(
+        Task(**spec["task"]), Path(spec["tuner_dir"]), Path(spec["test_dir"]), spec["n_visible"], spec["n_test"]
+    )
+    out = Path(spec["out"])
+    run = run_optuna_hb(data, int(spec["seed"]), out)
+    done = {
+        "lineage": [[steps, str(path)] for steps, path in run.lineage],
+        "selection_objective": run.selection_objective,
+        "steps": run.steps,
+        "wall_s": run.wall_s,
+        "detail": run.detail,
+    }
+    (out / "result.json").write_text(json.dumps(done, default=str))
+
+
 def run_peer(arm: str, data: TaskData, seed: int, out: Path) -> ArmRun:
     try:
         if arm == "optuna_hb":
-            return run_optuna_hb(data, seed, out)
+            return run_optuna_hb_apart(data, seed, out)
         if arm == "ray_pbt":
             with _RAY:
                 return run_ray_pbt(data, seed, out)

@@ -320,3 +320,23 @@ def test_the_heldout_command_prints_the_metrics_and_writes_listening_samples(
     assert "heldout: error: checkpoint" in capsys.readouterr().err
     assert main([str(result.checkpoint), str(tmp_path / "nothing-here")]) == 2
     assert "no such dataset" in capsys.readouterr().err
+
+
+def test_held_out_evaluations_in_parallel_threads_measure_what_one_alone_does(trainer: Trainer, tmp_path: Path) -> None:
+    """The prenet's dropout draws from the process's RNG: evaluations in threads (as the benchmark
+    suite's run) must not interleave their draws."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from smart_tuner.trainer.heldout import evaluate_checkpoint
+
+    result = trainer.run_segment("s", None, None, {}, steps=2)
+    filelist = tmp_path / "test.txt"
+    filelist.write_text("".join(f"{u.wav_path}|{u.text}\n" for u in trainer.data.val_utts), encoding="utf-8")
+
+    def measure(_: int) -> dict[str, float]:
+        return evaluate_checkpoint(result.checkpoint, filelist, cache_dir=tmp_path / "mels", batch_size=2)
+
+    alone = measure(0)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(measure, range(8)))
+    assert all(t == alone for t in together)
