@@ -43,16 +43,17 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def _swapped_weights(trainer: Trainer, weights: dict[str, torch.Tensor] | None) -> Iterator[None]:
+def swapped_weights(model: Tacotron2, weights: dict[str, torch.Tensor] | None) -> Iterator[None]:
+    """``model`` with ``weights`` (the averaged ones) loaded over its own for the block, then restored."""
     if weights is None:
         yield
         return
-    saved = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    trainer.model.load_state_dict({**saved, **weights})
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict({**saved, **weights})
     try:
         yield
     finally:
-        trainer.model.load_state_dict(saved)
+        model.load_state_dict(saved)
 
 
 def measure(
@@ -102,7 +103,7 @@ def validate(trainer: Trainer) -> tuple[dict[str, float], bytes]:
             metrics.update(_free_running(trainer))
             if trainer.ema is not None:
                 torch.manual_seed(trainer.config.val_seed)
-                with _swapped_weights(trainer, trainer.ema):
+                with swapped_weights(trainer.model, trainer.ema):
                     ema, _ = _measure(trainer)
                     ema.update(_free_running(trainer))
                 metrics.update({f"ema_{k}": v for k, v in ema.items()})

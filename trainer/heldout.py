@@ -25,37 +25,26 @@ Imports torch and ``trainer`` only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
-from .audio import griffin_lim, save_wav
+from .audio import save_wav
 from .config import TrainerConfig, audio_config, default_cache_dir
 from .corpus import CorpusError, ensure_demo_test_set
 from .data import DatasetError, MelCache, Utterance, collate, load_dataset
-from .evaluation import measure
+from .evaluation import measure, swapped_weights
 from .free_running import FreeRun, free_run
 from .hparams import HParamError, HParams
 from .loss import Tacotron2Loss
 from .model import Tacotron2
+from .synthesis import vocode
 from .text import SYMBOLS, text_to_ids
-
-
-@contextlib.contextmanager
-def _weights(model: Tacotron2, weights: dict[str, torch.Tensor]) -> Iterator[None]:
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict({**saved, **weights})
-    try:
-        yield
-    finally:
-        model.load_state_dict(saved)
-
 
 DEMO_TEST = "demo-test"  # the dataset argument naming the demo's own test sentences (corpus.ensure_demo_test_set)
 # The prenet's dropout draws from torch's process-wide RNG (seeded inside fork_rng), and building a
@@ -122,7 +111,7 @@ def _evaluate(
     with torch.random.fork_rng():
         metrics = both()
         if payload.get("ema"):
-            with _weights(model, payload["ema"]):
+            with swapped_weights(model, payload["ema"]):
                 metrics.update({f"ema_{k}": v for k, v in both().items()})
     if samples_dir is not None:  # the weights candidates are compared on: the averaged ones when kept
         write_samples(said[-1], utterances, hp, samples_dir)
@@ -132,17 +121,14 @@ def _evaluate(
 def write_samples(said: FreeRun, utterances: Sequence[Utterance], hp: HParams, folder: Path) -> list[Path]:
     """Each free-running sentence as a WAV in ``folder`` and ``samples.json`` describing them."""
     folder.mkdir(parents=True, exist_ok=True)
-    cfg, paths, listing = audio_config(hp), [], []
-    min_frames = 2 * hp.filter_length // hp.hop_length  # shorter cannot be inverted: pad with silence
-    for utt, said_mel, stopped in zip(utterances, said.mels, said.stopped, strict=True):
-        short = max(0, min_frames - said_mel.size(1))
-        mel = torch.nn.functional.pad(said_mel, (0, short), value=float(said_mel.min())) if short else said_mel
-        audio = griffin_lim(mel, cfg, n_iter=32)
-        peak = float(abs(audio).max()) if audio.size else 0.0
+    paths: list[Path] = []
+    listing = []
+    for utt, mel, stopped in zip(utterances, said.mels, said.stopped, strict=True):
+        audio = vocode(mel, hp)
         path = folder / f"{utt.id}.wav"
-        save_wav(path, audio / peak * 0.95 if peak > 0 else audio, hp.sampling_rate)
+        save_wav(path, audio, hp.sampling_rate)
         paths.append(path)
-        seconds = round(len(audio) / hp.sampling_rate, 3)
+        seconds = round(audio.numel() / hp.sampling_rate, 3)
         listing.append({"wav": path.name, "text": utt.text, "stopped_by_gate": stopped, "seconds": seconds})
     (folder / "samples.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
     return paths

@@ -73,14 +73,17 @@ class Synthesizer:
         mel = out.mel_post[0, :, :frames]
         if self.mel_mean is not None and self.mel_std is not None:
             mel = mel * self.mel_std.unsqueeze(1) + self.mel_mean.unsqueeze(1)
-        cfg = audio_config(self.hp)
-        if frames < 2 * self.hp.filter_length // self.hp.hop_length:  # too short to invert: pad with silence
-            mel = torch.nn.functional.pad(
-                mel, (0, 2 * self.hp.filter_length // self.hp.hop_length - frames), value=float(mel.min())
-            )
-        audio = torch.from_numpy(griffin_lim(mel, cfg, n_iter=griffin_lim_iters))
-        peak = float(audio.abs().max())
-        return Synthesis(mel, bool(len(stop)), audio / peak * 0.95 if peak > 0 else audio)
+        return Synthesis(mel, bool(len(stop)), vocode(mel, self.hp, griffin_lim_iters))
+
+
+def vocode(mel: torch.Tensor, hp: HParams, griffin_lim_iters: int = 32) -> torch.Tensor:
+    """A de-normalised (n_mels, frames) log-mel -> audio in [-0.95, 0.95] by Griffin-Lim, for listening."""
+    shortest = 2 * hp.filter_length // hp.hop_length  # shorter cannot be inverted: pad with silence
+    if mel.size(1) < shortest:
+        mel = torch.nn.functional.pad(mel, (0, shortest - mel.size(1)), value=float(mel.min()))
+    audio = torch.from_numpy(griffin_lim(mel, audio_config(hp), n_iter=griffin_lim_iters))
+    peak = float(audio.abs().max())
+    return audio / peak * 0.95 if peak > 0 else audio
 
 
 def main(argv: Sequence[str] | None = None) -> int:
