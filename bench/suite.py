@@ -7,8 +7,8 @@
     python bench/suite.py --task-file my-tasks.yaml --arms control,forks
 
 Tasks (``tuning_suite/tasks.py``): ``demo`` (today's demo), ``voice`` (another espeak-ng
-voice, rate and real sentences), ``small`` (70 training utterances), ``large`` (a larger
-model and batch, 1500 steps); or any LJSpeech-layout folder or NVIDIA filelist. Each task's
+voice, rate and real sentences), ``small`` (70 training utterances), ``large`` (twice the
+batch, 1500 steps); or any LJSpeech-layout folder or NVIDIA filelist. Each task's
 utterances are split once into what the tuner may see and a **test** set it never sees
 (not even in its dataset folder); the trainer holds out its own selection set from the
 first. Arms (``tuning_suite/arms.py``): ``control``, ``forks``, ``pbt``, ``trials``, the

@@ -73,8 +73,8 @@ BUILTIN: dict[str, Task] = {
         "demo",
         batch=32,
         budget=1500,
-        hparams={"attention_rnn_dim": 384, "decoder_rnn_dim": 384, "encoder_embedding_dim": 192},
-        note="a larger model (decoder 384) and batch (32) with a longer budget: short-horizon bias, the cool-down",
+        note="twice the batch (32) and two and a half times the budget (1500 steps): the learning rate's scale, "
+        "short-horizon bias, the cool-down",
     ),
     "smoke": Task(
         "smoke",
