@@ -61,6 +61,7 @@ from .stopper import Stopper
 from .supervisor.core import Supervisor, SupervisorIO, SupervisorPolicy
 from .supervisor.devices import DevicePool, Lease
 from .supervisor.launcher import EXTERNAL_SPEC_ENV, WorkerSpec, worker_command
+from .tester import ChampionTester, ChampionTesterIO, held_out_set
 from .tuner import STRATEGIES, Tuner
 
 log = structlog.get_logger("coordinator")
@@ -89,8 +90,9 @@ class Coordinator:
         self.paths = paths
         self.config = config
         self.resume = resume
+        self.test_set = held_out_set(config.resolved)
         self.cores: list[ActorCore] = [
-            Lifecycle(),
+            Lifecycle(awaits_test=self.test_set is not None),
             Stopper(available_strategies=AVAILABLE_STRATEGIES),
             Tuner(),
             GuardRails(),
@@ -177,6 +179,10 @@ class Coordinator:
                 clients.append(alerts)
         server = WorkerServer(ctx, endpoints.workers, opts, curve=self._curve)  # type: ignore[arg-type]
         self.cores.append(self._supervisor(server, ZmqClient(ctx, endpoints, opts), clients))  # type: ignore[arg-type]
+        if self.test_set is not None:
+            tests = ZmqClient(ctx, endpoints, opts, subscribe=False)  # type: ignore[arg-type]
+            clients.append(tests)
+            self.cores.append(ChampionTester(ChampionTesterIO(tests, self.paths.root, self.test_set)))
         try:
             async with asyncio.TaskGroup() as tg:
                 seq_task = tg.create_task(sequencer.run(), name="sequencer")
@@ -217,6 +223,7 @@ class Coordinator:
             data_dir=Path(t.data_dir) if t.data_dir else None,
             threads=t.threads,
             val_count=t.val_count,
+            test_count=t.test_count,
             heartbeat_s=t.heartbeat_s,
             hparams=hparams,
             env=env,

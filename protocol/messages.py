@@ -237,6 +237,25 @@ class ChampionPromoted(Message):
     evidence: Evidence
 
 
+@event()
+class ChampionTested(Message):
+    """A champion measured on the run's test set, sentences no decision saw: teacher-forced and
+    free-running (``fr_*``: stop by gate, length, MCD-DTW, attention). ``final``: the end-of-run
+    measurement, with the listening samples in ``samples`` (a folder of WAVs); ``error`` says why
+    a measurement failed (its ``metrics`` then empty)."""
+
+    segment_id: str
+    step: int
+    checkpoint: str
+    test_set: str
+    n_sentences: int
+    metrics: Metrics
+    final: bool = False
+    samples: str | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+
 # --- guard rails, rollbacks, alerts ----------------------------------------------------
 
 

@@ -149,6 +149,21 @@ class Worker:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChampionTest:
+    """A champion measured on the test set (``ChampionTested``); ``final``: the end-of-run one."""
+
+    seq: int
+    segment_id: str
+    step: int
+    test_set: str
+    n_sentences: int
+    metrics: Mapping[str, float]
+    final: bool = False
+    samples: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Tuning:
     segments: Mapping[str, Segment] = field(default_factory=dict)
     trials: Mapping[str, Trial] = field(default_factory=dict)
@@ -157,6 +172,7 @@ class Tuning:
     rounds: tuple[Round, ...] = ()
     adjustments: Mapping[str, Json] = field(default_factory=dict)  # hparams the guard rails asked for
     workers: Mapping[str, Worker] = field(default_factory=dict)
+    tests: tuple[ChampionTest, ...] = field(default=(), metadata=WRITTEN_WHEN_SET)  # champions on the test set
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

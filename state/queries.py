@@ -5,6 +5,7 @@ announcement, a trial's segments, the champion's curve and the training phase.
     announced = announced_hparams(state)       # None until a worker said what it can do
     curve = champion_curve(state)              # [(round, objective, diagonality)] of each round's winner
     phase_of(curve[1:])                        # alignment, learning or fine_tuning
+    final_test(state), final_test_due(state)   # the end-of-run test measurement, and whether it is awaited
 
 A segment's result is the trainer's ``val_objective`` and attention ``diagonality``; when
 the trainer keeps averaged weights it reports them as ``ema_*`` too, and those are read
@@ -27,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..protocol import metrics as mx
-from .model import Segment, TunerState
+from .model import ChampionTest, Segment, TunerState
 
 OBJECTIVE = mx.VAL_OBJECTIVE
 DIAGONALITY = mx.DIAGONALITY
@@ -75,6 +76,29 @@ def read_gate_stop_rate(metrics: Mapping[str, float]) -> float | None:
     if rate is None:
         return None
     return float(rate) if math.isfinite(rate) else 0.0
+
+
+# Stops after which the champion is not measured again: an operator wants the run over now, and an
+# actor that gave up may be the one that measures.
+NO_FINAL_TEST = frozenset({"operator", "actor_failure"})
+
+
+def final_test(state: TunerState) -> ChampionTest | None:
+    """The end-of-run measurement of the champion on the test set (``ChampionTested`` with ``final``)."""
+    champion = state.tuning.champion
+    for test in reversed(state.tuning.tests):
+        if test.final and champion is not None and test.segment_id == champion.segment_id:
+            return test
+    return None
+
+
+def final_test_due(state: TunerState) -> bool:
+    """A stop is decided, the champion is to be measured on the test set and has not been yet (a run
+    with a test set waits for it; ``actors/tester.py``)."""
+    stop, champion = state.control.stop, state.tuning.champion
+    if state.control.phase != "stopping" or stop is None or stop.rule in NO_FINAL_TEST:
+        return False
+    return champion is not None and bool(champion.checkpoint) and final_test(state) is None
 
 
 def champion_curve(state: TunerState) -> list[tuple[int, float, float]]:

@@ -24,6 +24,7 @@ from ..protocol import messages as m
 from .model import (
     RECENT_DECISIONS,
     Champion,
+    ChampionTest,
     Decision,
     Incident,
     Progress,
@@ -432,6 +433,23 @@ def _rollback(state: TunerState, e: m.RollbackPerformed, seq: int, ts: float) ->
             raise InvalidTransition(f"rollback of segment {e.segment_id!r}, which has not failed")
         changes["tuning"] = _put_segment(state.tuning, replace(seg, rollback=dict(e.hparams)))
     return changes
+
+
+@reducer(m.ChampionTested)
+def _champion_tested(state: TunerState, e: m.ChampionTested, seq: int, ts: float) -> Changes:
+    _segment(state, e.segment_id)
+    test = ChampionTest(
+        seq=seq,
+        segment_id=e.segment_id,
+        step=e.step,
+        test_set=e.test_set,
+        n_sentences=e.n_sentences,
+        metrics=dict(e.metrics),
+        final=e.final,
+        samples=e.samples,
+        error=e.error,
+    )
+    return {"tuning": replace(state.tuning, tests=(*state.tuning.tests, test))}
 
 
 @reducer(m.AlertSent)

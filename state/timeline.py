@@ -30,6 +30,9 @@ def _metrics(metrics: Mapping[str, float], limit: int = 6) -> str:
     return shown + (f" (+{len(items) - limit})" if len(items) > limit else "")
 
 
+_TEST_SHOWN = ("val_objective", "diagonality", "fr_gate_stop_rate", "fr_length_ratio", "fr_mcd_dtw")
+
+
 def gist(env: Envelope) -> str:
     """The essence of one event, without time or seq."""
     e = env.data
@@ -59,6 +62,14 @@ def gist(env: Envelope) -> str:
             return f"alert [{e.severity}] via {e.channel}: {e.title}{'' if e.ok else ' - FAILED: ' + str(e.error)}"
         case m.ActorReady():
             return f"actor {e.actor} ready"
+        case m.ChampionTested():
+            what = "final, with listening samples" if e.samples else ("final" if e.final else "new champion")
+            if e.error is not None:
+                return f"{e.segment_id} (step {e.step}) not measured on the test set ({what}): {e.error}"
+            return (
+                f"{e.segment_id} (step {e.step}) on the test set ({e.test_set}, {e.n_sentences} sentences; {what}): "
+                + _metrics({k: v for k, v in e.metrics.items() if k in _TEST_SHOWN})
+            )
         case m.ProtocolViolation():
             return f"{e.count} malformed message(s) refused at {e.where}, e.g. {e.error}"
     if e.DECISION:

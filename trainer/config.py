@@ -31,6 +31,7 @@ class TrainerConfig:
     val_count: int = 16
     val_batch_size: int = 16
     split_seed: int = 0
+    test_count: int = 0  # utterances held out of training and validation: the run's test set (data.held_out_slice)
     output_dir: Path = Path("trainer-out")
     cache_dir: Path | None = None  # mel cache; default: <data_dir or ~/.cache/smart_tuner>/mels/<corpus hash>
     data_dir: Path | None = None  # where "demo"/"tiny" corpora are made; default: the user cache

@@ -133,18 +133,41 @@ def load_dataset(path: Path) -> list[Utterance]:
     raise DatasetError(f"{path}: no such dataset directory or filelist")
 
 
-def split(utterances: Sequence[Utterance], val_count: int, seed: int) -> tuple[list[Utterance], list[Utterance]]:
-    """Deterministic (train, validation) split; both keep the input order."""
+def split(
+    utterances: Sequence[Utterance], val_count: int, seed: int, test_count: int = 0
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Deterministic (train, validation) split; both keep the input order.
+
+    ``test_count`` more utterances, next in the same shuffled order, are held out of both: the
+    run's test set (``held_out_slice``); with 0 the split is what it always was."""
+    order = _order(utterances, val_count, seed, test_count)
+    val_index = set(order[:val_count])
+    held = set(order[val_count : val_count + test_count])
+    train = [u for i, u in enumerate(utterances) if i not in val_index and i not in held]
+    val = [u for i, u in enumerate(utterances) if i in val_index]
+    return train, val
+
+
+def held_out_slice(utterances: Sequence[Utterance], val_count: int, seed: int, test_count: int) -> list[Utterance]:
+    """The utterances ``split`` holds out of training and validation with the same arguments."""
+    order = _order(utterances, val_count, seed, test_count)
+    held = set(order[val_count : val_count + test_count])
+    return [u for i, u in enumerate(utterances) if i in held]
+
+
+def _order(utterances: Sequence[Utterance], val_count: int, seed: int, test_count: int) -> list[int]:
     if not 0 <= val_count < len(utterances):
         raise ValueError(
             f"val_count must lie in [0, {len(utterances)}) for {len(utterances)} utterances, got {val_count}"
         )
+    if test_count < 0 or val_count + test_count >= len(utterances):
+        raise ValueError(
+            f"val_count + test_count ({val_count} + {test_count}) must leave training utterances "
+            f"of the {len(utterances)} there are"
+        )
     order = list(range(len(utterances)))
     random.Random(seed).shuffle(order)
-    val_index = set(order[:val_count])
-    train = [u for i, u in enumerate(utterances) if i not in val_index]
-    val = [u for i, u in enumerate(utterances) if i in val_index]
-    return train, val
+    return order
 
 
 # --- features ----------------------------------------------------------------------------

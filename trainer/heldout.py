@@ -4,6 +4,7 @@
     metrics["val_objective"], metrics["fr_gate_stop_rate"]
 
     python -m smart_tuner.trainer.heldout CHECKPOINT DATASET [--samples DIR]   # JSON, and WAVs to listen to
+    python -m smart_tuner.trainer.heldout CHECKPOINT TRAIN_DATASET --held-out 16,32,0   # its held-out slice
 
 The checkpoint carries its hyperparameters and the mel normalisation of the data it was
 trained on, so only the utterances are needed (an LJSpeech folder or an NVIDIA filelist).
@@ -35,9 +36,9 @@ import torch
 
 from . import checkpoint as ckpt
 from .audio import save_wav
-from .config import TrainerConfig, audio_config, default_cache_dir
+from .config import TrainerConfig, audio_config, default_cache_dir, resolve_corpus
 from .corpus import CorpusError, ensure_demo_test_set
-from .data import DatasetError, MelCache, Utterance, collate, load_dataset
+from .data import DatasetError, MelCache, Utterance, collate, held_out_slice, load_dataset
 from .evaluation import measure, swapped_weights
 from .free_running import FreeRun, free_run
 from .hparams import HParamError, HParams
@@ -63,10 +64,14 @@ def evaluate_checkpoint(
     seed: int = 4321,
     batch_size: int = 16,
     samples_dir: Path | None = None,
+    held_out: tuple[int, int, int] | None = None,
 ) -> dict[str, float]:
-    """Validation's metrics of the checkpoint at ``path`` on ``dataset`` (see the module docstring)."""
+    """Validation's metrics of the checkpoint at ``path`` on ``dataset`` (see the module docstring).
+
+    ``held_out=(val_count, test_count, split_seed)``: ``dataset`` is what the model trained on, and
+    the utterances measured are the test slice the trainer held out of it (``data.held_out_slice``)."""
     with _ONE_AT_A_TIME:
-        return _evaluate(path, dataset, sha256, cache_dir, seed, batch_size, samples_dir)
+        return _evaluate(path, dataset, sha256, cache_dir, seed, batch_size, samples_dir, held_out)
 
 
 def _evaluate(
@@ -77,6 +82,7 @@ def _evaluate(
     seed: int,
     batch_size: int,
     samples_dir: Path | None,
+    held_out: tuple[int, int, int] | None = None,
 ) -> dict[str, float]:
     payload = ckpt.load(path, sha256)
     hp = HParams.from_dict(payload["hparams"])
@@ -85,7 +91,7 @@ def _evaluate(
     model.eval()
     stats = payload.get("mel_stats") or {}
     mean, std = stats.get("mean"), stats.get("std")
-    utterances = load_dataset(dataset)
+    utterances = measured_utterances(dataset, held_out)
     cache = MelCache(cache_dir or default_cache_dir(TrainerConfig(), Path(dataset)), audio_config(hp))
     items = []
     for utt in utterances:
@@ -118,6 +124,18 @@ def _evaluate(
     return metrics
 
 
+def measured_utterances(dataset: Path, held_out: tuple[int, int, int] | None = None) -> list[Utterance]:
+    """What is measured: ``dataset``'s utterances, or with ``held_out`` the test slice held out of it."""
+    utterances = load_dataset(dataset)
+    if held_out is None:
+        return utterances
+    val_count, test_count, split_seed = held_out
+    try:
+        return held_out_slice(utterances, val_count, split_seed, test_count)
+    except ValueError as exc:
+        raise DatasetError(f"{dataset}: {exc}") from None
+
+
 def write_samples(said: FreeRun, utterances: Sequence[Utterance], hp: HParams, folder: Path) -> list[Path]:
     """Each free-running sentence as a WAV in ``folder`` and ``samples.json`` describing them."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -134,6 +152,18 @@ def write_samples(said: FreeRun, utterances: Sequence[Utterance], hp: HParams, f
     return paths
 
 
+def _held_out(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--held-out wants VAL,TEST,SEED (three non-negative integers), got {text!r}")
+    val_count, test_count, seed = (int(p) for p in parts)
+    if test_count < 1:
+        raise ValueError(f"--held-out: TEST must be at least 1, got {test_count}")
+    return val_count, test_count, seed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m smart_tuner.trainer.heldout", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path)
@@ -142,16 +172,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"an LJSpeech folder or an NVIDIA filelist the model did not train on; {DEMO_TEST!r}: the demo's",
     )
     p.add_argument("--samples", type=Path, default=None, help="write each sentence as said, as a WAV, here")
-    p.add_argument("--json", type=Path, default=None, help="also write the metrics to this file")
+    p.add_argument("--json", type=Path, default=None, help="also write the metrics (and n_sentences) to this file")
     p.add_argument("--cache-dir", type=Path, default=None, help="where the mels go (default: the user cache)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where the demo/tiny corpora are (as the trainer's)")
+    p.add_argument("--sha256", default=None, help="the checkpoint's expected hash (default: its sidecar)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--held-out",
+        metavar="VAL,TEST,SEED",
+        default=None,
+        help="DATASET is the training data: measure the TEST utterances the trainer held out of it "
+        "(its val_count, test_count and split seed)",
+    )
     args = p.parse_args(argv)
     try:
-        dataset = ensure_demo_test_set() if args.dataset == DEMO_TEST else Path(args.dataset)
-        metrics = evaluate_checkpoint(args.checkpoint, dataset, cache_dir=args.cache_dir, samples_dir=args.samples)
-    except (ckpt.CheckpointError, DatasetError, HParamError, CorpusError) as exc:
+        held_out = _held_out(args.held_out)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.dataset == DEMO_TEST:
+            dataset = ensure_demo_test_set()
+        elif args.dataset in ("demo", "tiny"):
+            dataset = resolve_corpus(TrainerConfig(dataset=args.dataset, data_dir=args.data_dir))
+        else:
+            dataset = Path(args.dataset)
+        metrics = evaluate_checkpoint(
+            args.checkpoint,
+            dataset,
+            sha256=args.sha256,
+            cache_dir=args.cache_dir or default_cache_dir(TrainerConfig(data_dir=args.data_dir), dataset),
+            samples_dir=args.samples,
+            held_out=held_out,
+        )
+        n_sentences = len(measured_utterances(dataset, held_out))
+    except (ckpt.CheckpointError, DatasetError, HParamError, CorpusError, ValueError) as exc:
         print(f"heldout: error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(metrics, indent=1, sort_keys=True)
+    text = json.dumps({**metrics, "n_sentences": n_sentences}, indent=1, sort_keys=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n", encoding="utf-8")

@@ -42,7 +42,7 @@ class TrainingData:
             train_utts, val_utts = utterances, load_dataset(config.val_dataset)
             utterances = train_utts + val_utts
         else:
-            train_utts, val_utts = split(utterances, config.val_count, config.split_seed)
+            train_utts, val_utts = split(utterances, config.val_count, config.split_seed, config.test_count)
         cache = MelCache(config.cache_dir or default_cache_dir(config, corpus), audio_config(hp))
         cache.warm(utterances)
 
@@ -53,6 +53,8 @@ class TrainingData:
         for u in utterances:
             ident.update(f"{u.id}|{u.text}\n".encode())
         ident.update(f"{config.val_count}|{config.split_seed}|{config.val_dataset is not None}".encode())
+        if config.test_count:  # a held-out test slice changes what is trained on (none: the id as it was)
+            ident.update(f"|test={config.test_count}".encode())
         data = cls(
             train_utts, val_utts, items(train_utts), items(val_utts), config.val_batch_size, ident.hexdigest()[:16]
         )

@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--val-count", type=int, default=16, help="validation utterances")
+    p.add_argument("--test-count", type=int, default=0, help="utterances held out of training and validation")
     p.add_argument("--heartbeat-s", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--log-file", type=Path, help="JSON log file")
     p.add_argument(
@@ -198,6 +199,7 @@ async def serve(args: argparse.Namespace) -> None:
         device=device,
         threads=args.threads,
         val_count=args.val_count,
+        test_count=args.test_count,
     )
     # under torchrun: rank 0 talks to the supervisor, the others follow it; nccl only between GPUs
     dist = Dist.from_env("nccl" if device.startswith("cuda") else "gloo")

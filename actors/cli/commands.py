@@ -22,10 +22,11 @@ from ...protocol import messages as m
 from ...state import history, projection, timeline
 from ...state.journal import FileJournal, JournalCorrupt, JournalFollower, writer_active
 from ...state.model import TunerState
+from ...state.queries import final_test
 from ..bus import Ack, BusClient, BusError, committed_events
 from ..bus.zmqbus import BusEndpoints, SocketOptions, ZmqClient, new_context
 from ..rundir import RunPaths
-from .listening import TestResult, describe
+from .listening import describe
 
 
 class ToolError(Exception):
@@ -311,7 +312,7 @@ def salvage(run_dir: Path) -> int:
     return 0
 
 
-def print_summary(paths: RunPaths, state: TunerState, tested: TestResult | None = None) -> None:
+def print_summary(paths: RunPaths, state: TunerState) -> None:
     """What a person reads when a run ends (with the champion's test-set result when it was measured)."""
     c = state.control
     print()
@@ -325,6 +326,7 @@ def print_summary(paths: RunPaths, state: TunerState, tested: TestResult | None 
         print(f"  best checkpoint: {checkpoint}")
         print(f"  best hyperparameters: {_hparams_line(hparams)}")
         print(f"  changed from the start: {_hparams_line(changed) if changed else 'none (the start stood)'}")
+    tested = final_test(state)
     for line in describe(tested) if tested is not None else ():
         print(line)
     print(f"  {state.last_seq} events in {paths.journal}")

@@ -219,8 +219,5 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .listening import test_champion
-
-    tested = test_champion(paths, loaded.raw, outcome.state)
-    tools.print_summary(paths, outcome.state, tested)
+    tools.print_summary(paths, outcome.state)
     return outcome.exit_code

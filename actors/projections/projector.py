@@ -66,6 +66,7 @@ PROJECTED = (
     m.SegmentFailed,
     m.TrialPruned,
     m.ChampionPromoted,
+    m.ChampionTested,
     m.RunFinished,
 )
 
@@ -254,6 +255,8 @@ class _Writer:
                     self.client.set_tag(run_id, "pruned_reason", msg.reason[:500])
         elif isinstance(msg, m.ChampionPromoted):
             self._promoted(msg, env.ts)
+        elif isinstance(msg, m.ChampionTested):
+            self._tested(msg, env.ts)
         elif isinstance(msg, m.RunFinished) and self.parent is not None:
             for k, v in msg.summary.items():
                 self.client.set_tag(self.parent, f"summary.{k}", str(v)[:500])
@@ -339,6 +342,19 @@ class _Writer:
         if self.parent is not None:
             self._metrics(self.parent, msg.step, {"champion_objective": msg.objective}, ts)
             self.client.set_tag(self.parent, "champion_checkpoint", msg.checkpoint)
+
+    def _tested(self, msg: m.ChampionTested, ts: float) -> None:
+        """The test metrics as ``test_<name>`` on the champion's segment run and, along the champion's
+        steps, on the parent; the final measurement's listening samples as the parent's ``samples/``."""
+        values = {f"test_{k}": v for k, v in msg.metrics.items()}
+        self._metrics(self._child_id(msg.segment_id), msg.step, values, ts)
+        if self.parent is None:
+            return
+        self._metrics(self.parent, msg.step, values, ts)
+        if msg.error is not None:
+            self.client.set_tag(self.parent, "test_error", msg.error[:500])
+        if msg.final and msg.samples and Path(msg.samples).is_dir():
+            self.client.log_artifacts(self.parent, msg.samples, "samples")
 
 
 def _finite(v: float) -> bool:

@@ -6,7 +6,8 @@
 
 Layout: ``segments/<segment_id>/`` holds one segment's scalars on the global step, its
 alignment image and its hyperparameters (text); ``champion/`` the champion lineage as
-one continuous curve (a round's winner is appended when it is promoted), so
+one continuous curve (a round's winner is appended when it is promoted); ``test/`` each
+champion's test-set metrics at its step and, at the end, its listening samples as audio. So
 ``tensorboard --logdir runs/<id>/tensorboard`` shows the lineage beside every fork.
 
 Imports the standard library and tensorboard only; called from a thread.
@@ -58,6 +59,24 @@ class TensorBoardWriter:
         ev = self._event.Event(wall_time=ts, step=step, summary=self._summary.Summary(value=[value]))
         self._writer(name).add_event(ev)
 
+    def _audio(self, name: str, tag: str, step: int, wav: Path, ts: float) -> None:
+        import wave
+
+        data = wav.read_bytes()
+        with wave.open(str(wav), "rb") as w:
+            rate, frames, channels = w.getframerate(), w.getnframes(), w.getnchannels()
+        audio = self._summary.Summary.Audio(
+            sample_rate=float(rate),
+            num_channels=channels,
+            length_frames=frames,
+            encoded_audio_string=data,
+            content_type="audio/wav",
+        )
+        value = self._summary.Summary.Value(tag=tag, audio=audio)
+        self._writer(name).add_event(
+            self._event.Event(wall_time=ts, step=step, summary=self._summary.Summary(value=[value]))
+        )
+
     def _text(self, name: str, tag: str, step: int, text: str, ts: float) -> None:
         from tensorboard.plugins.text.summary_v2 import text_pb
 
@@ -93,6 +112,12 @@ class TensorBoardWriter:
             self.champion_step = max(self.champion_step, msg.step)
             self._scalars("champion", msg.step, {"champion_objective": msg.objective}, env.ts)
             self._writer("champion").flush()
+        elif isinstance(msg, m.ChampionTested) and msg.error is None:
+            self._scalars("test", msg.step, msg.metrics, env.ts)
+            if msg.final and msg.samples:
+                for wav in sorted(Path(msg.samples).glob("*.wav")):
+                    self._audio("test", f"samples/{wav.stem}", msg.step, wav, env.ts)
+            self._writer("test").flush()
 
     def close(self) -> None:
         for w in self.writers.values():

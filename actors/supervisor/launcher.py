@@ -40,6 +40,7 @@ class WorkerSpec:
     data_dir: Path | None = None
     threads: int | None = None
     val_count: int = 16
+    test_count: int = 0  # held out of training and validation: the run's test set (trainer.test_count)
     heartbeat_s: float = 1.0
     hparams: str = ""
     env: tuple[tuple[str, str], ...] = ()  # extra environment (secrets go here, never into argv: ps shows argv)
@@ -78,6 +79,8 @@ def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease
     if spec.ranks > 1:  # a DDP trial: torchrun starts one process per device; rank 0 talks to the supervisor.
         # --standalone picks a free rendezvous port, so trials side by side on one host never collide.
         cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(spec.ranks), "-m", cmd[2]]
+    if spec.test_count:
+        cmd += ["--test-count", str(spec.test_count)]
     if spec.data_dir is not None:
         cmd += ["--data-dir", str(spec.data_dir)]
     if spec.threads:

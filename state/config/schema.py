@@ -123,6 +123,8 @@ class TrainerSection(_Frozen):
     # a filelist); default: the demo corpus's own test sentences for dataset demo, none otherwise
     test_dataset: str | None = Field(default=None, json_schema_extra=HASHED_WHEN_SET)
     listening_samples: bool = Field(default=True, json_schema_extra=HASHED_WHEN_SET)
+    # or that many utterances of `dataset` held out of training and validation as the test set
+    test_count: int = Field(default=0, ge=0, json_schema_extra=HASHED_WHEN_SET)
     hparams: dict[str, HparamValue] = Field(default_factory=dict)  # the starting point, over the preset
     heartbeat_s: float = Field(default=1.0, gt=0)
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
@@ -138,6 +140,12 @@ class TrainerSection(_Frozen):
             if not _IDENTIFIER.match(name):
                 raise ValueError(f"hyperparameter name {name!r} is not an identifier")
         return hparams
+
+    @model_validator(mode="after")
+    def _check_test_set(self) -> Self:
+        if self.test_count and self.test_dataset is not None:
+            raise ValueError("test_dataset and test_count both name a test set: give one of them")
+        return self
 
 
 class ForksConfig(_Frozen):

@@ -191,18 +191,34 @@ def test_a_tuning_run_finishes_by_itself_and_every_read_command_shows_it(cli: Cl
     assert [json.loads(line)["seq"] for line in followed.stdout.splitlines()] == [e.seq for e in events]
 
 
-def test_a_finished_run_measures_its_champion_on_the_test_set_and_leaves_listening_samples(cli: Cli) -> None:
+def test_each_champion_is_measured_on_the_test_set_and_the_end_leaves_listening_samples(cli: Cli) -> None:
     with_test = TINY_RUN.replace("heartbeat_s: 0.5}", "heartbeat_s: 0.5, test_dataset: data/tiny-corpus}")
     result = cli.run("run", "--config", cli.write_config("tested.yaml", with_test))
     assert result.returncode == 0, result.stderr
     root = only_run(cli)
+    events = cli.events(root)
+    tested = [e for e in events if isinstance(e.data, m.ChampionTested)]
+    promoted = [e for e in events if isinstance(e.data, m.ChampionPromoted)]
+    # every champion is measured or replaced by a later one while it waits; the last one is the final
+    assert tested and all(t.data.error is None and t.data.n_sentences == 12 for t in tested)
+    assert [t.data.final for t in tested].count(True) == 1 and tested[-1].data.final
+    assert {t.cause for t in tested} <= {e.id for e in events}
+    assert tested[-1].data.segment_id == promoted[-1].data.segment_id
+    finished = events[-1]
+    assert isinstance(finished.data, m.RunFinished) and finished.seq > tested[-1].seq  # the end waited for it
+    assert finished.data.summary["test_objective"] == tested[-1].data.metrics["val_objective"]
     samples = root / "samples"
+    assert tested[-1].data.samples == f"runs/{root.name}/samples"
     listing = json.loads((samples / "samples.json").read_text())
     assert len(listing) == 12 and all((samples / entry["wav"]).is_file() for entry in listing)
     metrics = json.loads((samples / "test_metrics.json").read_text())
     assert {"val_objective", "fr_gate_stop_rate", "fr_mcd_dtw"} <= set(metrics)
-    assert "on the test set (12 sentences no decision saw): objective " in result.stdout
+    assert metrics["val_objective"] == tested[-1].data.metrics["val_objective"]
+    assert "on the test set (data/tiny-corpus: 12 sentences no decision saw): objective " in result.stdout
     assert f"listening samples: runs/{root.name}/samples/ (12 WAVs" in result.stdout
+    timeline = cli.run("replay", root, "--timeline")
+    assert "on the test set (data/tiny-corpus, 12 sentences; final, with listening samples)" in timeline.stdout
+    assert cli.run("replay", root, "--verify").returncode == 0
     # ... and in the projections: MLflow's parent run, TensorBoard's test/ (scalars and audio)
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -212,16 +228,22 @@ def test_a_finished_run_measures_its_champion_on_the_test_set_and_leaves_listeni
         [client.get_experiment_by_name("smart-tuner").experiment_id], "tags.`smart_tuner.kind` = 'parent'"
     )
     assert parent.data.metrics["test_val_objective"] == pytest.approx(metrics["val_objective"])
+    history = client.get_metric_history(parent.info.run_id, "test_val_objective")
+    assert [h.step for h in history] == [t.data.step for t in tested]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "samples")}
     assert {"samples/samples.json", "samples/test_metrics.json"} <= artifacts and len(artifacts) == 14
     board = EventAccumulator(str(root / "tensorboard" / "test"), size_guidance={"audio": 0}).Reload()
-    assert len(board.Tags()["audio"]) == 12 and "test/fr_gate_stop_rate" in board.Tags()["scalars"]
+    assert len(board.Tags()["audio"]) == 12 and "fr_gate_stop_rate" in board.Tags()["scalars"]
 
     broken = with_test.replace("test_dataset: data/tiny-corpus", "test_dataset: data/no-such-corpus")
     again = cli.run("run", "--config", cli.write_config("broken.yaml", broken), "--run-dir", "runs/broken")
     assert again.returncode == 0  # the run's result stands; the test set's problem is named
-    assert "warning: the champion could not be measured on the test set:" in again.stderr
-    assert "no-such-corpus" in again.stderr and "Traceback" not in again.stderr
+    assert "on the test set (data/no-such-corpus): not measured: the evaluator exited 2: heldout: error:" in (
+        again.stdout
+    )
+    assert "no-such-corpus" in again.stdout and "Traceback" not in again.stderr + again.stdout
+    failed = [e.data for e in cli.events(cli.cwd / "runs/broken") if isinstance(e.data, m.ChampionTested)]
+    assert failed and all(t.error and not t.metrics for t in failed)
 
 
 # --- 2. tail in another process: no gap, no duplicate -------------------------------------

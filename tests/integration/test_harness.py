@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,36 @@ def test_held_out_evaluations_in_parallel_threads_measure_what_one_alone_does(tr
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(measure, range(8)))
     assert all(t == alone for t in together)
+
+
+def test_a_held_out_test_slice_is_never_trained_on_and_is_what_the_evaluator_measures(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``trainer.test_count``: utterances held out of training and validation, named to the evaluator by
+    the same split arguments (``--held-out VAL,TEST,SEED``)."""
+    from smart_tuner.trainer.data import held_out_slice, load_dataset
+    from smart_tuner.trainer.heldout import main
+
+    config = TrainerConfig(
+        dataset="tiny", data_dir=tiny_data_dir, output_dir=tmp_path, val_count=4, val_batch_size=4, threads=1
+    )
+    plain = Trainer(config, preset("tiny"))
+    held = Trainer(replace(config, test_count=3), preset("tiny"))
+    corpus = load_dataset(tiny_data_dir / "tiny-corpus")
+    test = held_out_slice(corpus, 4, 0, 3)
+    ids = {u.id for u in test}
+    assert len(ids) == 3 and not ids & {u.id for u in held.data.train_utts + held.data.val_utts}
+    assert held.data.val_utts == plain.data.val_utts  # the selection set is the one it always was
+    assert len(held.data.train_utts) == len(plain.data.train_utts) - 3
+    assert held.data.dataset_id != plain.data.dataset_id
+
+    result = held.run_segment("s", None, None, {}, steps=2)
+    args = [str(result.checkpoint), "tiny", "--data-dir", str(tiny_data_dir), "--held-out", "4,3,0"]
+    assert main([*args, "--json", str(tmp_path / "t.json"), "--threads", "1"]) == 0
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["n_sentences"] == 3 and doc["val_objective"] > 0
+    assert main([*args[:-1], "4,oops"]) == 2
+    assert "--held-out wants VAL,TEST,SEED" in capsys.readouterr().err
+    assert main([*args[:-1], "4,500,0"]) == 2
+    assert "must leave training utterances" in capsys.readouterr().err

@@ -187,6 +187,13 @@ def test_grid_refuses_continuous_parameters(tmp_path: Path) -> None:
     assert "'lr' is loguniform" in message
 
 
+def test_a_test_set_is_named_once(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "trainer: {test_dataset: /data/test, test_count: 20}\n")
+    assert "test_dataset and test_count both name a test set" in message
+    assert "-1" in error_of(tmp_path, "trainer: {test_count: -1}\n")
+    assert load_text(tmp_path, "trainer: {test_count: 20}\n").raw.trainer.test_count == 20
+
+
 @pytest.mark.parametrize(
     ("text", "path", "value"),
     [

@@ -19,6 +19,7 @@ from smart_tuner.trainer.data import (
     TTSDataset,
     Utterance,
     collate,
+    held_out_slice,
     load_dataset,
     load_filelist,
     load_ljspeech,
@@ -273,3 +274,16 @@ def test_batch_stream_validates_sizes_and_state() -> None:
         stream.load_state_dict({"epoch": 0, "position": 9, "seed": 0, "batch_size": 2})
     with pytest.raises(ValueError, match="epoch must be a non-negative integer, got None"):
         stream.load_state_dict({"position": 0, "seed": 0, "batch_size": 2})
+
+
+def test_a_test_slice_is_held_out_of_training_and_validation_and_zero_changes_nothing() -> None:
+    utts = [Utterance(f"u{i}", "a", Path(f"{i}.wav")) for i in range(20)]
+    assert split(utts, 4, seed=1, test_count=0) == split(utts, 4, seed=1)
+    train, val = split(utts, 4, seed=1, test_count=5)
+    test = held_out_slice(utts, 4, 1, 5)
+    assert val == split(utts, 4, seed=1)[1]  # the selection set does not move
+    assert len(test) == 5 and len(train) == 11
+    assert sorted(train + val + test, key=utts.index) == utts
+    assert test == held_out_slice(utts, 4, 1, 5) and test == sorted(test, key=utts.index)
+    with pytest.raises(ValueError, match=r"val_count \+ test_count \(4 \+ 16\) must leave training utterances"):
+        split(utts, 4, seed=1, test_count=16)

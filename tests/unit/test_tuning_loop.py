@@ -133,11 +133,17 @@ def started(cfg: dict[str, Any], strategy: str = "forks") -> m.RunStarted:
 
 
 async def run_loop(
-    tmp_path: Path, cfg: dict[str, Any], supervisor: ActorCore, strategy: str = "forks", timeout_s: float = 60
+    tmp_path: Path,
+    cfg: dict[str, Any],
+    supervisor: ActorCore,
+    strategy: str = "forks",
+    timeout_s: float = 60,
+    tester: ActorCore | None = None,
 ) -> tuple[TunerState, list[Envelope]]:
     async with harness("inproc", tmp_path) as h:
         await propose(h.client(), started(cfg, strategy))
-        cores = [Lifecycle(), Stopper(available_strategies=STRATEGIES), Tuner(), GuardRails(), supervisor]
+        cores = [Lifecycle(awaits_test=tester is not None), Stopper(available_strategies=STRATEGIES), Tuner()]
+        cores += [GuardRails(), supervisor, *([tester] if tester else [])]
         shells = [ActorShell(c, h.client(), h.journal, poll_s=0.05) for c in cores]
         tasks = [asyncio.create_task(s.run(lambda: None)) for s in shells]
         try:
@@ -155,6 +161,61 @@ async def run_loop(
 
 def of(events: list[Envelope], kind: type) -> list[Any]:
     return [e.data for e in events if isinstance(e.data, kind)]
+
+
+class ScriptedTester(ActorCore):
+    """The tester's decisions without its evaluator: each champion "measured" at once, the final one
+    only after ``delay`` other events (the end must wait for it)."""
+
+    name = "tester"
+
+    def __init__(self) -> None:
+        self.final_asked: list[int] = []
+
+    def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
+        msg = env.data
+        champion = state.tuning.champion
+        if isinstance(msg, m.ChampionPromoted) and state.control.phase == "running":
+            return [Out(self._tested(msg.segment_id, msg.step, final=False))]
+        if isinstance(msg, m.StopDecided) and champion is not None:
+            self.final_asked.append(env.seq)
+            return [
+                Out(m.AlertSent(channel="t", severity="info", title="in between", dedup_key="k", ok=True)),
+                Out(self._tested(champion.segment_id, champion.step, final=True)),
+            ]
+        return ()
+
+    @staticmethod
+    def _tested(segment_id: str, step: int, final: bool) -> m.ChampionTested:
+        metrics = {"val_objective": 0.5 + step / 1e4, "fr_gate_stop_rate": 1.0, "fr_mcd_dtw": 9.0}
+        return m.ChampionTested(
+            segment_id=segment_id, step=step, checkpoint="c", test_set="t", n_sentences=4, metrics=metrics, final=final
+        )
+
+
+def test_the_end_waits_for_the_final_champion_test_and_its_summary_has_the_result(tmp_path: Path) -> None:
+    tester = ScriptedTester()
+    state, events = asyncio.run(
+        run_loop(tmp_path, config(budget={"max_steps": 200}), ScriptedSupervisor(), tester=tester)
+    )
+    types = [e.type for e in events]
+    tested = [e for e in events if isinstance(e.data, m.ChampionTested)]
+    promoted = of(events, m.ChampionPromoted)
+    assert len(tested) == len(promoted) + 1 and [t.data.final for t in tested].count(True) == 1
+    final = tested[-1]
+    assert final.data.final and final.data.segment_id == state.tuning.champion.segment_id  # type: ignore[union-attr]
+    assert types.index("AlertSent") < types.index("RunFinished") and final.seq < events[-1].seq  # it waited
+    assert events[-1].type == "RunFinished" and len(tester.final_asked) == 1
+    summary = state.control.summary
+    assert summary["test_objective"] == final.data.metrics["val_objective"] and summary["test_mcd_dtw"] == 9.0
+    assert replay(events) == state  # the tests fold like any other event
+    assert len(state.tuning.tests) == len(tested)
+
+
+def test_without_a_tester_the_end_does_not_wait(tmp_path: Path) -> None:
+    state, events = asyncio.run(run_loop(tmp_path, config(budget={"max_steps": 200}), ScriptedSupervisor()))
+    assert events[-1].type == "RunFinished" and not of(events, m.ChampionTested)
+    assert "test_objective" not in state.control.summary
 
 
 def test_forks_spends_the_budget_exactly_and_moves_the_learning_rate_towards_the_better_one(tmp_path: Path) -> None:
