@@ -11,17 +11,31 @@ re-run from its starting checkpoint with safer hyperparameters).
 | guard | seen as | action |
 |---|---|---|
 | ``nan`` | the worker stopped on a NaN/Inf loss or gradient | roll back, halve the learning rate |
-| ``oom`` | the worker ran out of memory | roll back, halve the batch, lr x sqrt(1/2) |
+| ``oom`` | the worker ran out of memory | roll back, halve the batch, lr x sqrt(1/2); at batch 1: give up |
 | ``loss_spike`` | train loss >= 3x the median of the reports before | halve ``grad_clip_thresh`` |
 | ``grad_explode`` | mean grad norm > 100 in 3 reports in a row | halve ``grad_clip_thresh`` |
 | ``grad_vanish`` | grad norm < 1e-6 in 3 reports in a row | recorded (nothing to undo) |
-| ``attention`` | diagonality < 0.5 after the alignment phase | double ``guided_attn_weight`` |
+| ``attention`` | diagonality < 0.5 and not rising, after the alignment phase | double ``guided_attn_weight`` |
 | ``gate`` | gate accuracy < 0.8 after the alignment phase | double ``gate_pos_weight`` |
 | ``divergence`` | val objective up >= 5% while train objective fell | weight decay x 10 |
 
-Each guard trips at most once per segment (and the validation guards at most once per
-``COOLDOWN_STEPS``), so a persistent condition cannot flood the log. Rules read only
-committed metrics and hyperparameters, so ``replay`` reproduces every trip.
+The alignment phase lasts ``ALIGNMENT_PHASE_STEPS`` or a fifth of the step budget, whichever
+is longer (a large model aligns later), and attention whose diagonality rose by
+``ALIGNING_RISE`` since the lineage's validation before is left to align. Each guard trips at
+most once per segment (and the validation guards at most once per ``COOLDOWN_STEPS``), so a
+persistent condition cannot flood the log. Rules read only committed metrics and
+hyperparameters, so ``replay`` reproduces every trip.
+
+Every correction is bounded: a change stays within the range the trainer announced for the
+parameter (and the caps below), and a guard corrects the lineage at most ``MAX_TRIES``
+times. When it has nothing left (its tries spent, the next value out of range, an OOM at
+batch size 1) it records a last trip with ``gives_up`` and the stop controller ends the run
+naming it: a parameter is never pushed out of range, and a run never waits forever.
+
+Only the lineage's own trouble changes the lineage: a trip during a challenger's probe (a
+trial other than the incumbent's: a fork, a PBT member, a trial from scratch) is recorded
+with its evidence and changes nothing for the run (the race judges the probe); a NaN or an
+OOM re-runs the failed segment itself either way.
 
 Imports the standard library, ``protocol``, ``state`` and the actors package only.
 """
@@ -47,6 +61,12 @@ SPIKE_FACTOR, SPIKE_WINDOW = 3.0, 5
 GRAD_EXPLODE, GRAD_VANISH, GRAD_REPORTS = 100.0, 1e-6, 3
 MIN_DIAGONALITY, MIN_GATE_ACCURACY, DIVERGENCE = 0.5, 0.8, 0.05
 MIN_STEPS = 20  # start-up noise: no train-time guard before this global step
+ALIGNMENT_BUDGET_SHARE = 0.2  # ... or this share of the step budget, when that is later
+ALIGNING_RISE = 0.05  # diagonality up this much since the lineage's last validation: still aligning
+MAX_TRIES = 4  # corrections per guard on the lineage before it gives up
+CAPS = {"guided_attn_weight": 50.0, "gate_pos_weight": 50.0, "weight_decay": 1e-2}  # over any announced high
+FLOORS = {"grad_clip_thresh": 1e-4}  # under any announced low
+INCUMBENT = "incumbent"  # the sampler name of the lineage's own trials (actors/tuner/engine.py)
 
 
 class GuardRails(ActorCore):
@@ -55,9 +75,12 @@ class GuardRails(ActorCore):
 
     def __init__(self) -> None:
         self.store = MetricStore()
+        self.corrections: dict[str, int] = {}  # per guard, the trips that changed hyperparameters (from seq 1)
 
     def observe(self, env: Envelope) -> None:
         self.store.observe(env)
+        if isinstance(env.data, m.GuardTripped) and env.data.hparams:
+            self.corrections[env.data.guard] = self.corrections.get(env.data.guard, 0) + 1
 
     def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
         msg = env.data
@@ -65,15 +88,18 @@ class GuardRails(ActorCore):
             return ()
         if isinstance(msg, m.SegmentFailed) and msg.reason in ("nan", "oom"):
             return [Out(x) for x in _settable(state, self._failure(state, msg))]
+        if isinstance(msg, m.SegmentFinished | m.MetricsObserved) and msg.segment_id not in state.tuning.segments:
+            return ()
         if (
             isinstance(msg, m.MetricsObserved)
             and msg.segment_id is not None
             and msg.segment_id in state.tuning.segments
         ):
-            found = self._telemetry(state, state.tuning.segments[msg.segment_id], msg)
-            return [Out(x) for x in _settable(state, found)]
+            seg = state.tuning.segments[msg.segment_id]
+            return [Out(x) for x in self._bounded(state, seg, _settable(state, self._telemetry(state, seg, msg)))]
         if isinstance(msg, m.SegmentFinished):
-            return [Out(x) for x in _settable(state, self._validation(state, state.tuning.segments[msg.segment_id]))]
+            seg = state.tuning.segments[msg.segment_id]
+            return [Out(x) for x in self._bounded(state, seg, _settable(state, self._validation(state, seg)))]
         return ()
 
     def resume(self, state: TunerState) -> Sequence[Out]:
@@ -109,8 +135,9 @@ class GuardRails(ActorCore):
         else:
             batch = int(hp.get("batch_size", 16))
             if batch <= 1:
-                action = "nothing left to halve: batch size is 1"
-                return [self._trip("oom", seg, e.step, action, f"out of memory at batch size {batch}", evidence)]
+                action = "nothing left to halve (batch size 1): the run stops"
+                trip = self._trip("oom", seg, e.step, action, f"out of memory at batch size {batch}", evidence)
+                return [dataclasses.replace(trip, gives_up=True)]
             change = {"batch_size": batch // 2, "learning_rate": lr * math.sqrt((batch // 2) / batch)}
             action = f"roll back to step {seg.start_step}, batch {batch} -> {batch // 2}, lr x sqrt(1/2)"
             lasting = {"batch_size": batch // 2}
@@ -181,14 +208,17 @@ class GuardRails(ActorCore):
 
     def _validation(self, state: TunerState, seg: Segment) -> list[Message]:
         step = seg.end_step or 0
-        trial = state.tuning.trials.get(seg.trial_id or "")
-        if step < ALIGNMENT_PHASE_STEPS or (trial is not None and trial.sampler != "incumbent"):
+        if step < alignment_phase_steps(state) or not _on_lineage(state, seg):
             return []  # a challenger's validation is the tuner's business; the guards watch the lineage
         hp = _in_force(state, seg)
         met = seg.metrics
         out: list[Message] = []
         diag = met.get(mx.DIAGONALITY)
-        if diag is not None and diag < MIN_DIAGONALITY and self._cool(state, "attention", step):
+        before = _parent(state, seg)
+        rising = (
+            before is not None and diag is not None and diag - before.metrics.get(mx.DIAGONALITY, 1.0) >= ALIGNING_RISE
+        )
+        if diag is not None and diag < MIN_DIAGONALITY and not rising and self._cool(state, "attention", step):
             w = float(hp.get("guided_attn_weight", 1.0))
             new = max(w * 2, 0.5)
             out.append(
@@ -220,9 +250,7 @@ class GuardRails(ActorCore):
         return out
 
     def _divergence(self, state: TunerState, seg: Segment, hp: Mapping[str, Any]) -> list[Message]:
-        parent = next(
-            (s for s in state.tuning.segments.values() if s.checkpoint and s.checkpoint == seg.from_checkpoint), None
-        )
+        parent = _parent(state, seg)
         if parent is None or not self._cool(state, "divergence", seg.end_step or 0):
             return []
         val0, val1 = parent.metrics.get(mx.VAL_OBJECTIVE), seg.metrics.get(mx.VAL_OBJECTIVE)
@@ -246,6 +274,50 @@ class GuardRails(ActorCore):
                 {"weight_decay": new},
             )
         ]
+
+    # --- bounds ----------------------------------------------------------------------------
+
+    def _bounded(self, state: TunerState, seg: Segment, found: Sequence[Message]) -> list[Message]:
+        """Each trip's change checked against its bounds and the guard's tries; a probe's trip changes
+        nothing for the run. A trip with no correction left gives up (the stop controller ends the run)."""
+        out: list[Message] = []
+        lineage = _on_lineage(state, seg)
+        for msg in found:
+            if not isinstance(msg, m.GuardTripped) or not msg.hparams:
+                out.append(msg)
+            elif not lineage:
+                note = f"recorded for the probe only ({msg.action} not applied: a challenger's trouble is the race's)"
+                out.append(dataclasses.replace(msg, hparams={}, action=note))
+            elif (why := self._exhausted(state, msg)) is not None:
+                evidence = {**msg.evidence, "asked": dict(msg.hparams), "tries": self._tries(state, msg.guard)}
+                action = f"no correction left ({why}): the run stops"
+                out.append(dataclasses.replace(msg, hparams={}, action=action, evidence=evidence, gives_up=True))
+            else:
+                out.append(msg)
+        return out
+
+    def _exhausted(self, state: TunerState, trip: m.GuardTripped) -> str | None:
+        tries = self._tries(state, trip.guard)
+        if tries >= MAX_TRIES:
+            return f"{trip.guard} has corrected the lineage {tries} times already"
+        announced = announced_hparams(state) or {}
+        for name, value in trip.hparams.items():
+            spec = announced.get(name)
+            spec = spec if isinstance(spec, Mapping) else {}
+            lows = [x for x in (spec.get("low"), FLOORS.get(name)) if isinstance(x, int | float)]
+            highs = [x for x in (spec.get("high"), CAPS.get(name)) if isinstance(x, int | float)]
+            low, high = (max(lows) if lows else None), (min(highs) if highs else None)
+            if not isinstance(value, int | float):
+                continue
+            if low is not None and value < low:
+                return f"{name} {value:g} would be under its floor {low:g}"
+            if high is not None and value > high:
+                return f"{name} {value:g} would be over its cap {high:g}"
+        return None
+
+    def _tries(self, state: TunerState, guard: str) -> int:
+        """Corrections ``guard`` has made (committed trips that changed hyperparameters)."""
+        return self.corrections.get(guard, 0)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -280,6 +352,27 @@ class GuardRails(ActorCore):
             evidence=_finite(evidence),
             hparams=dict(hparams or {}),
         )
+
+
+def alignment_phase_steps(state: TunerState) -> int:
+    """Global steps by which attention should be diagonal: ALIGNMENT_PHASE_STEPS, or a share of the
+    step budget when that is later."""
+    budget = (state.run.config.get("budget") or {}).get("max_steps") if state.run is not None else None
+    share = int(budget * ALIGNMENT_BUDGET_SHARE) if isinstance(budget, int) else 0
+    return max(ALIGNMENT_PHASE_STEPS, share)
+
+
+def _on_lineage(state: TunerState, seg: Segment) -> bool:
+    """The segment trains the lineage (the incumbent's trial, or one outside any trial), not a challenger."""
+    trial = state.tuning.trials.get(seg.trial_id or "")
+    return trial is None or trial.sampler == INCUMBENT
+
+
+def _parent(state: TunerState, seg: Segment) -> Segment | None:
+    """The finished segment whose checkpoint ``seg`` trained from."""
+    return next(
+        (s for s in state.tuning.segments.values() if s.checkpoint and s.checkpoint == seg.from_checkpoint), None
+    )
 
 
 def _settable(state: TunerState, found: Sequence[Message]) -> list[Message]:

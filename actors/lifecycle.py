@@ -21,7 +21,7 @@ from ..state.model import TunerState
 from ..state.queries import final_test, final_test_due, steps_spent
 from .runtime import ActorCore, Out
 
-FAILURE_RULES = frozenset({"actor_failure", "fatal_error"})
+FAILURE_RULES = frozenset({"actor_failure", "fatal_error", "guard"})  # guard: a pathology it could not correct
 
 
 def run_status(rule: str) -> m.RunStatus:

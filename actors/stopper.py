@@ -1,14 +1,17 @@
 """The stop controller: decides when the run is done, and says why.
 
-Consumes: ``StopRequested``; ``ChampionPromoted`` and ``RoundPlanned`` (plateau, quality
-target, step budget); every event's committed timestamp (the wall-clock budget: the
-clock readings are the envelopes' ``ts``, so replay sees the same ones).
+Consumes: ``StopRequested``; ``GuardTripped`` (a guard that gave up); ``ChampionPromoted``
+and ``RoundPlanned`` (plateau, quality target, step budget); every event's committed
+timestamp (the wall-clock budget: the clock readings are the envelopes' ``ts``, so replay
+sees the same ones).
 Emits: ``StopDecided`` with the rule, a sentence and the evidence.
 
 Rules, first match wins:
 
 * ``operator`` -- a ``stop`` command, SIGINT/SIGTERM or the dashboard asked.
 * ``nothing_to_tune`` -- the configured strategy is not available in this build.
+* ``guard`` -- a guard rail gave up (``GuardTripped`` with ``gives_up``: its corrections
+  spent, or the next one out of the trainer's range, or an OOM at batch size 1).
 * ``quality_target`` -- the champion's objective reached ``stop.target_objective`` with
   diagonality at least ``stop.target_diagonality``.
 * ``budget_steps`` / ``budget_hours`` / ``budget_gpu_hours`` -- ``budget.*`` reached.
@@ -46,6 +49,8 @@ class Stopper(ActorCore):
     def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
         if isinstance(env.data, m.StopRequested):
             return self._operator_stop(state, env.data, env.seq)
+        if isinstance(env.data, m.GuardTripped) and env.data.gives_up:
+            return self._guard_stop(state, env.data.guard, env.data.reason, env.data.action, env.seq)
         return self._check(state, env.ts)
 
     def resume(self, state: TunerState) -> Sequence[Out]:
@@ -54,6 +59,9 @@ class Stopper(ActorCore):
         if state.control.stop_requests:
             req = state.control.stop_requests[-1]
             return self._operator_stop(state, m.StopRequested(source=req.source, reason=req.reason), req.seq)
+        gave_up = next((g for g in state.health.guards if g.gave_up), None)
+        if gave_up is not None:
+            return self._guard_stop(state, gave_up.kind, gave_up.detail, "", gave_up.seq)
         if state.run.strategy not in self.available_strategies:
             decided = m.StopDecided(
                 rule="nothing_to_tune",
@@ -70,6 +78,16 @@ class Stopper(ActorCore):
             rule="operator",
             reason=f"stop requested by {req.source}: {req.reason}",
             evidence={"source": req.source, "request_seq": seq, "global_step": state.progress.global_step},
+        )
+        return [Out(decided)]
+
+    def _guard_stop(self, state: TunerState, guard: str, reason: str, action: str, seq: int) -> Sequence[Out]:
+        if state.control.phase != "running":
+            return ()
+        decided = m.StopDecided(
+            rule="guard",
+            reason=f"guard {guard} has no correction left: {reason}",
+            evidence={"guard": guard, "trip_seq": seq, "action": action, "global_step": state.progress.global_step},
         )
         return [Out(decided)]
 

@@ -261,7 +261,9 @@ class ChampionTested(Message):
 
 @event(decision=True)
 class GuardTripped(Message):
-    """A guard rail saw a pathology; ``hparams`` are the changes it asks of every later segment."""
+    """A guard rail saw a pathology; ``hparams`` are the changes it asks of every later segment.
+    ``gives_up``: the guard has no correction left (its tries spent, or the next one out of the
+    trainer's range): the stop controller ends the run, naming the guard."""
 
     guard: str
     segment_id: str | None
@@ -270,6 +272,7 @@ class GuardTripped(Message):
     reason: str
     evidence: Evidence
     hparams: Hparams = field(default_factory=dict)
+    gives_up: bool = False
 
 
 @event(decision=True)

@@ -183,6 +183,7 @@ class Incident:
     kind: str
     subject: str
     detail: str
+    gave_up: bool = field(default=False, metadata=WRITTEN_WHEN_SET)  # a guard with no correction left
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -415,7 +415,9 @@ def _round_planned(state: TunerState, e: m.RoundPlanned, seq: int, ts: float) ->
 
 @reducer(m.GuardTripped)
 def _guard_tripped(state: TunerState, e: m.GuardTripped, seq: int, ts: float) -> Changes:
-    inc = Incident(seq=seq, kind=e.guard, subject=e.segment_id or "-", detail=f"{e.action}: {e.reason}")
+    inc = Incident(
+        seq=seq, kind=e.guard, subject=e.segment_id or "-", detail=f"{e.action}: {e.reason}", gave_up=e.gives_up
+    )
     changes: Changes = {"health": replace(state.health, guards=(*state.health.guards, inc))}
     if e.hparams:
         tuning = state.tuning

@@ -57,6 +57,7 @@ class Driver:
                     data=p,
                 )
                 self.state = apply(self.state, committed)
+                self.guards.observe(committed)
             new += proposals
         self.out += new
         return new
@@ -178,3 +179,105 @@ def test_aligned_attention_before_the_alignment_phase_ends_is_left_alone() -> No
         duration_s=1.0,
     )
     assert d.feed(young) == []
+
+
+def finished(sid: str, end: int, **metrics: float) -> m.SegmentFinished:
+    return m.SegmentFinished(
+        segment_id=sid, end_step=end, metrics=metrics, checkpoint=f"{sid}.pt", checkpoint_sha256="cd", duration_s=1.0
+    )
+
+
+def scheduled(sid: str, start: int, steps: int, parent: str, trial: str | None = None, **hp: object) -> list[m.Message]:
+    seg = m.SegmentScheduled(
+        segment_id=sid,
+        trial_id=trial,
+        from_checkpoint=parent,
+        from_sha256="ab",
+        start_step=start,
+        steps=steps,
+        hparams=hp,
+        reason="t",
+        evidence={},
+    )
+    return [seg, m.SegmentStarted(segment_id=sid, worker_id="w1", device="cpu", pid=1)]
+
+
+def grad(sid: str, step: int, value: float) -> m.MetricsObserved:
+    return m.MetricsObserved(
+        segment_id=sid, source="worker", step=step, metrics={"train_loss": 1.0, "grad_norm": value}
+    )
+
+
+def test_a_persistent_gradient_norm_halves_clipping_a_bounded_number_of_times_then_gives_up() -> None:
+    """Halving the clip cannot lower the pre-clip norm the guard reads: before, clipping went to 1.5e-5
+    (under the trainer's floor) in 16 segments and the run died of an HParamError."""
+    d = driver()
+    clip, trips = 1.0, []
+    for n in range(16):
+        sid, start = f"s{n}", 20 + 30 * n
+        parent = f"s{n - 1}.pt" if n else "c0.pt"
+        d.feed(
+            *scheduled(
+                sid, start, 30, parent, grad_clip_thresh=d.state.tuning.adjustments.get("grad_clip_thresh", clip)
+            )
+        )
+        trips += [
+            t for t in d.feed(*(grad(sid, start + 10 * i, 150.0) for i in range(1, 4))) if isinstance(t, m.GuardTripped)
+        ]
+        d.feed(finished(sid, start + 30, val_objective=1.0))
+    assert [t.hparams.get("grad_clip_thresh") for t in trips[:4]] == [0.5, 0.25, 0.125, 0.0625]
+    last = trips[4]
+    assert last.gives_up and last.hparams == {} and "has corrected the lineage 4 times" in last.action
+    assert d.state.tuning.adjustments["grad_clip_thresh"] == 0.0625  # never pushed further
+    assert d.state.health.guards[-1].gave_up
+
+
+def test_a_correction_out_of_the_trainer_range_gives_up_instead() -> None:
+    d = Driver()
+    low = {**ANNOUNCED, "grad_clip_thresh": {"default": 1.0, "class": "hot", "low": 0.3, "high": 10.0}}
+    d.feed(run_started(), m.WorkerHello(worker_id="w1", pid=1, device="cpu", hparams=low, metrics=()))
+    d.feed(*scheduled("s1", 20, 100, "c0.pt", grad_clip_thresh=0.5))
+    (trip,) = d.feed(*(grad("s1", 20 + 10 * i, 500.0) for i in range(1, 4)))
+    assert isinstance(trip, m.GuardTripped) and trip.gives_up and trip.hparams == {}
+    assert "grad_clip_thresh 0.25 would be under its floor 0.3" in trip.action
+
+
+def test_out_of_memory_at_batch_size_one_gives_up() -> None:
+    d = driver()
+    d.feed(*started(batch_size=1))
+    (trip,) = d.feed(m.SegmentFailed(segment_id="s1", reason="oom", detail="CUDA out of memory", step=3))
+    assert isinstance(trip, m.GuardTripped) and trip.gives_up and "batch size 1" in trip.action
+
+
+def test_a_challengers_spike_is_recorded_and_changes_nothing_for_the_run() -> None:
+    d = driver()
+    d.feed(
+        m.TrialProposed(
+            trial_id="t1", number=1, hparams={"learning_rate": 1e-2}, sampler="ladder", reason="r", evidence={}
+        )
+    )
+    d.feed(*scheduled("s1", 20, 100, "c0.pt", trial="t1"))
+    trips = [t for t in d.feed(*(grad("s1", 20 + 10 * i, 500.0) for i in range(1, 4))) if isinstance(t, m.GuardTripped)]
+    assert [t.guard for t in trips] == ["grad_explode"] and trips[0].hparams == {} and not trips[0].gives_up
+    assert "recorded for the probe only" in trips[0].action
+    assert d.state.tuning.adjustments == {}
+
+
+def test_attention_still_rising_is_left_to_align_and_a_large_budget_moves_the_alignment_phase() -> None:
+    d = driver()
+    d.feed(*scheduled("s1", 250, 100, "c0.pt"), finished("s1", 350, diagonality=0.2))
+    d.feed(*scheduled("s2", 350, 300, "s1.pt"))
+    assert d.feed(finished("s2", 650, diagonality=0.3)) == []  # 0.2 -> 0.3: aligning, if slowly
+    big = Driver()
+    config = {"budget": {"max_steps": 10_000}}
+    big.feed(
+        m.RunStarted(
+            run_id="r", config_hash="h" * 64, config=config, strategy="none", seed=0, host="t", pid=1, version="t"
+        ),
+        m.WorkerHello(worker_id="w1", pid=1, device="cpu", hparams=ANNOUNCED, metrics=()),
+    )
+    big.feed(*scheduled("s1", 900, 600, "c0.pt"))
+    assert big.feed(finished("s1", 1500, diagonality=0.2)) == []  # a fifth of 10,000 steps: not yet due
+    big.feed(*scheduled("s2", 1500, 600, "s1.pt"))
+    (trip,) = big.feed(finished("s2", 2100, diagonality=0.2))
+    assert isinstance(trip, m.GuardTripped) and trip.guard == "attention"

@@ -36,6 +36,7 @@ ANNOUNCED = {
     "learning_rate": {"type": "float", "low": 1e-6, "high": 1.0, "default": 1e-3, "class": "hot"},
     "batch_size": {"type": "int", "low": 1, "high": 4096, "default": 16, "class": "warm"},
     "guided_attn_weight": {"type": "float", "low": 0.0, "high": 1e3, "default": 1.0, "class": "hot"},
+    "grad_clip_thresh": {"type": "float", "low": 1e-4, "high": 1e3, "default": 1.0, "class": "hot"},
     "p_encoder_dropout": {"type": "float", "low": 0.0, "high": 0.9, "default": 0.5, "class": "hot"},
     "p_postnet_dropout": {"type": "float", "low": 0.0, "high": 0.9, "default": 0.5, "class": "hot"},
     "p_attention_dropout": {"type": "float", "low": 0.0, "high": 0.9, "default": 0.1, "class": "hot"},
@@ -527,3 +528,40 @@ def test_among_ties_the_smaller_learning_rate_step_wins_whatever_else_changed(tm
     promo = of(events, m.ChampionPromoted)[1]
     assert list(promo.evidence["ties"]) == ["t4", "t3"] and "learning rate" in promo.evidence["tie_rule"]
     assert state.tuning.trials[promo.trial_id].sampler == "ladder-all"  # x3 and the dropouts, not x10
+
+
+def test_out_of_memory_at_batch_size_one_ends_the_run_instead_of_waiting_forever(tmp_path: Path) -> None:
+    cfg = config(trainer__hparams={"batch_size": 1})
+    oom = ScriptedSupervisor(fail=lambda seg, attempt: "oom")
+    state, events = asyncio.run(run_loop(tmp_path, cfg, oom, timeout_s=30))
+    (stop,) = of(events, m.StopDecided)
+    assert stop.rule == "guard" and "guard oom has no correction left" in stop.reason
+    assert state.control.status == "failed" and events[-1].type == "RunFinished"
+
+
+def test_a_gradient_norm_that_stays_high_ends_the_run_naming_the_guard(tmp_path: Path) -> None:
+    class Exploding(ScriptedSupervisor):
+        def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
+            out = list(super().react(env, state))
+            seg = env.data
+            if isinstance(seg, m.SegmentScheduled):
+                steps = [seg.start_step + (i + 1) * max(1, seg.steps // 4) for i in range(3)]
+                grads = [
+                    m.MetricsObserved(
+                        segment_id=seg.segment_id,
+                        source="worker",
+                        step=s,
+                        metrics={"train_loss": 1.0, "grad_norm": 150.0},
+                    )
+                    for s in steps
+                    if s >= 20
+                ]
+                out[1:1] = [Out(g) for g in grads]
+            return out
+
+    _, events = asyncio.run(run_loop(tmp_path, config(budget={"max_steps": 3000}), Exploding(), timeout_s=60))
+    trips = [t for t in of(events, m.GuardTripped) if t.guard == "grad_explode"]
+    clips = [t.hparams["grad_clip_thresh"] for t in trips if t.hparams]
+    assert clips and min(clips) >= 1e-4 and len(clips) <= 4
+    stop = of(events, m.StopDecided)[-1]
+    assert stop.rule == "guard" and stop.evidence["guard"] == "grad_explode"
