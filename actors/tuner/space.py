@@ -134,6 +134,8 @@ def make_sampler(name: str, seed: int, n_startup_trials: int, space: SearchSpace
         )
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
+    if name == "qmc":  # scrambled Sobol points: a space-filling design, no model
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":
         grid: dict[str, Sequence[Any]] = {}
         for p in space.params:

@@ -6,6 +6,7 @@ Imports the standard library, pydantic, ``base`` and ``external`` only.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 from typing import Literal, Self
@@ -248,12 +249,15 @@ def _default_search_space() -> dict[str, SearchParam]:
     }
 
 
+_SAMPLER_PACKAGES = {"cmaes": ("cmaes",), "gp": ("scipy", "torch"), "qmc": ("scipy",)}  # beyond Optuna
+
+
 class TunerConfig(_Frozen):
     """The whole of ``smart_tuner.yaml``."""
 
     seed: int = Field(default=0, ge=0)
     strategy: Literal["forks", "pbt", "trials", "none"] = "forks"
-    search_algorithm: Literal["tpe", "cmaes", "gp", "random", "grid"] = "tpe"
+    search_algorithm: Literal["tpe", "cmaes", "gp", "qmc", "random", "grid"] = "tpe"
     n_startup_trials: int = Field(default=4, ge=0)
     n_trials: int = Field(default=20, ge=1)
     resume_from_checkpoint: str | None = None
@@ -292,6 +296,18 @@ class TunerConfig(_Frozen):
                         "(use categorical or int)"
                     )
         return space
+
+    @field_validator("search_algorithm")
+    @classmethod
+    def _check_sampler_installed(cls, name: str) -> str:
+        needs = _SAMPLER_PACKAGES.get(name, ())
+        missing = [p for p in needs if importlib.util.find_spec(p) is None]
+        if missing:
+            raise ValueError(
+                f"search_algorithm {name!r} needs the package(s) {', '.join(missing)}, which are not installed "
+                f"(pip install {' '.join(missing)})"
+            )
+        return name
 
     @model_validator(mode="after")
     def _check_devices(self) -> Self:

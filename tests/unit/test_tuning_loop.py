@@ -565,3 +565,49 @@ def test_a_gradient_norm_that_stays_high_ends_the_run_naming_the_guard(tmp_path:
     assert clips and min(clips) >= 1e-4 and len(clips) <= 4
     stop = of(events, m.StopDecided)[-1]
     assert stop.rule == "guard" and stop.evidence["guard"] == "grad_explode"
+
+
+GRID_SPACE = {
+    "learning_rate": {"type": "categorical", "choices": [3e-4, 1e-3, 3e-3, 1e-2]},
+    "adam_beta2": {"type": "categorical", "choices": [0.98, 0.999]},
+}
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "cmaes", "gp", "qmc", "random", "grid"])
+def test_every_search_algorithm_proposes_candidates_from_what_it_saw_end_to_end(tmp_path: Path, algorithm: str) -> None:
+    """Rounds wider than the hand-made slots, so each later round asks the sampler with every
+    earlier result in its study."""
+    cfg = config(
+        search_algorithm=algorithm,
+        n_startup_trials=2,
+        budget={"max_steps": 900},
+        forks__first_round_candidates=6,
+        forks__candidates=5,
+    )
+    if algorithm == "grid":
+        cfg["search_space"] = GRID_SPACE
+    state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(), timeout_s=120))
+    asked = [t for t in of(events, m.TrialProposed) if t.sampler == algorithm]
+    assert len(asked) >= 4, [t.sampler for t in of(events, m.TrialProposed)]
+    rounds = {
+        r.round for r in state.tuning.rounds if any(state.tuning.trials[t].sampler == algorithm for t in r.trials)
+    }
+    assert len(rounds) >= 2  # the sampler was asked again after it had seen a round's results
+    assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
+    assert not of(events, m.ActorCrashed)
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from smart_tuner.state.config import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cmaes" else real(name, *a))
+    path = tmp_path / "c.yaml"
+    path.write_text("search_algorithm: cmaes\n")
+    with pytest.raises(ConfigError, match=r"search_algorithm 'cmaes' needs the package\(s\) cmaes"):
+        load_config(path)
+    path.write_text("search_algorithm: annealing\n")
+    with pytest.raises(ConfigError, match="search_algorithm"):
+        load_config(path)
