@@ -13,21 +13,25 @@ re-run from its starting checkpoint with safer hyperparameters).
 | ``nan`` | the worker stopped on a NaN/Inf loss or gradient | roll back, halve the learning rate |
 | ``oom`` | the worker ran out of memory | roll back, halve the batch, lr x sqrt(1/2); at batch 1: give up |
 | ``loss_spike`` | train loss >= 3x the median of the reports before | halve ``grad_clip_thresh`` |
-| ``grad_explode`` | mean grad norm > 100 in 3 reports in a row | halve ``grad_clip_thresh`` |
+| ``grad_explode`` | grad norm > 100 and > 10x the lineage's median in 3 reports in a row | halve ``grad_clip_thresh`` |
 | ``grad_vanish`` | grad norm < 1e-6 in 3 reports in a row | recorded (nothing to undo) |
 | ``attention`` | diagonality < 0.5 and not rising, after the alignment phase | double ``guided_attn_weight`` |
 | ``gate`` | gate accuracy < 0.8 after the alignment phase | double ``gate_pos_weight`` |
 | ``divergence`` | val objective up >= 5% while train objective fell | weight decay x 10 |
 
-The alignment phase lasts ``ALIGNMENT_PHASE_STEPS`` or a fifth of the step budget, whichever
-is longer (a large model aligns later), and attention whose diagonality rose by
-``ALIGNING_RISE`` since the lineage's validation before is left to align. Each guard trips at
-most once per segment (and the validation guards at most once per ``COOLDOWN_STEPS``), so a
+Every number is a setting of the ``guards:`` section (``state/config/schema.py:GuardsConfig``,
+read from the config the run recorded); the table gives the defaults. The alignment phase lasts
+``alignment_steps`` or a fifth of the step budget, whichever is longer (a large model aligns
+later), and attention whose diagonality rose by ``aligning_rise`` since the lineage's validation
+before is left to align. A gradient norm counts as exploding only above ``grad_explode_factor``
+times the lineage's own earlier median too (the segment it trained from and its own earlier
+reports; a large model's norms run high), so not before there is a history to compare with. Each guard trips at
+most once per segment (and the validation guards at most once per ``cooldown_steps``), so a
 persistent condition cannot flood the log. Rules read only committed metrics and
 hyperparameters, so ``replay`` reproduces every trip.
 
 Every correction is bounded: a change stays within the range the trainer announced for the
-parameter (and the caps below), and a guard corrects the lineage at most ``MAX_TRIES``
+parameter (and the caps below), and a guard corrects the lineage at most ``max_tries``
 times. When it has nothing left (its tries spent, the next value out of range, an OOM at
 batch size 1) it records a last trip with ``gives_up`` and the stop controller ends the run
 naming it: a parameter is never pushed out of range, and a run never waits forever.
@@ -50,20 +54,12 @@ from typing import Any
 from ..protocol import Envelope, Message
 from ..protocol import messages as m
 from ..protocol import metrics as mx
+from ..state.config import GuardsConfig
 from ..state.model import Segment, TunerState
 from ..state.queries import announced_hparams
 from .runtime import ActorCore, Out
 from .store.metric_store import MetricStore
 
-ALIGNMENT_PHASE_STEPS = 300  # global steps after which attention should be diagonal (demo: ~100-300)
-COOLDOWN_STEPS = 200  # between two trips of a validation guard
-SPIKE_FACTOR, SPIKE_WINDOW = 3.0, 5
-GRAD_EXPLODE, GRAD_VANISH, GRAD_REPORTS = 100.0, 1e-6, 3
-MIN_DIAGONALITY, MIN_GATE_ACCURACY, DIVERGENCE = 0.5, 0.8, 0.05
-MIN_STEPS = 20  # start-up noise: no train-time guard before this global step
-ALIGNMENT_BUDGET_SHARE = 0.2  # ... or this share of the step budget, when that is later
-ALIGNING_RISE = 0.05  # diagonality up this much since the lineage's last validation: still aligning
-MAX_TRIES = 4  # corrections per guard on the lineage before it gives up
 CAPS = {"guided_attn_weight": 50.0, "gate_pos_weight": 50.0, "weight_decay": 1e-2}  # over any announced high
 FLOORS = {"grad_clip_thresh": 1e-4}  # under any announced low
 INCUMBENT = "incumbent"  # the sampler name of the lineage's own trials (actors/tuner/engine.py)
@@ -75,6 +71,7 @@ class GuardRails(ActorCore):
 
     def __init__(self) -> None:
         self.store = MetricStore()
+        self._settings: tuple[str, GuardsConfig] | None = None
         self.corrections: dict[str, int] = {}  # per guard, the trips that changed hyperparameters (from seq 1)
 
     def observe(self, env: Envelope) -> None:
@@ -158,14 +155,15 @@ class GuardRails(ActorCore):
     # --- while training ----------------------------------------------------------------------
 
     def _telemetry(self, state: TunerState, seg: Segment, e: m.MetricsObserved) -> list[Message]:
-        if e.step < MIN_STEPS or mx.VAL_OBJECTIVE in e.metrics:
+        g = self.settings(state)
+        if e.step < g.min_steps or mx.VAL_OBJECTIVE in e.metrics:
             return []
         tripped = self._tripped(state, seg.segment_id)
         hp = _in_force(state, seg)
         clip = float(hp.get("grad_clip_thresh", 1.0))
         out: list[Message] = []
         loss = self.store.metric(seg.segment_id, mx.TRAIN_LOSS)
-        ratio = loss.spike(SPIKE_FACTOR, SPIKE_WINDOW)
+        ratio = loss.spike(g.spike_factor, g.spike_window)
         if ratio is not None and "loss_spike" not in tripped:
             out.append(
                 self._trip(
@@ -173,32 +171,40 @@ class GuardRails(ActorCore):
                     seg,
                     e.step,
                     f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
-                    f"train loss {loss.last:.4g} is {ratio:.1f}x the median of the {SPIKE_WINDOW} reports before it",
-                    {"ratio": ratio, mx.TRAIN_LOSS: loss.last, "median": loss.median(SPIKE_WINDOW + 1)},
+                    f"train loss {loss.last:.4g} is {ratio:.1f}x the median of the {g.spike_window} reports before it",
+                    {"ratio": ratio, mx.TRAIN_LOSS: loss.last, "median": loss.median(g.spike_window + 1)},
                     {"grad_clip_thresh": clip / 2},
                 )
             )
-        grads = [v for _, v in self.store.metric(seg.segment_id, mx.GRAD_NORM).finite(GRAD_REPORTS)]
-        if len(grads) == GRAD_REPORTS and "grad_explode" not in tripped and min(grads) > GRAD_EXPLODE:
+        series = self.store.metric(seg.segment_id, mx.GRAD_NORM)
+        grads = [v for _, v in series.finite(g.grad_reports)]
+        # the lineage's own history: the segment it trained from, then this one's earlier reports
+        parent = _parent(state, seg)
+        history = [v for _, v in self.store.metric(parent.segment_id, mx.GRAD_NORM).finite()] if parent else []
+        history += [v for _, v in series.finite()][: -g.grad_reports]
+        usual = sorted(history)[len(history) // 2] if history else 0.0
+        limit = max(g.grad_explode_norm, g.grad_explode_factor * usual)
+        judged = len(history) >= g.grad_reports  # no history yet: nothing to compare with
+        if judged and len(grads) == g.grad_reports and "grad_explode" not in tripped and min(grads) > limit:
             out.append(
                 self._trip(
                     "grad_explode",
                     seg,
                     e.step,
                     f"halve grad_clip_thresh ({clip:g} -> {clip / 2:g})",
-                    f"gradient norm above {GRAD_EXPLODE:g} in {GRAD_REPORTS} reports in a row",
-                    {"grad_norms": grads},
+                    f"gradient norm above {limit:g} in {g.grad_reports} reports in a row",
+                    {"grad_norms": grads, "limit": limit, "earlier_median": usual},
                     {"grad_clip_thresh": clip / 2},
                 )
             )
-        if len(grads) == GRAD_REPORTS and "grad_vanish" not in tripped and max(grads) < GRAD_VANISH:
+        if len(grads) == g.grad_reports and "grad_vanish" not in tripped and max(grads) < g.grad_vanish_norm:
             out.append(
                 self._trip(
                     "grad_vanish",
                     seg,
                     e.step,
                     "recorded: the lineage's next decision sees it",
-                    f"gradient norm below {GRAD_VANISH:g} in {GRAD_REPORTS} reports in a row",
+                    f"gradient norm below {g.grad_vanish_norm:g} in {g.grad_reports} reports in a row",
                     {"grad_norms": grads},
                 )
             )
@@ -208,17 +214,17 @@ class GuardRails(ActorCore):
 
     def _validation(self, state: TunerState, seg: Segment) -> list[Message]:
         step = seg.end_step or 0
-        if step < alignment_phase_steps(state) or not _on_lineage(state, seg):
+        g = self.settings(state)
+        if step < alignment_phase_steps(state, g) or not _on_lineage(state, seg):
             return []  # a challenger's validation is the tuner's business; the guards watch the lineage
         hp = _in_force(state, seg)
         met = seg.metrics
         out: list[Message] = []
         diag = met.get(mx.DIAGONALITY)
         before = _parent(state, seg)
-        rising = (
-            before is not None and diag is not None and diag - before.metrics.get(mx.DIAGONALITY, 1.0) >= ALIGNING_RISE
-        )
-        if diag is not None and diag < MIN_DIAGONALITY and not rising and self._cool(state, "attention", step):
+        earlier = before.metrics.get(mx.DIAGONALITY, 1.0) if before is not None else 1.0
+        rising = diag is not None and diag - earlier >= g.aligning_rise
+        if diag is not None and diag < g.min_diagonality and not rising and self._cool(state, "attention", step):
             w = float(hp.get("guided_attn_weight", 1.0))
             new = max(w * 2, 0.5)
             out.append(
@@ -227,13 +233,13 @@ class GuardRails(ActorCore):
                     seg,
                     step,
                     f"raise guided_attn_weight {w:g} -> {new:g}",
-                    f"attention diagonality {diag:.2f} < {MIN_DIAGONALITY} after step {step}",
+                    f"attention diagonality {diag:.2f} < {g.min_diagonality} after step {step}",
                     {mx.DIAGONALITY: diag, mx.FOCUS_RATE: met.get(mx.FOCUS_RATE)},
                     {"guided_attn_weight": new},
                 )
             )
         acc = met.get(mx.GATE_ACCURACY)
-        if acc is not None and acc < MIN_GATE_ACCURACY and self._cool(state, "gate", step):
+        if acc is not None and acc < g.min_gate_accuracy and self._cool(state, "gate", step):
             pw = float(hp.get("gate_pos_weight", 1.0))
             out.append(
                 self._trip(
@@ -241,7 +247,7 @@ class GuardRails(ActorCore):
                     seg,
                     step,
                     f"raise gate_pos_weight {pw:g} -> {pw * 2:g}",
-                    f"gate accuracy {acc:.2f} < {MIN_GATE_ACCURACY} after step {step}",
+                    f"gate accuracy {acc:.2f} < {g.min_gate_accuracy} after step {step}",
                     {mx.GATE_ACCURACY: acc, mx.VAL_GATE_LOSS: met.get(mx.VAL_GATE_LOSS)},
                     {"gate_pos_weight": pw * 2},
                 )
@@ -259,7 +265,7 @@ class GuardRails(ActorCore):
         if None in (val0, val1, tr0, tr1):
             return []
         assert val0 is not None and val1 is not None and tr0 is not None and tr1 is not None
-        if not (val1 > val0 * (1 + DIVERGENCE) and tr1 < tr0):
+        if not (val1 > val0 * (1 + self.settings(state).divergence) and tr1 < tr0):
             return []
         wd = float(hp.get("weight_decay", 1e-6))
         new = min(max(wd * 10, 1e-6), 1e-2)
@@ -274,6 +280,14 @@ class GuardRails(ActorCore):
                 {"weight_decay": new},
             )
         ]
+
+    def settings(self, state: TunerState) -> GuardsConfig:
+        """The run's ``guards:`` section as recorded (a log older than the section: the defaults)."""
+        run_id = state.run.run_id if state.run is not None else ""
+        if self._settings is None or self._settings[0] != run_id:
+            raw = state.run.config.get("guards") if state.run is not None else None
+            self._settings = (run_id, GuardsConfig.model_validate(raw or {}))
+        return self._settings[1]
 
     # --- bounds ----------------------------------------------------------------------------
 
@@ -298,7 +312,7 @@ class GuardRails(ActorCore):
 
     def _exhausted(self, state: TunerState, trip: m.GuardTripped) -> str | None:
         tries = self._tries(state, trip.guard)
-        if tries >= MAX_TRIES:
+        if tries >= self.settings(state).max_tries:
             return f"{trip.guard} has corrected the lineage {tries} times already"
         announced = announced_hparams(state) or {}
         for name, value in trip.hparams.items():
@@ -325,11 +339,12 @@ class GuardRails(ActorCore):
         return {g.kind for g in state.health.guards if g.subject == segment_id}
 
     def _cool(self, state: TunerState, guard: str, step: int) -> bool:
-        """No trip of ``guard`` within COOLDOWN_STEPS before ``step``."""
+        """No trip of ``guard`` within ``cooldown_steps`` before ``step``."""
+        cooldown = self.settings(state).cooldown_steps
         for g in state.health.guards:
             if g.kind == guard:
                 seg = state.tuning.segments.get(g.subject)
-                if seg is not None and step - (seg.end_step or seg.start_step) < COOLDOWN_STEPS:
+                if seg is not None and step - (seg.end_step or seg.start_step) < cooldown:
                     return False
         return True
 
@@ -354,12 +369,12 @@ class GuardRails(ActorCore):
         )
 
 
-def alignment_phase_steps(state: TunerState) -> int:
-    """Global steps by which attention should be diagonal: ALIGNMENT_PHASE_STEPS, or a share of the
+def alignment_phase_steps(state: TunerState, g: GuardsConfig) -> int:
+    """Global steps by which attention should be diagonal: ``alignment_steps``, or a share of the
     step budget when that is later."""
     budget = (state.run.config.get("budget") or {}).get("max_steps") if state.run is not None else None
-    share = int(budget * ALIGNMENT_BUDGET_SHARE) if isinstance(budget, int) else 0
-    return max(ALIGNMENT_PHASE_STEPS, share)
+    share = int(budget * g.alignment_budget_share) if isinstance(budget, int) else 0
+    return max(g.alignment_steps, share)
 
 
 def _on_lineage(state: TunerState, seg: Segment) -> bool:

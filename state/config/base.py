@@ -32,7 +32,8 @@ def drop_unset_late_settings(model: BaseModel, dumped: dict[str, object]) -> dic
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("hashed_when_set") and value == info.default:
+        default = info.get_default(call_default_factory=True)
+        if isinstance(extra, dict) and extra.get("hashed_when_set") and value == default:
             out.pop(name, None)
         elif isinstance(value, BaseModel) and isinstance(out.get(name), dict):
             out[name] = drop_unset_late_settings(value, out[name])  # type: ignore[arg-type]

@@ -149,6 +149,26 @@ class TrainerSection(_Frozen):
         return self
 
 
+class GuardsConfig(_Frozen):
+    """The guard rails' thresholds (``actors/guards.py``): when each trips, how often, how far it corrects."""
+
+    min_steps: int = Field(default=20, ge=0)  # no train-time guard before this global step (start-up noise)
+    max_tries: int = Field(default=4, ge=1)  # corrections per guard on the lineage; then it gives up: the run stops
+    cooldown_steps: int = Field(default=200, ge=0)  # between two trips of one validation guard
+    spike_factor: float = Field(default=3.0, gt=1)  # loss_spike: train loss this many times the recent median ...
+    spike_window: int = Field(default=5, ge=2)  # ... of this many reports before it
+    grad_reports: int = Field(default=3, ge=1)  # grad_explode / grad_vanish: this many reports in a row ...
+    grad_explode_norm: float = Field(default=100.0, gt=0)  # ... above this norm ...
+    grad_explode_factor: float = Field(default=10.0, gt=1)  # ... and this many times the lineage's earlier median
+    grad_vanish_norm: float = Field(default=1e-6, ge=0)  # ... or below this one
+    alignment_steps: int = Field(default=300, ge=0)  # attention/gate: judged after this global step ...
+    alignment_budget_share: float = Field(default=0.2, ge=0, le=1)  # ... or this share of budget.max_steps if later
+    min_diagonality: float = Field(default=0.5, ge=0, le=1)  # attention: diagonal at least this ...
+    aligning_rise: float = Field(default=0.05, ge=0)  # ... unless it rose this much since the validation before
+    min_gate_accuracy: float = Field(default=0.8, ge=0, le=1)  # gate
+    divergence: float = Field(default=0.05, gt=0)  # val objective up this share while the train objective fell
+
+
 class ForksConfig(_Frozen):
     """The ``forks`` strategy: rounds of candidates forked from the champion's checkpoint.
 
@@ -265,6 +285,7 @@ class TunerConfig(_Frozen):
     n_gpus: int = Field(default=0, ge=0)  # 0: CPU only
     budget: Budget = Field(default_factory=Budget)
     stop: StopRules = Field(default_factory=StopRules)
+    guards: GuardsConfig = Field(default_factory=GuardsConfig, json_schema_extra=HASHED_WHEN_SET)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     forks: ForksConfig = Field(default_factory=ForksConfig)
     pbt: PbtConfig = Field(default_factory=PbtConfig)

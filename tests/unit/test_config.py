@@ -187,6 +187,16 @@ def test_grid_refuses_continuous_parameters(tmp_path: Path) -> None:
     assert "'lr' is loguniform" in message
 
 
+def test_the_guards_section_is_validated_and_absent_leaves_the_hash_alone(tmp_path: Path) -> None:
+    assert "guards.spike_factor" in error_of(tmp_path, "guards: {spike_factor: 0.5}\n")
+    assert "guards.max_tries" in error_of(tmp_path, "guards: {max_tries: 0}\n")
+    assert "guards.grad_explode" in error_of(tmp_path, "guards: {grad_explode: 5}\n")  # a typo is refused
+    assert load_text(tmp_path, "guards: {max_tries: 2}\n").raw.guards.max_tries == 2
+    defaults = load_text(tmp_path, "strategy: forks\n").config_hash
+    assert load_text(tmp_path, "guards: {max_tries: 4}\n").config_hash == defaults  # the default, written out
+    assert load_text(tmp_path, "guards: {max_tries: 3}\n").config_hash != defaults
+
+
 def test_a_test_set_is_named_once(tmp_path: Path) -> None:
     message = error_of(tmp_path, "trainer: {test_dataset: /data/test, test_count: 20}\n")
     assert "test_dataset and test_count both name a test set" in message

@@ -105,8 +105,11 @@ def test_a_loss_spike_over_the_moving_median_tightens_clipping_once() -> None:
 
 def test_exploding_and_vanishing_gradients() -> None:
     d = driver()
-    d.feed(*started())
-    trips = d.feed(*[loss(20 + 10 * i, 1.0, grad=500.0) for i in range(3)])
+    d.feed(*scheduled("s1", 20, 100, "c0.pt"))
+    assert d.feed(*(grad("s1", 20 + 10 * i, 500.0) for i in range(3))) == []  # no history to compare with yet
+    d.feed(*scheduled("s2", 120, 100, "c0.pt"))
+    assert d.feed(*(grad("s2", 120 + 10 * i, 0.5) for i in range(3))) == []
+    trips = d.feed(*(grad("s2", 150 + 10 * i, 500.0) for i in range(3)))
     assert [t.guard for t in trips if isinstance(t, m.GuardTripped)] == ["grad_explode"]
     d2 = driver()
     d2.feed(*started())
@@ -208,23 +211,24 @@ def grad(sid: str, step: int, value: float) -> m.MetricsObserved:
     )
 
 
-def test_a_persistent_gradient_norm_halves_clipping_a_bounded_number_of_times_then_gives_up() -> None:
-    """Halving the clip cannot lower the pre-clip norm the guard reads: before, clipping went to 1.5e-5
-    (under the trainer's floor) in 16 segments and the run died of an HParamError."""
+def test_gradient_explosions_halve_clipping_a_bounded_number_of_times_then_give_up() -> None:
+    """Halving the clip cannot lower the pre-clip norm the guard reads: before, a persistent norm
+    halved clipping to 1.5e-5 (under the trainer's floor) in 16 segments and the run died of an
+    HParamError. Each segment here is calm, then explodes."""
     d = driver()
-    clip, trips = 1.0, []
+    trips = []
     for n in range(16):
-        sid, start = f"s{n}", 20 + 30 * n
+        sid, start = f"s{n}", 20 + 80 * n
         parent = f"s{n - 1}.pt" if n else "c0.pt"
-        d.feed(
-            *scheduled(
-                sid, start, 30, parent, grad_clip_thresh=d.state.tuning.adjustments.get("grad_clip_thresh", clip)
-            )
-        )
+        clip = d.state.tuning.adjustments.get("grad_clip_thresh", 1.0)
+        d.feed(*scheduled(sid, start, 80, parent, grad_clip_thresh=clip))
+        d.feed(*(grad(sid, start + 10 * i, 1.0) for i in range(1, 5)))
         trips += [
-            t for t in d.feed(*(grad(sid, start + 10 * i, 150.0) for i in range(1, 4))) if isinstance(t, m.GuardTripped)
+            t
+            for t in d.feed(*(grad(sid, start + 40 + 10 * i, 500.0) for i in range(3)))
+            if isinstance(t, m.GuardTripped)
         ]
-        d.feed(finished(sid, start + 30, val_objective=1.0))
+        d.feed(finished(sid, start + 80, val_objective=1.0))
     assert [t.hparams.get("grad_clip_thresh") for t in trips[:4]] == [0.5, 0.25, 0.125, 0.0625]
     last = trips[4]
     assert last.gives_up and last.hparams == {} and "has corrected the lineage 4 times" in last.action
@@ -232,12 +236,22 @@ def test_a_persistent_gradient_norm_halves_clipping_a_bounded_number_of_times_th
     assert d.state.health.guards[-1].gave_up
 
 
+def test_a_persistent_high_gradient_norm_is_the_models_own_and_trips_nothing() -> None:
+    d = driver()
+    for n in range(6):
+        sid, start = f"s{n}", 20 + 40 * n
+        d.feed(*scheduled(sid, start, 40, f"s{n - 1}.pt" if n else "c0.pt"))
+        assert d.feed(*(grad(sid, start + 10 * i, 150.0) for i in range(4))) == []
+        d.feed(finished(sid, start + 40, val_objective=1.0))
+
+
 def test_a_correction_out_of_the_trainer_range_gives_up_instead() -> None:
     d = Driver()
     low = {**ANNOUNCED, "grad_clip_thresh": {"default": 1.0, "class": "hot", "low": 0.3, "high": 10.0}}
     d.feed(run_started(), m.WorkerHello(worker_id="w1", pid=1, device="cpu", hparams=low, metrics=()))
     d.feed(*scheduled("s1", 20, 100, "c0.pt", grad_clip_thresh=0.5))
-    (trip,) = d.feed(*(grad("s1", 20 + 10 * i, 500.0) for i in range(1, 4)))
+    d.feed(*(grad("s1", 20 + i, 1.0) for i in range(3)))
+    (trip,) = d.feed(*(grad("s1", 30 + 10 * i, 500.0) for i in range(1, 4)))
     assert isinstance(trip, m.GuardTripped) and trip.gives_up and trip.hparams == {}
     assert "grad_clip_thresh 0.25 would be under its floor 0.3" in trip.action
 
@@ -257,6 +271,7 @@ def test_a_challengers_spike_is_recorded_and_changes_nothing_for_the_run() -> No
         )
     )
     d.feed(*scheduled("s1", 20, 100, "c0.pt", trial="t1"))
+    d.feed(*(grad("s1", 20 + i, 1.0) for i in range(3)))
     trips = [t for t in d.feed(*(grad("s1", 20 + 10 * i, 500.0) for i in range(1, 4))) if isinstance(t, m.GuardTripped)]
     assert [t.guard for t in trips] == ["grad_explode"] and trips[0].hparams == {} and not trips[0].gives_up
     assert "recorded for the probe only" in trips[0].action
@@ -281,3 +296,38 @@ def test_attention_still_rising_is_left_to_align_and_a_large_budget_moves_the_al
     big.feed(*scheduled("s2", 1500, 600, "s1.pt"))
     (trip,) = big.feed(finished("s2", 2100, diagonality=0.2))
     assert isinstance(trip, m.GuardTripped) and trip.guard == "attention"
+
+
+def driver_with(guards: dict[str, object]) -> Driver:
+    d = Driver()
+    config = {"guards": guards}
+    d.feed(
+        m.RunStarted(
+            run_id="r", config_hash="h" * 64, config=config, strategy="none", seed=0, host="t", pid=1, version="t"
+        ),
+        m.WorkerHello(worker_id="w1", pid=1, device="cpu", hparams=ANNOUNCED, metrics=()),
+    )
+    return d
+
+
+def test_the_recorded_guards_section_sets_the_thresholds_and_the_tries() -> None:
+    lax = driver_with({"grad_explode_norm": 1000.0})
+    lax.feed(*scheduled("s1", 20, 100, "c0.pt"))
+    lax.feed(*(grad("s1", 20 + i, 1.0) for i in range(3)))
+    assert lax.feed(*(grad("s1", 20 + 10 * i, 500.0) for i in range(1, 4))) == []
+    strict = driver_with({"max_tries": 1})
+    for n in range(2):
+        strict.feed(*scheduled(f"s{n}", 20 + 100 * n, 100, f"s{n - 1}.pt" if n else "c0.pt"))
+        strict.feed(*(grad(f"s{n}", 20 + 100 * n + i, 1.0) for i in range(5)))
+        strict.feed(*(grad(f"s{n}", 30 + 100 * n + 10 * i, 500.0) for i in range(1, 4)))
+    first, second = [t for t in strict.out if isinstance(t, m.GuardTripped)]
+    assert first.hparams == {"grad_clip_thresh": 0.5} and second.gives_up
+
+
+def test_a_gradient_norm_that_is_high_but_usual_for_the_model_is_not_an_explosion() -> None:
+    d = driver()
+    d.feed(*scheduled("s1", 20, 200, "c0.pt"))
+    usual = [grad("s1", 20 + 10 * i, 200.0) for i in range(1, 8)]  # a large model's norms run high
+    assert d.feed(*usual, *(grad("s1", 100 + 10 * i, 300.0) for i in range(1, 4))) == []
+    (trip,) = d.feed(*(grad("s1", 140 + 10 * i, 5000.0) for i in range(1, 4)))
+    assert isinstance(trip, m.GuardTripped) and trip.guard == "grad_explode" and trip.evidence["earlier_median"] >= 200

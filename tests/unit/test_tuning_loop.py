@@ -545,18 +545,28 @@ def test_a_gradient_norm_that_stays_high_ends_the_run_naming_the_guard(tmp_path:
             out = list(super().react(env, state))
             seg = env.data
             if isinstance(seg, m.SegmentScheduled):
-                steps = [seg.start_step + (i + 1) * max(1, seg.steps // 4) for i in range(3)]
+                calm = [seg.start_step + i for i in range(20, 25) if i < seg.steps]
+                steps = [seg.start_step + 25 + i for i in range(3)]
+                calm_reports = [
+                    m.MetricsObserved(
+                        segment_id=seg.segment_id,
+                        source="worker",
+                        step=s,
+                        metrics={"train_loss": 1.0, "grad_norm": 1.0},
+                    )
+                    for s in calm
+                ]
                 grads = [
                     m.MetricsObserved(
                         segment_id=seg.segment_id,
                         source="worker",
                         step=s,
-                        metrics={"train_loss": 1.0, "grad_norm": 150.0},
+                        metrics={"train_loss": 1.0, "grad_norm": 500.0},
                     )
                     for s in steps
                     if s >= 20
                 ]
-                out[1:1] = [Out(g) for g in grads]
+                out[1:1] = [Out(g) for g in calm_reports + grads]
             return out
 
     _, events = asyncio.run(run_loop(tmp_path, config(budget={"max_steps": 3000}), Exploding(), timeout_s=60))
