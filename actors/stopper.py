@@ -14,7 +14,8 @@ Rules, first match wins:
   spent, or the next one out of the trainer's range, or an OOM at batch size 1).
 * ``quality_target`` -- the champion's objective reached ``stop.target_objective`` with
   diagonality at least ``stop.target_diagonality``.
-* ``budget_steps`` / ``budget_hours`` / ``budget_gpu_hours`` -- ``budget.*`` reached.
+* ``budget_steps`` / ``budget_hours`` / ``budget_gpu_hours`` -- ``budget.*`` reached
+  (hours: the time the run was running, not the time between a crash and its resume).
   The step budget stops once the last round is decided (the tuner plans rounds to end
   on it); the hour budgets stop at once (the supervisor aborts what is running).
 * ``plateau`` -- ``patience`` decided rounds after the warm-up without a ``min_delta``
@@ -128,7 +129,7 @@ class Stopper(ActorCore):
         max_steps, max_hours, max_gpu = budget.get("max_steps"), budget.get("max_hours"), budget.get("max_gpu_hours")
         assert state.run is not None
         if max_hours is not None:
-            hours = (now_ts - state.run.started_ts) / 3600
+            hours = (now_ts - state.run.started_ts - state.run.paused_s) / 3600  # time it was running
             if hours >= max_hours:
                 return m.StopDecided(
                     rule="budget_hours",

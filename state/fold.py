@@ -47,7 +47,7 @@ class Folder:
 
     Two shortcuts keep a million-event replay within seconds, neither changing the result
     (a property test compares it with folding ``apply``): ``last_seq``/``last_ts`` are
-    stamped once at the end, and a run of consecutive ``MetricsObserved`` events, whose
+    stamped once at the end (before a ``RunResumed``, whose reducer reads them), and a run of consecutive ``MetricsObserved`` events, whose
     reducer reads and writes only ``progress``, is accumulated in one ``ProgressRun`` and
     written into the state before the next other event (which may read it).
     """
@@ -83,6 +83,8 @@ class Folder:
                         self.state = replace(self.state, progress=run.result())
                         run = None
                     state = self.state
+                    if kind is m.RunResumed:  # its reducer reads the last event's time (the pause it ends)
+                        state = replace(state, last_seq=last_seq, last_ts=last_ts)
                     self.state = replace(state, **changes_for(state, seq, ts, message))  # type: ignore[arg-type]
                 last_seq, last_ts = seq, ts
         finally:

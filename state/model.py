@@ -37,6 +37,7 @@ class RunInfo:
     pid: int
     started_ts: float
     config: Mapping[str, Json]
+    paused_s: float = field(default=0.0, metadata=WRITTEN_WHEN_SET)  # no coordinator: from the last event to a resume
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

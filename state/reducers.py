@@ -179,12 +179,16 @@ def _run_resumed(state: TunerState, e: m.RunResumed, seq: int, ts: float) -> Cha
         ready_actors=(),
         resumes=state.control.resumes + 1,
     )
+    # the time nobody ran it (from its last event to this resume) does not count against max_hours
+    assert state.run is not None
+    paused = max(0.0, ts - (state.last_ts if state.last_ts is not None else ts))
+    run = replace(state.run, paused_s=state.run.paused_s + paused)
     # the earlier coordinator's workers went with it (they stop when their parent is gone)
     workers = {
         k: w if w.status == "lost" else replace(w, status="lost", lost_reason="coordinator restarted")
         for k, w in state.tuning.workers.items()
     }
-    return {"control": control, "tuning": replace(state.tuning, workers=workers)}
+    return {"control": control, "run": run, "tuning": replace(state.tuning, workers=workers)}
 
 
 @reducer(m.ActorReady)

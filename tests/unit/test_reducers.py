@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from smart_tuner.actors.stopper import Stopper
 from smart_tuner.protocol import Envelope, Message, all_specs
 from smart_tuner.protocol import messages as m
 from smart_tuner.state import reducers
@@ -509,3 +510,17 @@ def test_the_cadence_is_recorded_with_the_segment_and_written_only_when_set() ->
     assert (new_plain["report_every"], new_plain["eval_every"]) == (10, 0)
     assert {k: v for k, v in new_plain.items() if k not in ("report_every", "eval_every")} == old_plain
     assert from_plain(TunerState, to_plain(new)) == new and from_plain(TunerState, to_plain(old)) == old
+
+
+def test_the_time_between_a_crash_and_its_resume_is_not_running_time() -> None:
+    s = apply(TunerState(), envelope(1, run_started(), ts=1000.0))
+    s = apply(s, envelope(2, m.ActorReady(actor="tuner"), ts=1100.0))
+    s = apply(s, envelope(3, m.RunResumed(run_id="run-1", head_seq=2, pid=2, host="h"), ts=5100.0))  # 4000 s dead
+    s = apply(s, envelope(4, m.RunResumed(run_id="run-1", head_seq=3, pid=3, host="h"), ts=5150.0))
+    assert s.run is not None and s.run.paused_s == 4050.0
+    config = {"budget": {"max_hours": 1.0}}
+    s = replace(s, run=replace(s.run, config=config))
+    stopper = Stopper(available_strategies=frozenset({"forks"}))
+    assert stopper._budget(s, config, now_ts=1000.0 + 4050.0 + 3500.0) is None  # 3500 s of running
+    decided = stopper._budget(s, config, now_ts=1000.0 + 4050.0 + 3700.0)
+    assert decided is not None and decided.rule == "budget_hours"
