@@ -47,9 +47,10 @@ class Folder:
 
     Two shortcuts keep a million-event replay within seconds, neither changing the result
     (a property test compares it with folding ``apply``): ``last_seq``/``last_ts`` are
-    stamped once at the end (before a ``RunResumed``, whose reducer reads them), and a run of consecutive ``MetricsObserved`` events, whose
-    reducer reads and writes only ``progress``, is accumulated in one ``ProgressRun`` and
-    written into the state before the next other event (which may read it).
+    stamped once at the end (and before a ``RunResumed``, whose reducer reads them), and a
+    run of consecutive ``MetricsObserved`` events, whose reducer reads and writes only
+    ``progress``, is accumulated in one ``ProgressRun`` and written into the state before
+    the next other event (which may read it).
     """
 
     __slots__ = ("_run", "last_seq", "last_ts", "state")

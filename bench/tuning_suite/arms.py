@@ -81,7 +81,7 @@ class ArmRun:
 
 
 def start_hparams(data: TaskData, seed: int) -> dict[str, Any]:
-    return {**START, "batch_size": data.task.batch, "seed": seed, **data.task.hparams}
+    return {**START, "batch_size": data.task.batch, "seed": seed, **data.audio, **data.task.hparams}
 
 
 def product_config(strategy: str, data: TaskData, seed: int, hparams: dict[str, Any], smoke: bool) -> dict[str, Any]:

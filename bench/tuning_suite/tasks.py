@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import wave
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,7 +29,7 @@ import yaml
 
 from smart_tuner.trainer.corpus import ensure_demo_corpus, make_prose_corpus, make_tiny_corpus
 from smart_tuner.trainer.data import DatasetError, Utterance, load_dataset
-from smart_tuner.trainer.hparams import PRESETS
+from smart_tuner.trainer.hparams import PRESETS, preset
 
 from .prose import docstring_sentences
 
@@ -150,6 +151,30 @@ class TaskData:
     test_dir: Path  # LJSpeech layout: the test utterances, for reporting only
     n_visible: int
     n_test: int
+    audio: Mapping[str, Any] = field(default_factory=dict)  # the corpus's own sample rate, when not the preset's
+
+
+def corpus_audio(task: Task, utterances: list[Utterance]) -> dict[str, Any]:
+    """A corpus at another sample rate than the preset's (16 or 24 kHz, say) is read at its own rate,
+    with the mel band's top at most its Nyquist frequency: the hparams to add; {} when they match or
+    the task sets the rate itself. TaskError when the files disagree or cannot be read."""
+    if "sampling_rate" in task.hparams:
+        return {}
+    rates: dict[int, str] = {}
+    for utt in utterances:
+        try:
+            with wave.open(str(utt.wav_path), "rb") as w:
+                rates.setdefault(w.getframerate(), utt.id)
+        except (OSError, wave.Error, EOFError) as exc:
+            raise TaskError(f"task {task.name}: {utt.wav_path}: not a readable WAV ({exc})") from None
+    if len(rates) > 1:
+        seen = ", ".join(f"{rate} Hz ({uid})" for rate, uid in sorted(rates.items()))
+        raise TaskError(f"task {task.name}: the corpus mixes sample rates: {seen}; resample it to one")
+    (rate,) = rates
+    hp = preset(task.preset)
+    if rate == hp.sampling_rate:
+        return {}
+    return {"sampling_rate": rate, "mel_fmax": min(hp.mel_fmax, rate / 2)}
 
 
 def _source(task: Task, work: Path) -> Path:
@@ -198,5 +223,7 @@ def materialise(task: Task, work: Path) -> TaskData:
     _write_folder(folder / "tuner", visible)
     _write_folder(folder / "test", test)
     split = {"task": asdict(task), "test": [u.id for u in test], "tuner": [u.id for u in visible]}
+    audio = corpus_audio(task, utterances)
+    split["audio"] = audio
     (folder / "split.json").write_text(json.dumps(split, indent=1, default=str) + "\n", encoding="utf-8")
-    return TaskData(task, folder / "tuner", folder / "test", len(visible), len(test))
+    return TaskData(task, folder / "tuner", folder / "test", len(visible), len(test), audio)

@@ -76,3 +76,42 @@ def test_bad_tasks_and_arms_are_refused_by_name(tmp_path: Path, args: list[str],
     proc = suite(*args, "--out", str(tmp_path / "suite"), timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert re.search(re.escape(message), proc.stderr), proc.stderr
+
+
+def resampled_corpus(source: Path, dest: Path, rate: int, odd_one: int | None = None) -> Path:
+    """An LJSpeech copy of ``source`` at ``rate`` Hz (linear interpolation: fine for a test)."""
+    import numpy as np
+
+    from smart_tuner.trainer.audio import read_wav, save_wav
+
+    (dest / "wavs").mkdir(parents=True)
+    lines = (source / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines):
+        uid = line.split("|")[0]
+        audio, old = read_wav(source / "wavs" / f"{uid}.wav")
+        new = old if n == odd_one else rate
+        t = np.arange(int(len(audio) * new / old)) * old / new
+        save_wav(dest / "wavs" / f"{uid}.wav", np.interp(t, np.arange(len(audio)), audio).astype(np.float32), new)
+    (dest / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+@pytest.mark.timeout(600)
+def test_a_users_corpus_at_its_own_sample_rate_is_read_at_that_rate(tmp_path: Path, tiny_data_dir: Path) -> None:
+    corpus = resampled_corpus(tiny_data_dir / "tiny-corpus", tmp_path / "lj16k", 16000)
+    out = tmp_path / "suite"
+    task = f"corpus={corpus},preset=tiny,batch=4,budget=6,n_select=4,n_test=4"
+    proc = suite("--task", task, "--arms", "control", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (split,) = (out / "tasks").glob("lj16k-*/split.json")
+    assert json.loads(split.read_text())["audio"] == {"sampling_rate": 16000, "mel_fmax": 8000.0}
+    (result,) = (out / "results").glob("lj16k-*/control/seed1.json")
+    assert json.loads(result.read_text())["test_objective"] > 0
+
+    mixed = resampled_corpus(tiny_data_dir / "tiny-corpus", tmp_path / "mixed", 16000, odd_one=3)
+    refused = suite("--task", f"corpus={mixed},preset=tiny,batch=4,budget=6,n_select=4,n_test=4", "--out", str(out))
+    assert (
+        refused.returncode == 2
+        and "mixes sample rates: 16000 Hz" in refused.stderr
+        and "Traceback" not in refused.stderr
+    )
