@@ -10,7 +10,7 @@ re-run from its starting checkpoint with safer hyperparameters).
 
 | guard | seen as | action |
 |---|---|---|
-| ``nan`` | the worker stopped on a NaN/Inf loss or gradient | roll back, halve the learning rate |
+| ``nan`` | the worker stopped on a NaN/Inf loss or gradient | roll back, halve the learning rate; under its floor: give up |
 | ``oom`` | the worker ran out of memory | roll back, halve the batch, lr x sqrt(1/2); at batch 1: give up |
 | ``loss_spike`` | train loss >= 3x the median of the reports before | halve ``grad_clip_thresh`` |
 | ``grad_explode`` | grad norm > 100 and > 10x the lineage's median in 3 reports in a row | halve ``grad_clip_thresh`` |
@@ -126,6 +126,12 @@ class GuardRails(ActorCore):
             "last_finite_train_loss": loss,
         }
         if e.reason == "nan":
+            spec = (announced_hparams(state) or {}).get("learning_rate")
+            low = spec.get("low") if isinstance(spec, Mapping) else None
+            if isinstance(low, int | float) and lr * 0.5 < low:
+                action = f"nothing left to halve (learning rate {lr:.3g}, the trainer's floor {low:g}): the run stops"
+                trip = self._trip("nan", seg, e.step, action, f"nan in {seg.segment_id}: {e.detail[:200]}", evidence)
+                return [dataclasses.replace(trip, gives_up=True)]
             change: dict[str, Any] = {"learning_rate": lr * 0.5}
             action = f"roll back to step {seg.start_step} and halve the learning rate ({lr:.3g} -> {lr * 0.5:.3g})"
             lasting: dict[str, Any] = {}

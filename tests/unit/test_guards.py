@@ -331,3 +331,12 @@ def test_a_gradient_norm_that_is_high_but_usual_for_the_model_is_not_an_explosio
     assert d.feed(*usual, *(grad("s1", 100 + 10 * i, 300.0) for i in range(1, 4))) == []
     (trip,) = d.feed(*(grad("s1", 140 + 10 * i, 5000.0) for i in range(1, 4)))
     assert isinstance(trip, m.GuardTripped) and trip.guard == "grad_explode" and trip.evidence["earlier_median"] >= 200
+
+
+def test_a_nan_at_the_lowest_learning_rate_the_trainer_takes_gives_up() -> None:
+    d = Driver()
+    floor = {**ANNOUNCED, "learning_rate": {"default": 1e-3, "class": "hot", "low": 1e-6, "high": 1.0}}
+    d.feed(run_started(), m.WorkerHello(worker_id="w1", pid=1, device="cpu", hparams=floor, metrics=()))
+    d.feed(*started(learning_rate=1.5e-6))
+    (trip,) = d.feed(m.SegmentFailed(segment_id="s1", reason="nan", detail="loss is nan", step=30))
+    assert isinstance(trip, m.GuardTripped) and trip.gives_up and "the trainer's floor 1e-06" in trip.action
