@@ -10,7 +10,7 @@ re-run from its starting checkpoint with safer hyperparameters).
 
 | guard | seen as | action |
 |---|---|---|
-| ``nan`` | the worker stopped on a NaN/Inf loss or gradient | roll back, halve the learning rate; under its floor: give up |
+| ``nan`` | the worker stopped on a NaN/Inf loss or gradient | roll back, halve the lr; under its floor: give up |
 | ``oom`` | the worker ran out of memory | roll back, halve the batch, lr x sqrt(1/2); at batch 1: give up |
 | ``loss_spike`` | train loss >= 3x the median of the reports before | halve ``grad_clip_thresh`` |
 | ``grad_explode`` | grad norm > 100 and > 10x the lineage's median in 3 reports in a row | halve ``grad_clip_thresh`` |

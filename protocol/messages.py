@@ -303,13 +303,16 @@ class AlertSent(Message):
 
 @event()
 class WorkerHello(Message):
-    """What a worker can do: hyperparameters (type, range, default, class), metrics, device."""
+    """What a worker can do: hyperparameters (type, range, default, class), metrics, device;
+    ``environment``: what its numbers depend on (torch version and threads, CPU, the data's id and
+    audio hash), so two runs that disagree can be told apart from the log."""
 
     worker_id: str
     pid: int
     device: str
     hparams: Mapping[str, Json]
     metrics: tuple[str, ...]
+    environment: Mapping[str, Json] = field(default_factory=dict)
 
 
 @event()

@@ -62,6 +62,13 @@ def gist(env: Envelope) -> str:
             return f"alert [{e.severity}] via {e.channel}: {e.title}{'' if e.ok else ' - FAILED: ' + str(e.error)}"
         case m.ActorReady():
             return f"actor {e.actor} ready"
+        case m.WorkerHello() if e.environment:
+            info = e.environment
+            audio = f", audio {str(info['audio_sha256'])[:12]}" if info.get("audio_sha256") else ""
+            return (
+                f"worker_id={e.worker_id} pid={e.pid} device={e.device} | torch {info.get('torch')}, "
+                f"{info.get('threads')} threads, {info.get('cpu')}, data {info.get('dataset_id')}{audio}"
+            )
         case m.ChampionTested():
             what = "final, with listening samples" if e.samples else ("final" if e.final else "new champion")
             if e.error is not None:

@@ -1,10 +1,16 @@
-"""Shared fixtures: one tiny corpus (a dozen 2-4 word utterances) for every trainer test of the session."""
+"""Shared fixtures: one tiny corpus (a dozen 2-4 word utterances) for every trainer test of the session;
+and Hypothesis without its per-example deadline: tests check behaviour, never wall-clock time (on a loaded
+machine a 200 ms deadline failed round trips that were right)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("behaviour", deadline=None)
+settings.load_profile("behaviour")
 
 
 @pytest.fixture(scope="session")

@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from ..protocol import messages as m
 from ..protocol import metrics as mx
 from .client import SupervisorClient, curve_of, new_context
-from .config import TrainerConfig
+from .config import TrainerConfig, resolve_corpus
+from .corpus import CorpusError
 from .distributed import Dist, Segment, follow
 from .harness import SegmentError, Trainer
 from .hparams import HParamError, announcement, parse_hparams_string, preset
@@ -42,6 +45,42 @@ from .worker_loop import WorkerLoop, device_label
 log = structlog.get_logger("worker")
 
 METRICS = mx.WORKER_METRICS  # announced in WorkerHello
+
+
+def environment(trainer: Trainer) -> dict[str, Any]:
+    """What this worker's numbers depend on beyond the config: a run repeats itself bit for bit on one
+    machine with one thread count, not across CPUs or thread counts (README, "How the default run decides")."""
+    import platform
+
+    import torch
+
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "dataset_id": trainer.data.dataset_id,
+    }
+    try:
+        corpus = resolve_corpus(trainer.config)
+        manifest = json.loads((corpus / "manifest.json").read_text(encoding="utf-8")) if corpus.is_dir() else {}
+        if isinstance(manifest, dict) and manifest.get("audio_sha256"):  # our generated corpora record theirs
+            env["audio_sha256"] = manifest["audio_sha256"]
+    except (OSError, ValueError, CorpusError):
+        pass
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 class Worker(WorkerLoop):
@@ -60,6 +99,7 @@ class Worker(WorkerLoop):
             device=self.device,
             hparams=announcement(),
             metrics=METRICS,
+            environment=environment(self.trainer),
         )
 
     @property

@@ -206,6 +206,9 @@ def test_each_champion_is_measured_on_the_test_set_and_the_end_leaves_listening_
     assert tested[-1].data.segment_id == promoted[-1].data.segment_id
     finished = events[-1]
     assert isinstance(finished.data, m.RunFinished) and finished.seq > tested[-1].seq  # the end waited for it
+    (hello,) = [e.data for e in events if isinstance(e.data, m.WorkerHello)]
+    env = hello.environment  # what the numbers depend on, on record: torch, threads, CPU, the data and its audio
+    assert env["threads"] == 1 and env["torch"] and env["cpu"] and env["dataset_id"] and len(env["audio_sha256"]) == 64
     assert finished.data.summary["test_objective"] == tested[-1].data.metrics["val_objective"]
     samples = root / "samples"
     assert tested[-1].data.samples == f"runs/{root.name}/samples"
