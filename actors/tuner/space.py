@@ -15,7 +15,6 @@ Imports the standard library, Optuna (lazily) and nothing of the trainer.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,17 +66,6 @@ class Param:
         if self.type == "loguniform":
             return self.clip(value / factor)
         return self.clip(self.low + (value - self.low) / factor)
-
-    def wide(self, around: Any, factor: float, rng: random.Random) -> Any:
-        """A value far from ``around``: x factor^u (log scale) or anywhere in range, u uniform in [-1, 1]."""
-        if self.type == "categorical":
-            others = [c for c in self.choices if c != around] or list(self.choices)
-            return rng.choice(others)
-        u = rng.uniform(-1.0, 1.0)
-        if self.type == "loguniform" and isinstance(around, int | float) and around > 0:
-            return self.clip(around * factor**u)
-        assert self.low is not None and self.high is not None
-        return self.clip(self.low + (u + 1) / 2 * (self.high - self.low))
 
 
 @dataclass(frozen=True, slots=True)
