@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -42,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tuning_suite.arms import ORACLE_PREFIX, ArmError, ArmRun, best_point, oracle_points, run_arm
+from tuning_suite.arms import ORACLE_PREFIX, ArmError, ArmRun, best_point, control_point, oracle_points, run_arm
 from tuning_suite.results import ResultStore, aggregate, result_line, summarise, table
 from tuning_suite.tasks import (
     BUILTIN,
@@ -59,6 +60,21 @@ from smart_tuner.state.queries import read_result
 from smart_tuner.trainer.checkpoint import CheckpointError
 from smart_tuner.trainer.heldout import evaluate_checkpoint
 
+
+def _commit() -> str:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return proc.stdout.strip() or "unknown"
+
+
+COMMIT = _commit()
 ARMS = ("control", "forks", "pbt", "trials", "ray_pbt", "optuna_hb", "oracle")
 
 
@@ -92,11 +108,17 @@ def job(arm: str, data: TaskData, seed: int, out: Path, smoke: bool, keep: bool)
         "wall_s": time.monotonic() - t0,
         "detail": run.detail,
         "run_dir": str(run_dir),
+        "commit": COMMIT,  # the code that trained it: a later policy change makes product arms' results stale
     }
 
 
 def assemble_oracle(store: ResultStore, key: str, seed: int, smoke: bool) -> None:
-    """The oracle's result once every grid point has one (kept beside the points' own)."""
+    """The oracle's result once every grid point has one (kept beside the points' own). The point
+    that is the control's hyperparameters is the control's own run, copied once it exists."""
+    same = control_point(smoke)
+    if same is not None and store.has(key, "control", seed) and not store.has(key, ORACLE_PREFIX + same, seed):
+        control = json.loads(store.path(key, "control", seed).read_text())
+        store.put({**control, "arm": ORACLE_PREFIX + same, "detail": {**control["detail"], "point": same}})
     names = [ORACLE_PREFIX + name for name, _ in oracle_points(smoke)]
     if store.has(key, "oracle", seed) or not all(store.has(key, n, seed) for n in names):
         return
@@ -153,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             for arm in arms:
                 if arm == "oracle":  # one job per grid point, on the first seed only
                     if seed == seeds[0] and not store.has(key, arm, seed):
-                        points = [ORACLE_PREFIX + name for name, _ in oracle_points(args.smoke)]
+                        shared = control_point(args.smoke) if "control" in arms else None
+                        points = [ORACLE_PREFIX + name for name, _ in oracle_points(args.smoke) if name != shared]
                         jobs += [(a, data[task.name], seed) for a in points if not store.has(key, a, seed)]
                 elif not store.has(key, arm, seed):
                     jobs.append((arm, data[task.name], seed))

@@ -26,7 +26,8 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
     out = tmp_path / "suite"
     first = suite("--smoke", "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "10 (task, arm, seed) runs to do" in first.stdout  # six arms and the oracle's four grid points
+    # six arms and three of the oracle's four grid points: the fourth is the control's hyperparameters
+    assert "9 (task, arm, seed) runs to do" in first.stdout
     result = [line for line in first.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(result) == 1 and result == [first.stdout.strip().splitlines()[-1]]
     values = dict(part.split("=") for part in result[0].split()[1:])
@@ -42,6 +43,9 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
         lr, level = point.removeprefix("oracle.lr").split("-reg-")
         assert recorded["learning_rate"] == float(lr), point
         assert (recorded.get("adam_beta2") == 0.98) == (level == "low"), point
+        if point == "oracle.lr0.001-reg-default":  # the control's own run, not trained again
+            control = json.loads(next((out / "results").glob("smoke-*/control/seed1.json")).read_text())
+            assert run["run_dir"] == control["run_dir"] and run["test_objective"] == control["test_objective"]
     results = [p for p in results if p.parent.name not in points]
     for path in results:
         r = json.loads(path.read_text())
