@@ -114,6 +114,14 @@ class Dist:
             t.copy_(flat[offset : offset + n].view_as(t))
             offset += n
 
+    def close(self) -> None:
+        """Leave the group together: a barrier, then the group torn down. A rank that tore its gloo
+        group down while the other was still in its last collective died now and then with
+        "terminate called without an active exception" (SIGABRT) at exit."""
+        if td.is_initialized():
+            td.barrier()
+            td.destroy_process_group()
+
     def gather(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.world
         td.all_gather_object(out, obj)

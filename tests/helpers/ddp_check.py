@@ -88,7 +88,7 @@ def main() -> None:
     everyone = dist.gather(mine)
     if dist.rank == 0:
         (out / "result.json").write_text(json.dumps({"ranks": everyone, "failure": failure}))
-    torch.distributed.destroy_process_group()
+    dist.close()
 
 
 if __name__ == "__main__":
