@@ -19,10 +19,15 @@ champion's own hyperparameters won). Three kinds of round:
   (``first_round_candidates``): ``ladder`` (the log-scale values, the learning rate,
   x ``ladder_factor``), ``ladder-all`` (the same, and every other searched value one step
   towards its low end: less regularisation, which a fixed budget rewards on the demo,
-  ``bench/hparam_screen.py``), ``wide`` (x ``wide_factor``), then Optuna proposals.
+  ``bench/hparam_screen.py``), ``wide`` (x ``wide_factor``), then sampler proposals.
   Later rounds are small (``candidates``): the cool-down candidate (/ ``ladder_factor``)
-  once ``cooldown_at`` of the budget is spent, Optuna proposals otherwise. Losers' steps
+  once ``cooldown_at`` of the budget is spent, then sampler proposals. Losers' steps
   are the price of tuning, so explore mostly early (DESIGN.md section 5).
+
+The sampler (``search_algorithm``) proposes *changes* to the incumbent (``space.relative_space``)
+and learns from every earlier challenger, the fixed ones included: its change to its round's
+incumbent and its first-rung objective over the incumbent's. Objectives measured at other steps
+from other champions are not comparable; these ratios are. ``seed`` seeds it.
 * **exploit**: the champion alone for ``exploit_steps``; the steps stay on the lineage.
 
 Why a winner wins: candidates are compared on the unweighted validation objective
@@ -51,7 +56,7 @@ from ...state.model import Trial, TunerState
 from ...state.queries import champion_curve, phase_of, steps_spent
 from .engine import INCUMBENT, RoundStrategy, describe_changes, finished_segments, is_eligible, propose_trial
 from .objectives import Requirement, Score, score
-from .space import Result, ask, rebuild_study
+from .space import Result, apply_change, ask, change_between, rebuild_study, relative_space
 
 LADDER, STEP, WIDE, COOLDOWN = "ladder", "ladder-all", "wide", "cool-down"
 
@@ -185,19 +190,7 @@ class ForksStrategy(RoundStrategy):
                 )
         cands = cands[:k]
         if len(cands) < k:
-            study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._results(state))
-            while len(cands) < k:
-                params, inputs = ask(study, self.space)
-                params = {n: v for n, v in params.items() if n not in adjusted}
-                cands.append(
-                    (
-                        {**hp, **params},
-                        s.sampler,
-                        f"sampled by {inputs['sampler']} from "
-                        f"{inputs['trials_seen']} evaluated trials: " + describe_changes(params, {}),
-                        {"inputs": inputs, "outputs": params},
-                    )
-                )
+            cands += self._sampled(state, k - len(cands), hp, current, adjusted)
         out: list[Message] = [propose_trial(number + i, c[0], c[1], c[2], c[3]) for i, c in enumerate(cands)]
         trials = tuple(t.trial_id for t in out if isinstance(t, m.TrialProposed))
         plan = m.RoundPlanned(
@@ -226,8 +219,41 @@ class ForksStrategy(RoundStrategy):
             return phase_of(champion_curve(state)[1:]) == "fine_tuning"
         return steps_spent(state) >= self.settings.forks.cooldown_at * budget
 
-    def _results(self, state: TunerState) -> list[Result]:
-        """Every explored trial's first-rung objective relative to its round's incumbent (< 1: better)."""
+    def _sampled(
+        self, state: TunerState, n: int, hp: Mapping[str, Any], current: Mapping[str, Any], adjusted: set[str]
+    ) -> list[tuple[dict[str, Any], str, str, dict[str, Any]]]:
+        """``n`` candidates from the configured sampler. Its study is over *changes* to the incumbent
+        (``space.relative_space``), told every earlier challenger's change and the ratio of its
+        first-rung objective to its round's incumbent's, so it learns from every round, the first
+        round's fixed candidates included. ``grid`` walks the absolute grid instead (a grid of
+        changes would be a grid around a moving point)."""
+        s, f = self.settings, self.settings.forks
+        number = len(state.tuning.trials)
+        relative = s.sampler != "grid"
+        space = relative_space(self.space, f.wide_factor) if relative else self.space
+        study = rebuild_study(space, s.sampler, s.seed + number, s.n_startup_trials, self._results(state, relative))
+        out = []
+        for _ in range(n):
+            proposal, inputs = ask(study, space)
+            params = apply_change(self.space, proposal, current) if relative else proposal
+            params = {k: v for k, v in params.items() if k not in adjusted}
+            what = "a change to the incumbent" if relative else "a grid point"
+            out.append(
+                (
+                    {**hp, **params},
+                    s.sampler,
+                    f"sampled by {inputs['sampler']} ({what}, from {inputs['trials_seen']} evaluated "
+                    "challengers): " + describe_changes(params, current),
+                    {"inputs": inputs, "proposal": proposal, "relative": relative, "outputs": params},
+                )
+            )
+        return out
+
+    def _results(self, state: TunerState, relative: bool = True) -> list[Result]:
+        """Every explored challenger as the study sees it: its change to its round's incumbent
+        (``relative``; otherwise its hyperparameters) and its first-rung objective over the
+        incumbent's (< 1: better; None when it failed)."""
+        factor = self.settings.forks.wide_factor
         results = []
         for rnd in state.tuning.rounds:
             if len(rnd.trials) < 2 or rnd.winner is None:
@@ -235,15 +261,18 @@ class ForksStrategy(RoundStrategy):
             trials = [state.tuning.trials[t] for t in rnd.trials]
             firsts = {t.trial_id: finished_segments(state, t.trial_id) for t in trials}
             inc = next((t for t in trials if t.sampler == INCUMBENT), None)
-            inc_score = score(firsts[inc.trial_id][0].metrics) if inc and firsts[inc.trial_id] else None
+            if inc is None:
+                continue
+            inc_score = score(firsts[inc.trial_id][0].metrics) if firsts[inc.trial_id] else None
             for t in trials:
-                if t.sampler == INCUMBENT:
+                if t is inc:
                     continue
                 first = firsts[t.trial_id]
                 value = None
                 if first and inc_score is not None and inc_score.objective > 0:
                     value = score(first[0].metrics).objective / inc_score.objective
-                results.append(Result(number=t.number, params=t.hparams, value=value))
+                params = change_between(self.space, t.hparams, inc.hparams, factor) if relative else t.hparams
+                results.append(Result(number=t.number, params=params, value=value))
         return results
 
     # --- deciding the last rung -------------------------------------------------------------

@@ -186,3 +186,68 @@ def ask(study: optuna.Study, space: SearchSpace) -> tuple[dict[str, Any], dict[s
         "best_seen": {"params": dict(best.params), "value": best.value} if best is not None else None,
     }
     return dict(trial.params), inputs
+
+
+# --- changes relative to an incumbent (forks) ---------------------------------------------------
+
+LINEAR_SHIFT = 0.5  # a linear value moves by at most half its range in one change
+
+
+def relative_space(space: SearchSpace, factor: float) -> SearchSpace:
+    """The space of *changes* to an incumbent's hyperparameters, for a study whose values are
+    "this change's objective / the incumbent's, in the same round" (so objectives measured at
+    different steps, from different champions, stay comparable):
+
+    * a log-scale value is multiplied by ``10**d``, ``d`` in ``[-log10(factor), log10(factor)]``;
+    * a linear (or integer) value moves by ``d`` times its range, ``d`` in ``[-0.5, 0.5]``;
+    * a categorical value is chosen as itself.
+
+    The changes keep the parameters' names; ``apply_change`` and ``change_between`` convert."""
+    span = math.log10(factor)
+    out = []
+    for p in space.params:
+        if p.type == "categorical":
+            out.append(p)
+        elif p.type == "loguniform":
+            out.append(Param(p.name, "uniform", -span, span))
+        else:
+            out.append(Param(p.name, "uniform", -LINEAR_SHIFT, LINEAR_SHIFT))
+    return SearchSpace(tuple(out))
+
+
+def apply_change(space: SearchSpace, change: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters ``change`` makes of ``current``, clipped into the space."""
+    out: dict[str, Any] = {}
+    for p in space.params:
+        if p.name not in change:
+            continue
+        d, value = change[p.name], current[p.name]
+        if p.type == "categorical":
+            out[p.name] = d
+        elif p.type == "loguniform":
+            out[p.name] = p.clip(value * 10 ** float(d))
+        else:
+            assert p.low is not None and p.high is not None
+            out[p.name] = p.clip(value + float(d) * (p.high - p.low))
+    return out
+
+
+def change_between(space: SearchSpace, new: Mapping[str, Any], old: Mapping[str, Any], factor: float) -> dict[str, Any]:
+    """The change that turns ``old`` into ``new`` (the inverse of ``apply_change``), within the
+    relative space's bounds; parameters either side lacks are left out."""
+    span = math.log10(factor)
+    out: dict[str, Any] = {}
+    for p in space.params:
+        a, b = new.get(p.name), old.get(p.name)
+        if a is None or b is None:
+            continue
+        if p.type == "categorical":
+            out[p.name] = a
+        elif p.type == "loguniform":
+            if isinstance(a, int | float) and isinstance(b, int | float) and a > 0 < b:
+                out[p.name] = min(max(math.log10(a / b), -span), span)
+        else:
+            assert p.low is not None and p.high is not None
+            shift = (float(a) - float(b)) / (p.high - p.low)
+            out[p.name] = min(max(shift, -LINEAR_SHIFT), LINEAR_SHIFT)
+    return out
