@@ -180,7 +180,7 @@ class ForksConfig(_Frozen):
 
     warmup_steps: int = Field(default=30, ge=1)  # from scratch with the starting hparams: nothing is decided before
     first_round_candidates: int = Field(default=4, ge=1)
-    candidates: int = Field(default=3, ge=1)  # later rounds: the incumbent, the cool-down, one sampled
+    candidates: int = Field(default=2, ge=1)
     probe_steps: int = Field(default=30, ge=1)
     exploit_steps: int = Field(default=150, ge=1)
     margin: float = Field(default=0.02, ge=0, lt=1)  # relative gain a challenger needs to replace the champion
@@ -278,7 +278,7 @@ class TunerConfig(_Frozen):
     seed: int = Field(default=0, ge=0)
     strategy: Literal["forks", "pbt", "trials", "none"] = "forks"
     search_algorithm: Literal["tpe", "cmaes", "gp", "qmc", "random", "grid"] = "tpe"
-    n_startup_trials: int = Field(default=3, ge=0)  # forks: its first round's three fixed candidates are these
+    n_startup_trials: int = Field(default=4, ge=0)
     n_trials: int = Field(default=20, ge=1)
     resume_from_checkpoint: str | None = None
     search_space: dict[str, SearchParam] = Field(default_factory=_default_search_space)
