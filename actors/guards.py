@@ -36,10 +36,13 @@ times. When it has nothing left (its tries spent, the next value out of range, a
 batch size 1) it records a last trip with ``gives_up`` and the stop controller ends the run
 naming it: a parameter is never pushed out of range, and a run never waits forever.
 
-Only the lineage's own trouble changes the lineage: a trip during a challenger's probe (a
-trial other than the incumbent's: a fork, a PBT member, a trial from scratch) is recorded
-with its evidence and changes nothing for the run (the race judges the probe); a NaN or an
-OOM re-runs the failed segment itself either way.
+Only the lineage's own trouble changes the lineage (``scope``): a trip during a fork
+challenger's probe is recorded with its evidence and changes nothing (the race judges the
+probe); a PBT member or a trial racing from scratch is a lineage of its own, which every guard
+watches, the validation guards included: its corrections (``GuardTripped.trial_id``) change that
+trial's later segments alone, with its own tries, and once it has none left the race judges it.
+A NaN or an OOM re-runs the failed segment itself either way; the smaller batch of an OOM
+outside the lineage is that trial's alone.
 
 Imports the standard library, ``protocol``, ``state`` and the actors package only.
 """
@@ -72,19 +75,25 @@ class GuardRails(ActorCore):
     def __init__(self) -> None:
         self.store = MetricStore()
         self._settings: tuple[str, GuardsConfig] | None = None
-        self.corrections: dict[str, int] = {}  # per guard, the trips that changed hyperparameters (from seq 1)
+        # per (guard, trial: None for the run's lineage), the trips that changed hyperparameters (from seq 1)
+        self.corrections: dict[tuple[str, str | None], int] = {}
 
     def observe(self, env: Envelope) -> None:
         self.store.observe(env)
         if isinstance(env.data, m.GuardTripped) and env.data.hparams:
-            self.corrections[env.data.guard] = self.corrections.get(env.data.guard, 0) + 1
+            key = (env.data.guard, env.data.trial_id)
+            self.corrections[key] = self.corrections.get(key, 0) + 1
 
     def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
         msg = env.data
         if state.control.phase != "running":
             return ()
         if isinstance(msg, m.SegmentFailed) and msg.reason in ("nan", "oom"):
-            return [Out(x) for x in _settable(state, self._failure(state, msg))]
+            seg = state.tuning.segments[msg.segment_id]
+            found = _settable(state, self._failure(state, msg))
+            if scope(state, seg) != LINEAGE:  # a probe's or a member's batch is its own
+                found = [_for_trial(x, seg) for x in found]
+            return [Out(x) for x in found]
         if isinstance(msg, m.SegmentFinished | m.MetricsObserved) and msg.segment_id not in state.tuning.segments:
             return ()
         if (
@@ -221,8 +230,8 @@ class GuardRails(ActorCore):
     def _validation(self, state: TunerState, seg: Segment) -> list[Message]:
         step = seg.end_step or 0
         g = self.settings(state)
-        if step < alignment_phase_steps(state, g) or not _on_lineage(state, seg):
-            return []  # a challenger's validation is the tuner's business; the guards watch the lineage
+        if step < alignment_phase_steps(state, g) or scope(state, seg) == PROBE:
+            return []  # a fork challenger's validation is the race's business
         hp = _in_force(state, seg)
         met = seg.metrics
         out: list[Message] = []
@@ -230,7 +239,7 @@ class GuardRails(ActorCore):
         before = _parent(state, seg)
         earlier = before.metrics.get(mx.DIAGONALITY, 1.0) if before is not None else 1.0
         rising = diag is not None and diag - earlier >= g.aligning_rise
-        if diag is not None and diag < g.min_diagonality and not rising and self._cool(state, "attention", step):
+        if diag is not None and diag < g.min_diagonality and not rising and self._cool(state, "attention", step, seg):
             w = float(hp.get("guided_attn_weight", 1.0))
             new = max(w * 2, 0.5)
             out.append(
@@ -245,7 +254,7 @@ class GuardRails(ActorCore):
                 )
             )
         acc = met.get(mx.GATE_ACCURACY)
-        if acc is not None and acc < g.min_gate_accuracy and self._cool(state, "gate", step):
+        if acc is not None and acc < g.min_gate_accuracy and self._cool(state, "gate", step, seg):
             pw = float(hp.get("gate_pos_weight", 1.0))
             out.append(
                 self._trip(
@@ -263,7 +272,7 @@ class GuardRails(ActorCore):
 
     def _divergence(self, state: TunerState, seg: Segment, hp: Mapping[str, Any]) -> list[Message]:
         parent = _parent(state, seg)
-        if parent is None or not self._cool(state, "divergence", seg.end_step or 0):
+        if parent is None or not self._cool(state, "divergence", seg.end_step or 0, seg):
             return []
         val0, val1 = parent.metrics.get(mx.VAL_OBJECTIVE), seg.metrics.get(mx.VAL_OBJECTIVE)
         tr0 = self.store.metric(parent.segment_id, mx.TRAIN_OBJECTIVE).median(3)
@@ -298,28 +307,36 @@ class GuardRails(ActorCore):
     # --- bounds ----------------------------------------------------------------------------
 
     def _bounded(self, state: TunerState, seg: Segment, found: Sequence[Message]) -> list[Message]:
-        """Each trip's change checked against its bounds and the guard's tries; a probe's trip changes
-        nothing for the run. A trip with no correction left gives up (the stop controller ends the run)."""
+        """Each trip's change checked against its bounds and the guard's tries. A fork challenger's
+        trip changes nothing (the race judges the probe); a PBT member's or a trial's changes that
+        trial alone, and when it has none left the race judges it too. The lineage's trip with no
+        correction left gives up (the stop controller ends the run)."""
         out: list[Message] = []
-        lineage = _on_lineage(state, seg)
+        whose = scope(state, seg)
+        trial = seg.trial_id if whose == TRIAL else None
         for msg in found:
             if not isinstance(msg, m.GuardTripped) or not msg.hparams:
                 out.append(msg)
-            elif not lineage:
+            elif whose == PROBE:
                 note = f"recorded for the probe only ({msg.action} not applied: a challenger's trouble is the race's)"
                 out.append(dataclasses.replace(msg, hparams={}, action=note))
-            elif (why := self._exhausted(state, msg)) is not None:
-                evidence = {**msg.evidence, "asked": dict(msg.hparams), "tries": self._tries(state, msg.guard)}
-                action = f"no correction left ({why}): the run stops"
-                out.append(dataclasses.replace(msg, hparams={}, action=action, evidence=evidence, gives_up=True))
+            elif (why := self._exhausted(state, msg, trial)) is not None:
+                evidence = {**msg.evidence, "asked": dict(msg.hparams), "tries": self._tries(msg.guard, trial)}
+                if trial is None:
+                    action = f"no correction left ({why}): the run stops"
+                    out.append(dataclasses.replace(msg, hparams={}, action=action, evidence=evidence, gives_up=True))
+                else:
+                    action = f"no correction left for {trial} ({why}): the race judges it"
+                    out.append(dataclasses.replace(msg, hparams={}, action=action, evidence=evidence))
             else:
-                out.append(msg)
+                out.append(msg if trial is None else _for_trial(msg, seg))
         return out
 
-    def _exhausted(self, state: TunerState, trip: m.GuardTripped) -> str | None:
-        tries = self._tries(state, trip.guard)
+    def _exhausted(self, state: TunerState, trip: m.GuardTripped, trial: str | None = None) -> str | None:
+        tries = self._tries(trip.guard, trial)
         if tries >= self.settings(state).max_tries:
-            return f"{trip.guard} has corrected the lineage {tries} times already"
+            whom = "the lineage" if trial is None else trial
+            return f"{trip.guard} has corrected {whom} {tries} times already"
         announced = announced_hparams(state) or {}
         for name, value in trip.hparams.items():
             spec = announced.get(name)
@@ -335,22 +352,28 @@ class GuardRails(ActorCore):
                 return f"{name} {value:g} would be over its cap {high:g}"
         return None
 
-    def _tries(self, state: TunerState, guard: str) -> int:
-        """Corrections ``guard`` has made (committed trips that changed hyperparameters)."""
-        return self.corrections.get(guard, 0)
+    def _tries(self, guard: str, trial: str | None = None) -> int:
+        """Corrections ``guard`` has made to the lineage (``trial`` None) or to one trial."""
+        return self.corrections.get((guard, trial), 0)
 
     # --- helpers ---------------------------------------------------------------------------
 
     def _tripped(self, state: TunerState, segment_id: str) -> set[str]:
         return {g.kind for g in state.health.guards if g.subject == segment_id}
 
-    def _cool(self, state: TunerState, guard: str, step: int) -> bool:
-        """No trip of ``guard`` within ``cooldown_steps`` before ``step``."""
+    def _cool(self, state: TunerState, guard: str, step: int, at: Segment) -> bool:
+        """No trip of ``guard`` within ``cooldown_steps`` before ``step`` on ``at``'s own line (the
+        lineage's segments, or one trial's)."""
         cooldown = self.settings(state).cooldown_steps
+        own = at.trial_id if scope(state, at) == TRIAL else None
         for g in state.health.guards:
             if g.kind == guard:
                 seg = state.tuning.segments.get(g.subject)
-                if seg is not None and step - (seg.end_step or seg.start_step) < cooldown:
+                if seg is None or (own is not None and seg.trial_id != own):
+                    continue
+                if own is None and scope(state, seg) == TRIAL:
+                    continue  # a member's trouble does not hold back the lineage's guard
+                if step - (seg.end_step or seg.start_step) < cooldown:
                     return False
         return True
 
@@ -383,10 +406,35 @@ def alignment_phase_steps(state: TunerState, g: GuardsConfig) -> int:
     return max(g.alignment_steps, share)
 
 
-def _on_lineage(state: TunerState, seg: Segment) -> bool:
-    """The segment trains the lineage (the incumbent's trial, or one outside any trial), not a challenger."""
+LINEAGE, TRIAL, PROBE = "lineage", "trial", "probe"
+
+
+def scope(state: TunerState, seg: Segment) -> str:
+    """Whose trouble a segment's is.
+
+    * ``lineage``: the champion's own line (a round of one trial, forks' incumbent, a segment
+      outside any trial): a correction is the run's, for every later segment;
+    * ``trial``: a member of a PBT generation or a trial of a race from scratch (``pbt``,
+      ``trials``): a lineage of its own, whose corrections are its own;
+    * ``probe``: a fork challenger, racing the incumbent from the champion's checkpoint: recorded,
+      the race judges it."""
     trial = state.tuning.trials.get(seg.trial_id or "")
-    return trial is None or trial.sampler == INCUMBENT
+    if trial is None:
+        return LINEAGE
+    rnd = next((r for r in reversed(state.tuning.rounds) if trial.trial_id in r.trials), None)
+    if rnd is not None and len(rnd.trials) == 1:
+        return LINEAGE
+    strategy = state.run.strategy if state.run is not None else "forks"
+    if rnd is not None and strategy in ("pbt", "trials"):
+        return TRIAL
+    return LINEAGE if trial.sampler == INCUMBENT else PROBE
+
+
+def _for_trial(msg: Message, seg: Segment) -> Message:
+    """A trip's lasting change scoped to ``seg``'s trial (a rollback re-runs that segment anyway)."""
+    if isinstance(msg, m.GuardTripped) and msg.hparams:
+        return dataclasses.replace(msg, trial_id=seg.trial_id)
+    return msg
 
 
 def _parent(state: TunerState, seg: Segment) -> Segment | None:

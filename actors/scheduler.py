@@ -12,7 +12,8 @@ module to plan each segment, and the tuner proposes the SegmentScheduled event i
 
 A segment starts from the trial's last finished segment, else from its own starting point
 in a PBT generation (``Round.starts``), else from the round's checkpoint; it trains the
-trial's hyperparameters with the guard rails' adjustments (and a rollback's values) on top.
+trial's hyperparameters with the guard rails' adjustments (the run's, then the trial's own) and a
+rollback's values on top.
 
 Imports the standard library, ``protocol`` and ``state`` only.
 """
@@ -53,7 +54,7 @@ def plan_segment(
         start, sha, step = origin.checkpoint, origin.checkpoint_sha256, origin.end_step or 0
     else:
         start, sha, step = rnd.from_checkpoint, rnd.from_sha256, rnd.start_step
-    hp = {**trial.hparams, **state.tuning.adjustments, **(rerun or {})}
+    hp = {**trial.hparams, **state.tuning.adjustments, **trial.adjustments, **(rerun or {})}
     sid = f"r{rnd.round}-{trial.trial_id}-g{rung}" + (f"-{kind}{attempt}" if attempt else "")
     why = f"round {rnd.round}, rung {rung}: {trial.trial_id} trains {rnd.rung_steps[rung]} steps from step {step}"
     if attempt:
@@ -74,5 +75,6 @@ def plan_segment(
             "rung": rung,
             "sampler": trial.sampler,
             "adjustments": dict(state.tuning.adjustments),
+            **({"trial_adjustments": dict(trial.adjustments)} if trial.adjustments else {}),
         },
     )

@@ -261,9 +261,11 @@ class ChampionTested(Message):
 
 @event(decision=True)
 class GuardTripped(Message):
-    """A guard rail saw a pathology; ``hparams`` are the changes it asks of every later segment.
-    ``gives_up``: the guard has no correction left (its tries spent, or the next one out of the
-    trainer's range): the stop controller ends the run, naming the guard."""
+    """A guard rail saw a pathology; ``hparams`` are the changes it asks of every later segment,
+    or, with ``trial_id``, of that trial's later segments only (a PBT member or a trial from
+    scratch is a lineage of its own). ``gives_up``: the guard has no correction left (its tries
+    spent, or the next one out of the trainer's range): the stop controller ends the run, naming
+    the guard."""
 
     guard: str
     segment_id: str | None
@@ -273,6 +275,7 @@ class GuardTripped(Message):
     evidence: Evidence
     hparams: Hparams = field(default_factory=dict)
     gives_up: bool = False
+    trial_id: str | None = None
 
 
 @event(decision=True)

@@ -107,6 +107,12 @@ class Trial:
     proposed_seq: int
     value: float | None = None
     pruned_step: int | None = None
+    # the guard rails' changes for this trial alone (GuardTripped with its trial_id), over ``hparams``
+    adjustments: Mapping[str, Json] = field(default_factory=dict, metadata=WRITTEN_WHEN_SET)
+
+    def effective_hparams(self) -> dict[str, Json]:
+        """What the trial trains with: its proposal and the guard rails' changes for it."""
+        return {**self.hparams, **self.adjustments}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

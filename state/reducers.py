@@ -423,7 +423,13 @@ def _guard_tripped(state: TunerState, e: m.GuardTripped, seq: int, ts: float) ->
         seq=seq, kind=e.guard, subject=e.segment_id or "-", detail=f"{e.action}: {e.reason}", gave_up=e.gives_up
     )
     changes: Changes = {"health": replace(state.health, guards=(*state.health.guards, inc))}
-    if e.hparams:
+    if e.hparams and e.trial_id is not None:  # one trial's own trouble: that trial's later segments
+        tuning = state.tuning
+        trial = tuning.trials.get(e.trial_id)
+        if trial is None:
+            raise InvalidTransition(f"guard {e.guard} changes trial {e.trial_id!r}, which was never proposed")
+        changes["tuning"] = _put_trial(tuning, replace(trial, adjustments={**trial.adjustments, **e.hparams}))
+    elif e.hparams:
         tuning = state.tuning
         changes["tuning"] = replace(tuning, adjustments={**tuning.adjustments, **e.hparams})
     return changes

@@ -157,7 +157,7 @@ class PbtStrategy(RoundStrategy):
                 origin = finished_segments(state, donor.trial_id)[-1].segment_id
             else:
                 source = t if t.trial_id in results else top[0]  # failed, with no proposals left: copy the best
-                hp, sampler = dict(source.hparams), CONTINUE
+                hp, sampler = source.effective_hparams(), CONTINUE  # with its own guard corrections
                 reason = f"member {slot}: {source.trial_id} trains on with its hyperparameters"
                 evidence = {"member": slot, "generation": n, "parent": source.trial_id}
                 origin = finished_segments(state, source.trial_id)[-1].segment_id
@@ -192,27 +192,29 @@ class PbtStrategy(RoundStrategy):
     def _explore_from(
         self, state: TunerState, donor: Trial, rng: random.Random, number: int
     ) -> tuple[dict[str, Any], str, str, dict[str, Any]]:
-        """The donor's hyperparameters perturbed (or resampled), with the reason and the evidence."""
+        """The donor's hyperparameters perturbed (or resampled), with the reason and the evidence.
+        The donor's guard corrections come along; values a guard moved are not perturbed."""
         s, p = self.settings, self.settings.pbt
-        adjusted = set(state.tuning.adjustments)
+        base = donor.effective_hparams()
+        adjusted = set(state.tuning.adjustments) | set(donor.adjustments)
         params = [q for q in self.space.params if q.name not in adjusted]
         if rng.random() < p.resample_probability:
             study = rebuild_study(self.space, s.sampler, s.seed + number, s.n_startup_trials, self._pbt_results(state))
             proposal, inputs = ask(study, self.space)
             change = {k: v for k, v in proposal.items() if k not in adjusted}
             return (
-                {**donor.hparams, **change},
+                {**base, **change},
                 RESAMPLE,
                 f"resampled by {inputs['sampler']}: " + describe_changes(change, {}),
                 {"inputs": inputs, "outputs": change},
             )
-        change = {q.name: perturb(q, donor.hparams.get(q.name), p.perturb_factor, rng) for q in params}
+        change = {q.name: perturb(q, base.get(q.name), p.perturb_factor, rng) for q in params}
         change = {k: v for k, v in change.items() if v is not None}
         return (
-            {**donor.hparams, **change},
+            {**base, **change},
             PERTURB,
-            f"perturbed by x/÷ {p.perturb_factor:g}: " + describe_changes(change, donor.hparams),
-            {"around": {k: donor.hparams.get(k) for k in change}, "outputs": change},
+            f"perturbed by x/÷ {p.perturb_factor:g}: " + describe_changes(change, base),
+            {"around": {k: base.get(k) for k in change}, "outputs": change},
         )
 
     def _pbt_results(self, state: TunerState) -> list[Result]:

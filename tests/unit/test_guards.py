@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+
+import pytest
 
 from smart_tuner.actors.guards import GuardRails
 from smart_tuner.protocol import Envelope
@@ -16,6 +19,8 @@ ANNOUNCED = {
     "batch_size": {"default": 16, "class": "warm"},
     "grad_clip_thresh": {"default": 1.0, "class": "hot"},
     "guided_attn_weight": {"default": 1.0, "class": "hot"},
+    "gate_pos_weight": {"default": 1.0, "class": "hot"},
+    "weight_decay": {"default": 1e-6, "class": "hot"},
 }
 
 
@@ -340,3 +345,133 @@ def test_a_nan_at_the_lowest_learning_rate_the_trainer_takes_gives_up() -> None:
     d.feed(*started(learning_rate=1.5e-6))
     (trip,) = d.feed(m.SegmentFailed(segment_id="s1", reason="nan", detail="loss is nan", step=30))
     assert isinstance(trip, m.GuardTripped) and trip.gives_up and "the trainer's floor 1e-06" in trip.action
+
+
+def test_gate_trouble_after_the_alignment_phase_raises_the_stop_tokens_weight_once_per_cooldown() -> None:
+    d = driver()
+    d.feed(*scheduled("s0", 150, 100, "c0.pt"))
+    assert d.feed(finished("s0", 250, gate_accuracy=0.5)) == []  # still aligning: not judged
+    d.feed(*scheduled("s1", 250, 100, "s0.pt"))
+    (trip,) = d.feed(finished("s1", 350, gate_accuracy=0.6, val_gate_loss=0.4))
+    assert isinstance(trip, m.GuardTripped) and trip.guard == "gate" and trip.trial_id is None
+    assert trip.hparams == {"gate_pos_weight": 2.0} and trip.evidence["gate_accuracy"] == 0.6
+    assert d.state.tuning.adjustments == {"gate_pos_weight": 2.0}
+    d.feed(*scheduled("s2", 350, 100, "s1.pt", gate_pos_weight=2.0))
+    assert d.feed(finished("s2", 450, gate_accuracy=0.6)) == []  # within the 200-step cool-down
+    d.feed(*scheduled("s3", 450, 150, "s2.pt", gate_pos_weight=2.0))
+    (again,) = d.feed(finished("s3", 600, gate_accuracy=0.7))
+    assert isinstance(again, m.GuardTripped) and again.hparams == {"gate_pos_weight": 4.0}
+    d.feed(*scheduled("s4", 600, 100, "s3.pt"))
+    assert d.feed(finished("s4", 700, gate_accuracy=0.95)) == []  # healthy
+
+
+def test_validation_rising_while_training_falls_adds_weight_decay() -> None:
+    d = driver()
+    d.feed(*scheduled("s0", 300, 100, "c0.pt"))
+    d.feed(
+        *(
+            m.MetricsObserved(segment_id="s0", source="worker", step=310 + i, metrics={"train_objective": 0.5})
+            for i in range(3)
+        )
+    )
+    d.feed(finished("s0", 400, val_objective=0.30))
+    d.feed(*scheduled("s1", 400, 100, "s0.pt", weight_decay=1e-6))
+    d.feed(
+        *(
+            m.MetricsObserved(segment_id="s1", source="worker", step=410 + i, metrics={"train_objective": 0.4})
+            for i in range(3)
+        )
+    )
+    (trip,) = d.feed(finished("s1", 500, val_objective=0.33))  # +10 % while training fell
+    assert isinstance(trip, m.GuardTripped) and trip.guard == "divergence"
+    assert trip.hparams == {"weight_decay": pytest.approx(1e-5)} and trip.evidence["val"] == [0.30, 0.33]
+    d.feed(*scheduled("s2", 500, 300, "s1.pt", weight_decay=1e-5))
+    d.feed(
+        *(
+            m.MetricsObserved(segment_id="s2", source="worker", step=510 + i, metrics={"train_objective": 0.35})
+            for i in range(3)
+        )
+    )
+    assert d.feed(finished("s2", 800, val_objective=0.32)) == []  # validation fell again: nothing
+
+
+def race(strategy: str) -> Driver:
+    """A run of ``strategy`` with a round of two trials from scratch, t0 and t1."""
+    d = Driver()
+    d.feed(
+        dataclasses.replace(run_started(), strategy=strategy),
+        m.WorkerHello(worker_id="w1", pid=1, device="cpu", hparams=ANNOUNCED, metrics=()),
+    )
+    for n, sampler in enumerate(("start", "tpe")):
+        d.feed(m.TrialProposed(trial_id=f"t{n}", number=n, hparams={}, sampler=sampler, reason="r", evidence={}))
+    d.feed(
+        m.RoundPlanned(
+            round=0,
+            trials=("t0", "t1"),
+            from_checkpoint=None,
+            from_sha256=None,
+            start_step=0,
+            rung_steps=(300, 300),
+            keep=(1, 1),
+            reason="r",
+            evidence={},
+        )
+    )
+    return d
+
+
+@pytest.mark.parametrize("strategy", ["trials", "pbt"])
+def test_a_members_validation_is_watched_and_its_correction_is_its_own(strategy: str) -> None:
+    """Before, the validation guards watched only the incumbent's trials: in trials and PBT a
+    member whose attention never aligned was never helped. Now it is, and only it."""
+    d = race(strategy)
+    d.feed(*scheduled("a0", 0, 350, "init", trial="t0"), *scheduled("a1", 0, 350, "init", trial="t1"))
+    assert d.feed(finished("a0", 350, diagonality=0.9)) == []
+    (trip,) = d.feed(finished("a1", 350, diagonality=0.2))
+    assert isinstance(trip, m.GuardTripped) and trip.guard == "attention" and trip.trial_id == "t1"
+    assert d.state.tuning.adjustments == {}  # nothing for the run
+    assert d.state.tuning.trials["t1"].adjustments == {"guided_attn_weight": 2.0}
+    assert d.state.tuning.trials["t1"].effective_hparams() == {"guided_attn_weight": 2.0}
+    assert d.state.tuning.trials["t0"].adjustments == {}
+
+    # the scheduler gives t1's next rung its correction, t0's nothing
+    from smart_tuner.actors.scheduler import plan_segment
+
+    rnd = d.state.tuning.rounds[0]
+    t0, t1 = d.state.tuning.trials["t0"], d.state.tuning.trials["t1"]
+    assert plan_segment(d.state, rnd, t1, 1).hparams == {"guided_attn_weight": 2.0}
+    assert "guided_attn_weight" not in plan_segment(d.state, rnd, t0, 1).hparams
+
+    # another member in trouble at the same step trips for itself (its own cool-down)
+    d.feed(*scheduled("b0", 350, 100, "a0.pt", trial="t0"))
+    (other,) = d.feed(finished("b0", 450, diagonality=0.1))
+    assert isinstance(other, m.GuardTripped) and other.trial_id == "t0"
+
+
+def test_a_member_with_no_correction_left_is_left_to_the_race_and_the_run_goes_on() -> None:
+    d = race("trials")
+    sid, parent = "a", "init"
+    trips = []
+    for n in range(6):  # attention that never aligns, segment after segment (cool-down 200 steps)
+        start = 300 + 250 * n
+        weight = d.state.tuning.trials["t1"].effective_hparams().get("guided_attn_weight", 1.0)
+        d.feed(*scheduled(f"{sid}{n}", start, 250, parent, trial="t1", guided_attn_weight=weight))
+        trips += d.feed(finished(f"{sid}{n}", start + 250, diagonality=0.1))
+        parent = f"{sid}{n}.pt"
+    assert [t.hparams.get("guided_attn_weight") for t in trips[:4]] == [2.0, 4.0, 8.0, 16.0]  # max_tries 4
+    last = trips[4]
+    assert isinstance(last, m.GuardTripped) and last.hparams == {} and not last.gives_up
+    assert "no correction left for t1" in last.action and "the race judges it" in last.action
+    assert d.state.control.stop is None
+
+
+def test_a_probes_out_of_memory_halves_the_probes_batch_not_the_runs() -> None:
+    d = driver()
+    d.feed(
+        m.TrialProposed(trial_id="t1", number=1, hparams={"batch_size": 32}, sampler="wide", reason="r", evidence={})
+    )
+    d.feed(*scheduled("s1", 20, 100, "c0.pt", trial="t1", batch_size=32))
+    trip, rollback = d.feed(m.SegmentFailed(segment_id="s1", reason="oom", detail="out of memory", step=25))
+    assert isinstance(trip, m.GuardTripped) and trip.trial_id == "t1" and trip.hparams == {"batch_size": 16}
+    assert isinstance(rollback, m.RollbackPerformed) and rollback.hparams["batch_size"] == 16
+    assert d.state.tuning.adjustments == {} and d.state.tuning.trials["t1"].adjustments == {"batch_size": 16}
