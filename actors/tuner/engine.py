@@ -253,10 +253,16 @@ class RoundStrategy(Strategy):
         else:
             assert inc_score is not None or champion is not None
             ref = inc_score.objective if inc_score else champion.objective
-            why = (
-                f"{w.trial_id} ({describe_changes(w.hparams, champion.hparams)}) beat the champion: "
-                f"{r.objective:.4f} < {ref:.4f} x (1 - {f.margin:g})"
-            )
+            if r.objective < ref * (1 - f.margin):
+                why = (
+                    f"{w.trial_id} ({describe_changes(w.hparams, champion.hparams)}) beat the champion: "
+                    f"{r.objective:.4f} < {ref:.4f} x (1 - {f.margin:g})"
+                )
+            else:  # a race without an incumbent (a Hyperband bracket) hands on its winner whatever it scored
+                why = (
+                    f"{w.trial_id} won round {rnd.round} ({r.objective:.4f}; the champion before it had "
+                    f"{ref:.4f}): a race without an incumbent hands on its winner"
+                )
         out.append(
             m.ChampionPromoted(
                 segment_id=seg.segment_id,

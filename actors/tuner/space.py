@@ -143,6 +143,7 @@ class Result:
     number: int
     params: Mapping[str, Any]
     value: float | None  # None: failed
+    pruned_at: int | None = None  # stopped early by a race at this many steps: PRUNED, value its last reading
 
 
 def rebuild_study(
@@ -159,10 +160,18 @@ def rebuild_study(
         if len(params) != len(dists) or not all(p.contains(params[p.name]) for p in space.params):
             continue  # outside today's space (a guard moved it, or the config changed): not evidence
         ok = r.value is not None and math.isfinite(r.value)
-        state = optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL
-        trial = optuna.trial.create_trial(
-            params=params, distributions=dists, state=state, value=r.value if ok else None
-        )
+        if ok and r.value is not None and r.pruned_at is not None:  # ranked by how far they got, then the value
+            trial = optuna.trial.create_trial(
+                params=params,
+                distributions=dists,
+                state=optuna.trial.TrialState.PRUNED,
+                intermediate_values={r.pruned_at: r.value},
+            )
+        else:
+            state = optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL
+            trial = optuna.trial.create_trial(
+                params=params, distributions=dists, state=state, value=r.value if ok else None
+            )
         study.add_trial(trial)
     return study
 
@@ -183,6 +192,7 @@ def ask(study: optuna.Study, space: SearchSpace) -> tuple[dict[str, Any], dict[s
     inputs = {
         "sampler": type(study.sampler).__name__,
         "trials_seen": len(complete),
+        "pruned_seen": sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED),
         "best_seen": {"params": dict(best.params), "value": best.value} if best is not None else None,
     }
     return dict(trial.params), inputs

@@ -390,26 +390,48 @@ def test_the_live_view_shows_the_phase_the_champion_curve_and_the_decisions(tmp_
     )
 
 
-def test_trials_race_from_scratch_with_successive_halving_within_the_budget(tmp_path: Path) -> None:
-    from smart_tuner.actors.tuner.trials import rungs
+def test_hyperbands_brackets_fit_the_budget_and_every_survivor_trains_as_long() -> None:
+    from smart_tuner.actors.tuner.trials import MIN_RUNG_STEPS, brackets
 
-    assert rungs(9, 600) == ((33, 99), (3, 1))  # 9 x 33 + 3 x 99 = 594 steps
-    cfg = config(n_trials=9)
-    state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(), strategy="trials"))
-    (race, *rest) = of(events, m.RoundPlanned)
-    assert len(race.trials) == 9 and race.rung_steps == (33, 99) and race.keep == (3, 1)
-    assert all(len(r.trials) == 1 for r in rest)  # what rounding left: the champion alone
-    first_rung = [
-        s for s in state.tuning.segments.values() if s.segment_id.startswith("r0-") and s.segment_id.endswith("-g0")
-    ]
-    assert len(first_rung) == 9 and all(s.from_checkpoint is None for s in first_rung)  # all from scratch
+    for budget, n_trials in ((600, 20), (400, 20), (2000, 20), (2000, 9), (5000, 30)):
+        plan = brackets(budget, n_trials)
+        assert sum(b.steps for b in plan) <= budget // 2  # the search's share; the best winner trains the rest
+        assert sum(b.trials for b in plan) <= n_trials
+        assert len({sum(b.rung_steps) for b in plan}) == 1  # every bracket's survivor reaches the same R
+        assert min(b.rung_steps[0] for b in plan) >= MIN_RUNG_STEPS
+        assert [len(b.rung_steps) for b in plan] == sorted((len(b.rung_steps) for b in plan), reverse=True)
+    wide = brackets(2000, 20)
+    assert [(b.trials, b.keep) for b in wide] == [(9, (3, 1, 1)), (6, (2, 1)), (3, (1,))]  # Li et al.'s s = 2, 1, 0
+    assert len(brackets(12, 3)) == 1  # a budget too small for Hyperband: one trial, then it trains on
+
+
+def test_trials_race_hyperband_brackets_from_scratch_and_ask_each_after_the_last_was_told(tmp_path: Path) -> None:
+    cfg = config(budget={"max_steps": 2000})
+    state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(), strategy="trials", timeout_s=120))
+    plans = of(events, m.RoundPlanned)
+    assert [len(p.trials) for p in plans[:3]] == [9, 6, 3] and all(len(p.trials) == 1 for p in plans[3:])
+    assert all(p.evidence["kind"] == "trials" and len(p.evidence["brackets"]) == 3 for p in plans[:3])
+    first_rungs = [s for s in state.tuning.segments.values() if s.segment_id.endswith("-g0") and s.start_step == 0]
+    assert len(first_rungs) == 18 and all(s.from_checkpoint is None for s in first_rungs)  # all from scratch
+    proposed = {t.trial_id: t for t in of(events, m.TrialProposed)}
+    inputs = [proposed[t].evidence.get("inputs", {}) for p in plans[:3] for t in p.trials]
+    seen = [(i.get("trials_seen"), i.get("pruned_seen")) for i in inputs]
+    assert seen[1:9] == [(0, 0)] * 8  # bracket 1 (after the starting point) knew nothing yet
+    # each later bracket was told every earlier trial: its winners completed, the others pruned
+    assert set(seen[9:15]) == {(1, 8)} and set(seen[15:18]) == {(2, 13)}
     pruned = of(events, m.TrialPruned)
-    assert len(pruned) == 8 and {p.evidence["rung"] for p in pruned} == {0, 1}
-    winner = state.tuning.rounds[0].winner
-    lrs = {t.trial_id: float(t.hparams["learning_rate"]) for t in state.tuning.trials.values()}
-    assert winner is not None and speed(lrs[winner]) == max(speed(lrs[t]) for t in race.trials)
-    assert steps_spent(state) == 600 and state.control.stop is not None
+    assert len(pruned) == 15  # 18 trials, three bracket winners
+    # the best of the three winners (at the same steps from scratch) trains on for the rest
+    winners = [r.winner for r in state.tuning.rounds[:3]]
+    final = state.tuning.rounds[3]
+    (trained_on,) = final.trials
+    lrs = {t: float(proposed[t].hparams["learning_rate"]) for t in winners}
+    best = max(winners, key=lambda t: speed(lrs[t]))
+    assert proposed[trained_on].hparams["learning_rate"] == lrs[best]
+    assert steps_spent(state) == 2000 and state.control.stop is not None
     assert state.control.stop.rule == "budget_steps"
+    promoted = [e.reason for e in of(events, m.ChampionPromoted)]
+    assert all("beat the champion" not in why or "<" in why for why in promoted)
 
 
 def test_a_segment_recorded_as_aborted_is_trained_again_under_a_new_id(tmp_path: Path) -> None:
