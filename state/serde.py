@@ -26,12 +26,18 @@ _WHEN_SET = "written_when_set"
 WRITTEN_WHEN_SET: Mapping[str, bool] = {_WHEN_SET: True}
 
 
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: to_plain(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if not (f.metadata.get(_WHEN_SET) and getattr(value, f.name) == f.default)
+            if not (f.metadata.get(_WHEN_SET) and getattr(value, f.name) == _default_of(f))
         }
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
