@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=2, help="arms run side by side (one torch thread each)")
     p.add_argument("--out", type=Path, default=Path("runs/suite"), help="results and runs (default runs/suite)")
     p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--report", action="store_true", help="only the table of the results so far; run nothing")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # the test measurements, as the arms train: one thread, whatever the machine
     arms = [a for a in args.arms.split(",") if a]
@@ -180,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                         jobs += [(a, data[task.name], seed) for a in points if not store.has(key, a, seed)]
                 elif not store.has(key, arm, seed):
                     jobs.append((arm, data[task.name], seed))
-    print(f"{len(jobs)} (task, arm, seed) runs to do (an oracle point is one); results in {store.root}", flush=True)
+    if args.report:
+        print(f"{len(jobs)} (task, arm, seed) runs still to do; the table of what is done:", flush=True)
+        jobs = []
+    else:
+        print(f"{len(jobs)} (task, arm, seed) runs to do (an oracle point is one); results in {store.root}", flush=True)
     failed = 0
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:
         futures = {
@@ -208,8 +213,33 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(results, arms)
     print()
     print(table(summary))
+    runs = store.runs(f"{t.name}-{t.digest()}" for t in tasks)
+    commits = sorted({str(r.get("commit", "unknown")) for r in runs})
+    print(
+        f"code: {', '.join(commits) or '-'}"
+        + (" (results of several commits: compare with care)" if len(commits) > 1 else "")
+    )
+    print(cost(runs, max(1, args.parallel), len(seeds)))
     print(result_line(aggregate(summary, arms)))
     return 1 if failed else 0
+
+
+def cost(runs: list[dict[str, Any]], parallel: int, seeds: int) -> str:
+    """What the pass cost: every trained run's wall time (each oracle point once; the one that is
+    the control's run not twice) over the runs side by side, and a full pass of three seeds
+    projected from it (the six arms again per extra seed, at this seed's times)."""
+    done = [r for r in runs if not (r["arm"].startswith(ORACLE_PREFIX) and r.get("run_dir") in _control_dirs(runs))]
+    total_h = sum(r["wall_s"] for r in done) / 3600
+    per_seed_h = sum(r["wall_s"] for r in done if not r["arm"].startswith(ORACLE_PREFIX)) / 3600
+    full_h = total_h + (3 - seeds) * per_seed_h if seeds < 3 else total_h
+    return (
+        f"cost: {len(done)} runs, {total_h:.2f} h of run time, {total_h / parallel:.2f} h at {parallel} side by side; "
+        f"a 3-seed pass about {full_h / parallel:.2f} h (the six arms' times again per extra seed)"
+    )
+
+
+def _control_dirs(runs: list[dict[str, Any]]) -> set[str]:
+    return {r["run_dir"] for r in runs if r["arm"] == "control"}
 
 
 if __name__ == "__main__":

@@ -48,6 +48,15 @@ class ResultStore:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def runs(self, task_keys: Iterable[str]) -> list[dict[str, Any]]:
+        """Every trained run's result: the arms' and the oracle's points' (not the oracle's assembled one)."""
+        out = []
+        for key in task_keys:
+            for path in sorted((self.root / key).glob("*/seed*.json")):
+                if path.parent.name != "oracle":
+                    out.append(json.loads(path.read_text(encoding="utf-8")))
+        return out
+
     def all(self, task_keys: Iterable[str]) -> list[dict[str, Any]]:
         out = []
         for key in task_keys:

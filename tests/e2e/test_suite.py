@@ -64,6 +64,12 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
     oracle = json.loads((results[[p.parent.name for p in results].index("oracle")]).read_text())
     assert oracle["detail"]["point"] == min(oracle["detail"]["selection"], key=oracle["detail"]["selection"].get)
     assert again.stdout.strip().splitlines()[-1] == result[0]
+    assert re.search(r"^cost: 9 runs, [0-9.]+ h of run time", again.stdout, re.M)  # the oracle's copied point once
+    assert re.search(r"^code: [0-9a-f]{7}", again.stdout, re.M)
+
+    report = suite("--smoke", "--report", "--out", str(out))
+    assert report.returncode == 0 and "0 (task, arm, seed) runs still to do" in report.stdout
+    assert report.stdout.strip().splitlines()[-1] == result[0]
 
 
 @pytest.mark.parametrize(
