@@ -20,12 +20,16 @@ a trial of its own (its hyperparameters and its starting checkpoint,
   member that failed) are replaced (``TrialPruned``): each copies the checkpoint of a
   member of the best ``quantile`` (*exploit*) and either multiplies or divides each searched
   value by ``perturb_factor`` or, with ``resample_probability``, takes the sampler's
-  proposal (*explore*). The others train on from their own checkpoints unchanged.
+  proposal (*explore*). Both go through the configured sampler: which way each value moves
+  is asked of a study told every earlier perturbation's directions and its objective after
+  its interval over its donor's, so the sampler learns which way pays. The others train on
+  from their own checkpoints unchanged.
 * **the end of the budget**: when a whole generation no longer fits, the champion alone
   trains the rest (an exploit round, as in ``forks``). Every member's steps count.
 
-The random choices (which donor, up or down) come from a generator seeded by the run's
-seed and the generation number: a restarted tuner makes the same ones from the same log.
+The random choices (which donor, perturb or resample) come from a generator seeded by the
+run's seed and the generation number, the sampler's from the run's seed and the trial number:
+a restarted tuner makes the same ones from the same log.
 Values a guard rail moved (``state.tuning.adjustments``) are not perturbed.
 
 Imports the standard library, ``protocol``, ``state`` and the tuner package's ``engine``,
@@ -42,7 +46,7 @@ from typing import Any
 from ...protocol import Message
 from ...protocol import messages as m
 from ...protocol import metrics as mx
-from ...state.model import Round, Trial, TunerState
+from ...state.model import Round, Segment, Trial, TunerState
 from ...state.queries import steps_spent
 from .engine import (
     INCUMBENT,
@@ -54,9 +58,10 @@ from .engine import (
     propose_trial,
 )
 from .objectives import Requirement, Score, gate_stop_requirement, score
-from .space import Param, Result, ask, rebuild_study
+from .space import Param, Result, SearchSpace, ask, rebuild_study
 
 CONTINUE, PERTURB, RESAMPLE = "pbt-continue", "pbt-perturb", "pbt-resample"
+DIRECTIONS = ("down", "up")
 
 
 class PbtStrategy(RoundStrategy):
@@ -208,14 +213,39 @@ class PbtStrategy(RoundStrategy):
                 f"resampled by {inputs['sampler']}: " + describe_changes(change, {}),
                 {"inputs": inputs, "outputs": change},
             )
-        change = {q.name: perturb(q, base.get(q.name), p.perturb_factor, rng) for q in params}
+        # which way to move each value: asked of the sampler, told how earlier perturbations did
+        space = SearchSpace(tuple(Param(q.name, "categorical", choices=DIRECTIONS) for q in params))
+        told = self._perturb_results(state, {q.name for q in params})
+        study = rebuild_study(space, s.sampler, s.seed + number, s.n_startup_trials, told)
+        directions, inputs = ask(study, space) if params else ({}, {})
+        change = {q.name: perturb(q, base.get(q.name), p.perturb_factor, directions[q.name] == "up") for q in params}
         change = {k: v for k, v in change.items() if v is not None}
         return (
             {**base, **change},
             PERTURB,
-            f"perturbed by x/÷ {p.perturb_factor:g}: " + describe_changes(change, base),
-            {"around": {k: base.get(k) for k in change}, "outputs": change},
+            f"perturbed by x/÷ {p.perturb_factor:g} in the directions {inputs.get('sampler', '-')} chose from "
+            f"{inputs.get('trials_seen', 0)} earlier perturbations: " + describe_changes(change, base),
+            {"around": {k: base.get(k) for k in change}, "directions": directions, "inputs": inputs, "outputs": change},
         )
+
+    def _perturb_results(self, state: TunerState, names: set[str]) -> list[Result]:
+        """Every finished perturbation as the sampler sees it: the direction it moved each value and
+        its objective after its interval over its donor's when it was copied (< 1: it improved)."""
+        out = []
+        for rnd in state.tuning.rounds:
+            for tid in rnd.trials:
+                t = state.tuning.trials[tid]
+                origin = state.tuning.segments.get(rnd.starts.get(tid, ""))
+                if t.sampler != PERTURB or origin is None:
+                    continue
+                directions = self._directions(state, t, origin)
+                if directions is None or set(directions) != names:
+                    continue
+                done = finished_segments(state, tid)
+                before = score(origin.metrics).objective
+                value = score(done[0].metrics).objective / before if done and before > 0 else None
+                out.append(Result(number=t.number, params=directions, value=value))
+        return out
 
     def _pbt_results(self, state: TunerState) -> list[Result]:
         """Every member's objective relative to its generation's best (1: the best), for the sampler."""
@@ -230,6 +260,34 @@ class PbtStrategy(RoundStrategy):
                 r = results.get(t.trial_id)
                 value = r.objective / best if r is not None and best and math.isfinite(r.objective) else None
                 out.append(Result(number=t.number, params=t.hparams, value=value))
+        return out
+
+    def _directions(self, state: TunerState, t: Trial, origin: Segment) -> dict[str, str] | None:
+        """Which way a perturbation moved each searched value from its donor's (a value clipped at a
+        bound moved towards it); None when that cannot be told (a categorical, an unknown donor)."""
+        donor = state.tuning.trials.get(origin.trial_id or "")
+        if donor is None:
+            return None
+        before = donor.effective_hparams()
+        out = {}
+        for q in self.space.params:
+            a, b = t.hparams.get(q.name), before.get(q.name)
+            if q.name not in t.hparams or q.name not in before:
+                continue
+            if q.type == "categorical":  # as positions among the choices
+                if a not in q.choices or b not in q.choices:
+                    return None
+                a, b = q.choices.index(a), q.choices.index(b)
+                out[q.name] = "up" if a > b or (a == b == len(q.choices) - 1) else "down"
+                continue
+            if not isinstance(a, int | float) or not isinstance(b, int | float):
+                return None
+            if a != b:
+                out[q.name] = "up" if a > b else "down"
+            elif q.high is not None and a >= q.high:
+                out[q.name] = "up"
+            elif q.low is not None and a <= q.low:
+                out[q.name] = "down"
         return out
 
     def _ranking(self, state: TunerState, members: list[Trial]) -> tuple[list[Trial], dict[str, Score]]:
@@ -305,13 +363,12 @@ class PbtStrategy(RoundStrategy):
         return out
 
 
-def perturb(param: Param, value: Any, factor: float, rng: random.Random) -> Any:
-    """``value`` times or divided by ``factor`` (a neighbouring choice for a categorical), within range."""
-    up = rng.random() < 0.5
+def perturb(param: Param, value: Any, factor: float, up: bool) -> Any:
+    """``value`` times (``up``) or divided by ``factor`` (a neighbouring choice for a categorical), within range."""
     if param.type == "categorical":
         choices = list(param.choices)
         if value not in choices:
-            return rng.choice(choices)
+            return choices[-1] if up else choices[0]
         i = choices.index(value) + (1 if up else -1)
         return choices[min(max(i, 0), len(choices) - 1)]
     if not isinstance(value, int | float) or isinstance(value, bool):

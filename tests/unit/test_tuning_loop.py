@@ -673,3 +673,25 @@ def test_a_forks_sampler_proposes_changes_learnt_from_every_earlier_challenger(t
     other = sampled(5, "c")
     assert [t.hparams for t in again] == [proposal.hparams]  # the same seed, the same proposal
     assert [t.hparams for t in other] != [proposal.hparams]  # the tuner's seed is the sampler's
+
+
+def test_pbt_perturbs_in_the_directions_its_sampler_chose_told_how_earlier_perturbations_did(tmp_path: Path) -> None:
+    """Explore goes through the configured sampler: which way each value moves (x or / the factor)
+    is asked of it, from a study told every earlier perturbation's directions (read back from the
+    member's and its donor's hyperparameters) and how the member then did against its donor."""
+    from smart_tuner.actors.tuner.pbt import PERTURB
+
+    cfg = config(budget={"max_steps": 2000}, pbt__resample_probability=0.0, n_startup_trials=2)
+    state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(), strategy="pbt", timeout_s=120))
+    perturbed = [t for t in of(events, m.TrialProposed) if t.sampler == PERTURB]
+    assert len(perturbed) >= 5
+    seen = [t.evidence["inputs"]["trials_seen"] for t in perturbed]
+    assert seen[0] == 0 and seen[-1] >= 3 and seen == sorted(seen)  # each told what came before it
+    for t in perturbed:
+        directions = t.evidence["directions"]
+        assert set(directions) == set(cfg["search_space"])  # every searched value, one way or the other
+        assert set(directions.values()) <= {"up", "down"}
+        around, outputs = t.evidence["around"], t.evidence["outputs"]
+        lr0, lr1 = float(around["learning_rate"]), float(outputs["learning_rate"])
+        assert math.isclose(lr1, lr0 * 1.25 if directions["learning_rate"] == "up" else lr0 / 1.25)
+    assert steps_spent(state) == 2000
