@@ -9,8 +9,9 @@ torch thread as the suite's arms do; with ``--side-by-side`` a second process tr
 same beside it, as ``--parallel 2`` runs two arms at once on two cores. Then:
 
 * a ``--quick`` pass is every arm once per task: six arms plus the oracle's six grid points,
-  each the task's budget of steps (12 x budget steps per task);
-* a full pass is three seeds of the six arms plus the oracle once (24 x budget per task);
+  each the task's budget of steps, less the grid point that is the control's own run
+  (11 x budget steps per task);
+* a full pass is three seeds of the six arms plus the oracle once (23 x budget per task);
 * the projected hours are those steps at the measured seconds per step, divided by the two
   arms that run side by side.
 
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from tuning_suite.arms import START, oracle_points  # noqa: E402
+from tuning_suite.arms import START, control_point, oracle_points  # noqa: E402
 from tuning_suite.tasks import BUILTIN, FULL, TaskData, materialise  # noqa: E402
 
 from smart_tuner.trainer.config import TrainerConfig  # noqa: E402
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         data = materialise(BUILTIN[args.task], args.out)
         seconds_per_step(data, args.steps, Path(tempfile.mkdtemp(prefix="suite-cost-")))
         return 0
-    n_oracle = len(oracle_points(False))
+    n_oracle = len(oracle_points(False)) - (control_point(False) is not None)  # that one is the control's run
     quick = full = 0.0
     per_task: dict[str, float] = {}
     for name in args.tasks.split(","):
