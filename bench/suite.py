@@ -6,9 +6,10 @@
     python bench/suite.py --task corpus=/data/my-lj,preset=demo,batch=16,budget=800
     python bench/suite.py --task-file my-tasks.yaml --arms control,forks
 
-Tasks (``tuning_suite/tasks.py``): ``demo`` (today's demo), ``voice`` (another espeak-ng
-voice, rate and real sentences), ``small`` (70 training utterances), ``large`` (twice the
-batch, 1500 steps); or any LJSpeech-layout folder or NVIDIA filelist. Each task's
+Tasks (``tuning_suite/tasks.py``): ``demo`` (today's demo corpus and model, 400 steps), and
+on a compact model ``voice`` (another espeak-ng voice, rate and real sentences), ``small``
+(70 training utterances), ``large`` (twice the batch, 1000 steps); or any LJSpeech-layout
+folder or NVIDIA filelist. ``--report`` prints the table of the results so far and runs nothing. Each task's
 utterances are split once into what the tuner may see and a **test** set it never sees
 (not even in its dataset folder); the trainer holds out its own selection set from the
 first. Arms (``tuning_suite/arms.py``): ``control``, ``forks``, ``pbt``, ``trials``, the
