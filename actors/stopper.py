@@ -15,7 +15,8 @@ Rules, first match wins:
 * ``quality_target`` -- the champion's objective reached ``stop.target_objective`` with
   diagonality at least ``stop.target_diagonality``.
 * ``budget_steps`` / ``budget_hours`` / ``budget_gpu_hours`` -- ``budget.*`` reached
-  (hours: the time the run was running, not the time between a crash and its resume).
+  (hours: the time the run was running, not the time between a crash and its resume;
+  GPU hours: every segment that held GPUs, finished or failed).
   The step budget stops once the last round is decided (the tuner plans rounds to end
   on it); the hour budgets stop at once (the supervisor aborts what is running).
 * ``plateau`` -- ``patience`` decided rounds after the warm-up without a ``min_delta``
@@ -43,9 +44,24 @@ from .runtime import ActorCore, Out
 
 class Stopper(ActorCore):
     name = "stopper"
+    replays_history = True  # the GPU time of failed segments is folded here, from every event
 
     def __init__(self, *, available_strategies: frozenset[str]) -> None:
         self.available_strategies = available_strategies
+        # A failed segment held its GPUs too, but records no duration: from its SegmentStarted's
+        # committed ts to its SegmentFailed's, per attempt (replay sees the same clock readings).
+        self._started: dict[str, tuple[float, str | None]] = {}
+        self.failed_gpu_s = 0.0
+
+    def observe(self, env: Envelope) -> None:
+        msg = env.data
+        if isinstance(msg, m.SegmentStarted):
+            self._started[msg.segment_id] = (env.ts, msg.device)
+        elif isinstance(msg, m.SegmentFailed) and msg.segment_id in self._started:
+            started, device = self._started.pop(msg.segment_id)
+            self.failed_gpu_s += max(0.0, env.ts - started) * _gpus(device)
+        elif isinstance(msg, m.SegmentFinished):
+            self._started.pop(msg.segment_id, None)
 
     def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
         if isinstance(env.data, m.StopRequested):
@@ -137,7 +153,8 @@ class Stopper(ActorCore):
                     evidence={"hours": round(hours, 4), "max_hours": max_hours, "clock_ts": now_ts},
                 )
         if max_gpu is not None:
-            gpu_h = sum((s.duration_s or 0.0) * _gpus(s.device) for s in state.tuning.segments.values()) / 3600
+            finished_s = sum((s.duration_s or 0.0) * _gpus(s.device) for s in state.tuning.segments.values())
+            gpu_h = (finished_s + self.failed_gpu_s) / 3600  # every segment that held a GPU, failed ones too
             if gpu_h >= max_gpu:
                 return m.StopDecided(
                     rule="budget_gpu_hours",

@@ -524,3 +524,40 @@ def test_the_time_between_a_crash_and_its_resume_is_not_running_time() -> None:
     assert stopper._budget(s, config, now_ts=1000.0 + 4050.0 + 3500.0) is None  # 3500 s of running
     decided = stopper._budget(s, config, now_ts=1000.0 + 4050.0 + 3700.0)
     assert decided is not None and decided.rule == "budget_hours"
+
+
+def test_gpu_hours_count_the_segments_that_failed_too() -> None:
+    """A segment that failed (NaN, OOM, a lost worker) held its GPUs as long as it ran: from its
+    start to its failure, by the committed clock, on every attempt."""
+    config = {"budget": {"max_gpu_hours": 1.0}}
+    stopper = Stopper(available_strategies=frozenset({"forks"}))
+    events = [
+        (run_started(), 0.0),
+        (scheduled("s1"), 10.0),
+        (m.SegmentStarted(segment_id="s1", worker_id="w1", device="cuda:0 x2", pid=1), 100.0),
+        (m.SegmentFailed(segment_id="s1", reason="oom", detail="out of memory", step=7), 100.0 + 0.2 * 3600),
+        (m.SegmentStarted(segment_id="s1", worker_id="w1", device="cuda:0", pid=1), 1000.0),
+        (
+            m.SegmentFinished(
+                segment_id="s1",
+                end_step=1000,
+                metrics={},
+                checkpoint="c",
+                checkpoint_sha256="ab",
+                duration_s=0.5 * 3600,
+            ),
+            1000.0 + 0.5 * 3600,
+        ),
+    ]
+    s = TunerState()
+    for seq, (msg, ts) in enumerate(events, start=1):
+        env = envelope(seq, msg, ts=ts)
+        s = apply(s, env)
+        stopper.observe(env)
+    s = replace(s, run=replace(s.run, config=config)) if s.run else s
+    assert stopper.failed_gpu_s == pytest.approx(2 * 0.2 * 3600)  # two GPUs for 0.2 h
+    assert stopper._budget(s, config, now_ts=5000.0) is None  # 0.4 + 0.5 = 0.9 GPU hours
+    more = {"budget": {"max_gpu_hours": 0.85}}
+    decided = stopper._budget(s, more, now_ts=5000.0)
+    assert decided is not None and decided.rule == "budget_gpu_hours"
+    assert decided.evidence["gpu_hours"] == pytest.approx(0.9)  # without the failed attempt: 0.5
