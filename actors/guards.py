@@ -91,8 +91,8 @@ class GuardRails(ActorCore):
         if isinstance(msg, m.SegmentFailed) and msg.reason in ("nan", "oom"):
             seg = state.tuning.segments[msg.segment_id]
             found = _settable(state, self._failure(state, msg))
-            if scope(state, seg) != LINEAGE:  # a probe's or a member's batch is its own
-                found = [_for_trial(x, seg) for x in found]
+            if scope(state, seg) != LINEAGE:  # a probe's or a member's batch, or giving up, is its own
+                found = [_for_trial(x, seg, always=True) for x in found]
             return [Out(x) for x in found]
         if isinstance(msg, m.SegmentFinished | m.MetricsObserved) and msg.segment_id not in state.tuning.segments:
             return ()
@@ -430,9 +430,11 @@ def scope(state: TunerState, seg: Segment) -> str:
     return LINEAGE if trial.sampler == INCUMBENT else PROBE
 
 
-def _for_trial(msg: Message, seg: Segment) -> Message:
-    """A trip's lasting change scoped to ``seg``'s trial (a rollback re-runs that segment anyway)."""
-    if isinstance(msg, m.GuardTripped) and msg.hparams:
+def _for_trial(msg: Message, seg: Segment, always: bool = False) -> Message:
+    """A trip's lasting change scoped to ``seg``'s trial (a rollback re-runs that segment anyway);
+    ``always``: a trip without a change too (a NaN or OOM with nothing left gives up on the trial,
+    and the round engine prunes it, instead of ending the run)."""
+    if isinstance(msg, m.GuardTripped) and (msg.hparams or always):
         return dataclasses.replace(msg, trial_id=seg.trial_id)
     return msg
 

@@ -66,7 +66,8 @@ class Stopper(ActorCore):
     def react(self, env: Envelope, state: TunerState) -> Sequence[Out]:
         if isinstance(env.data, m.StopRequested):
             return self._operator_stop(state, env.data, env.seq)
-        if isinstance(env.data, m.GuardTripped) and env.data.gives_up:
+        if isinstance(env.data, m.GuardTripped) and env.data.gives_up and env.data.trial_id is None:
+            # (a guard giving up on one trial, not the lineage: the round engine prunes that trial)
             return self._guard_stop(state, env.data.guard, env.data.reason, env.data.action, env.seq)
         return self._check(state, env.ts)
 

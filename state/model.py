@@ -191,6 +191,7 @@ class Incident:
     subject: str
     detail: str
     gave_up: bool = field(default=False, metadata=WRITTEN_WHEN_SET)  # a guard with no correction left
+    trial_id: str | None = field(default=None, metadata=WRITTEN_WHEN_SET)  # a guard's trip on one trial alone
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

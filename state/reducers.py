@@ -420,7 +420,12 @@ def _round_planned(state: TunerState, e: m.RoundPlanned, seq: int, ts: float) ->
 @reducer(m.GuardTripped)
 def _guard_tripped(state: TunerState, e: m.GuardTripped, seq: int, ts: float) -> Changes:
     inc = Incident(
-        seq=seq, kind=e.guard, subject=e.segment_id or "-", detail=f"{e.action}: {e.reason}", gave_up=e.gives_up
+        seq=seq,
+        kind=e.guard,
+        subject=e.segment_id or "-",
+        detail=f"{e.action}: {e.reason}",
+        gave_up=e.gives_up,
+        trial_id=e.trial_id,
     )
     changes: Changes = {"health": replace(state.health, guards=(*state.health.guards, inc))}
     if e.hparams and e.trial_id is not None:  # one trial's own trouble: that trial's later segments

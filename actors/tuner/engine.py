@@ -148,9 +148,19 @@ class RoundStrategy(Strategy):
     ) -> list[Message]:
         segs = segments_of(state, t.trial_id)
         failed_here = [s for s in segs if s.status == "failed" and s.scheduled_seq > _rung_start(segs, rung)]
-        if last.failure in ("nan", "oom") and len([s for s in failed_here if s.failure != "aborted"]) <= MAX_RERUNS:
+        # a guard with nothing left to try: on the lineage the stop controller ends the run; on one
+        # trial of a race (a probe, a member: the trip names it) that trial is pruned below
+        gave_up = [g for g in state.health.guards if g.subject == last.segment_id and g.gave_up]
+        if any(g.trial_id is None for g in gave_up):
+            return []
+        given_up = bool(gave_up)
+        if (
+            last.failure in ("nan", "oom")
+            and not given_up
+            and len([s for s in failed_here if s.failure != "aborted"]) <= MAX_RERUNS
+        ):
             if last.rollback is None:
-                return []  # the guard rails decide how to roll back
+                return []  # the guard rails decide how to roll back (or give up on the trial)
             return [plan_segment(state, rnd, t, rung, rerun=last.rollback, attempt=len(failed_here))]
         if last.failure == "aborted":  # stopped by an operator; the run was resumed: the same rung again
             return [plan_segment(state, rnd, t, rung, attempt=len(failed_here), kind="re")]
@@ -168,7 +178,8 @@ class RoundStrategy(Strategy):
                 trial_id=t.trial_id,
                 step=last.last_step or last.start_step,
                 value=None,
-                reason=f"{t.trial_id} failed {len(failed_here)} time(s) ({last.failure}); given up",
+                reason=f"{t.trial_id} failed {len(failed_here)} time(s) ({last.failure}); given up"
+                + (" (the guard rails had nothing left to try)" if given_up else ""),
                 evidence={
                     "segment_id": last.segment_id,
                     "failure": last.failure,

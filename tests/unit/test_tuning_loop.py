@@ -695,3 +695,20 @@ def test_pbt_perturbs_in_the_directions_its_sampler_chose_told_how_earlier_pertu
         lr0, lr1 = float(around["learning_rate"]), float(outputs["learning_rate"])
         assert math.isclose(lr1, lr0 * 1.25 if directions["learning_rate"] == "up" else lr0 / 1.25)
     assert steps_spent(state) == 2000
+
+
+def test_a_trial_out_of_memory_at_batch_size_one_is_pruned_and_the_race_goes_on(tmp_path: Path) -> None:
+    """Out of memory with nothing left to halve gives up on that trial, not on the run: before, the
+    guard's give-up ended the whole run, whichever trial it was."""
+
+    def fail(seg: m.SegmentScheduled, attempt: int) -> str | None:
+        return "oom" if seg.trial_id == "t2" else None
+
+    cfg = config(budget={"max_steps": 600}, trainer__hparams={"batch_size": 1})
+    state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(fail=fail), strategy="trials"))
+    (trip,) = [g for g in of(events, m.GuardTripped) if g.guard == "oom"]
+    assert trip.gives_up and trip.trial_id == "t2" and "batch size 1" in trip.action
+    pruned = {p.trial_id: p for p in of(events, m.TrialPruned)}
+    assert "t2" in pruned and "nothing left to try" in pruned["t2"].reason
+    assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
+    assert steps_spent(state) == 600
