@@ -712,3 +712,17 @@ def test_a_trial_out_of_memory_at_batch_size_one_is_pruned_and_the_race_goes_on(
     assert "t2" in pruned and "nothing left to try" in pruned["t2"].reason
     assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
     assert steps_spent(state) == 600
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "cmaes", "gp", "qmc", "random", "grid"])
+@pytest.mark.parametrize("strategy", ["trials", "pbt"])
+def test_every_search_algorithm_runs_trials_and_pbt_end_to_end(tmp_path: Path, algorithm: str, strategy: str) -> None:
+    """Hyperband's later brackets and PBT's perturbations ask the sampler after it was told results."""
+    cfg = config(search_algorithm=algorithm, n_startup_trials=2, budget={"max_steps": 2000})
+    if algorithm == "grid":
+        cfg["search_space"] = GRID_SPACE
+    state, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor(), strategy=strategy, timeout_s=120))
+    told = [t.evidence["inputs"] for t in of(events, m.TrialProposed) if "inputs" in t.evidence]
+    assert told and max(i["trials_seen"] + i.get("pruned_seen", 0) for i in told) >= 2
+    assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
+    assert not of(events, m.ActorCrashed)
