@@ -201,7 +201,7 @@ class RoundStrategy(Strategy):
         ref_diag = inc_score.diagonality if inc_score is not None else max(r.diagonality for r in results.values())
         required = Requirement(
             diagonality=min(f.min_diagonality, ref_diag - 0.1),
-            gate_stop_rate=gate_stop_requirement(results.values(), f.min_gate_stop_rate),
+            gate_stop_rate=gate_stop_requirement(results.values(), f.min_gate_stop_rate, inc_score),
         )
         keep = rnd.keep[rung]
         ranked = sorted(

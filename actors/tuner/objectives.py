@@ -72,7 +72,13 @@ def score(metrics: Mapping[str, float]) -> Score:
     return Score(objective=objective, diagonality=diagonality, gate_stop_rate=read_gate_stop_rate(metrics))
 
 
-def gate_stop_requirement(scores: Iterable[Score], min_rate: float) -> float | None:
-    """``min_rate``, or the best reported rate minus 0.1 while none reaches it; None if none reports one."""
+def gate_stop_requirement(scores: Iterable[Score], min_rate: float, incumbent: Score | None = None) -> float | None:
+    """The free-running stop rate a candidate needs: ``min_rate``, or, while the reference does not
+    reach it, the reference's rate minus 0.1. The reference is the incumbent when the race has one
+    (as for diagonality: early in training no model stops by its gate, and a challenger need only
+    stop no worse than the champion it would replace), else the best reported rate. None if none
+    reports one."""
+    if incumbent is not None and incumbent.gate_stop_rate is not None:
+        return min(min_rate, incumbent.gate_stop_rate - 0.1)
     rates = [s.gate_stop_rate for s in scores if s.gate_stop_rate is not None]
     return min(min_rate, max(rates) - 0.1) if rates else None

@@ -187,7 +187,8 @@ class ForksConfig(_Frozen):
     tie_margin: float = Field(default=0.03, ge=0, lt=1)  # challengers this close to the best tie: least change wins
     min_diagonality: float = Field(default=0.5, ge=0, le=1)  # the alignment a candidate needs to win
     # the share of validation sentences a candidate's stop gate must end in time, free-running, to win
-    # (or the best candidate's minus 0.1 while none does; 0 turns it off; see actors/tuner/objectives.py)
+    # (or the incumbent's minus 0.1 while it does not, the best candidate's in a race without one;
+    # 0 turns it off; see actors/tuner/objectives.py)
     min_gate_stop_rate: float = Field(default=0.9, ge=0, le=1, json_schema_extra=HASHED_WHEN_SET)
     ladder_factor: float = Field(default=3.0, gt=1)  # first round: the champion's log-scale values x this
     wide_factor: float = Field(default=10.0, gt=1)  # first round: ... and x this
