@@ -65,7 +65,7 @@ from smart_tuner.trainer.heldout import evaluate_checkpoint
 def _commit() -> str:
     try:
         proc = subprocess.run(
-            ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"],
+            ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty", "--exclude", "*"],
             capture_output=True,
             text=True,
             timeout=10,
