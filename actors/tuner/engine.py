@@ -43,7 +43,7 @@ from ...state.model import Round, Segment, Trial, TunerState
 from ...state.queries import announced_hparams, segments_of, steps_spent
 from ..scheduler import plan_segment
 from ._base import Strategy, TuningSettings
-from .objectives import Requirement, Score, gate_stop_requirement, score
+from .objectives import Requirement, Score, race_requirement, score
 from .space import SearchSpace
 
 MAX_RERUNS = 2  # rollbacks of one rung of one trial before the trial is given up
@@ -197,12 +197,8 @@ class RoundStrategy(Strategy):
         champion = state.tuning.champion
         inc = next((t for t in alive if t.sampler == INCUMBENT), None)
         inc_score = results[inc.trial_id] if inc is not None else None
-        # the alignment to match: the incumbent's; in a race without one (trials), the best candidate's
-        ref_diag = inc_score.diagonality if inc_score is not None else max(r.diagonality for r in results.values())
-        required = Requirement(
-            diagonality=min(f.min_diagonality, ref_diag - 0.1),
-            gate_stop_rate=gate_stop_requirement(results.values(), f.min_gate_stop_rate, inc_score),
-        )
+        # the alignment and stop rate to match: the incumbent's; in a race without one (trials), the best candidate's
+        required = race_requirement(results.values(), f.min_diagonality, f.min_gate_stop_rate, inc_score)
         keep = rnd.keep[rung]
         ranked = sorted(
             alive,

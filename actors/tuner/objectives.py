@@ -1,7 +1,7 @@
 """What candidates are compared on: the unweighted validation objective, and alignment.
 
     s = score(segment.metrics)    # Score(objective=…, diagonality=…, gate_stop_rate=…)
-    need = Requirement(diagonality=0.5, gate_stop_rate=gate_stop_requirement(scores, 0.9))
+    need = race_requirement(scores, min_diagonality=0.5, min_gate_stop_rate=0.9)
     need.met_by(s)                # eligible to win
 
 The objective is the trainer's ``val_objective`` (mel MSE after the postnet + plain gate
@@ -70,6 +70,20 @@ class Requirement:
 def score(metrics: Mapping[str, float]) -> Score:
     objective, diagonality = read_result(metrics)
     return Score(objective=objective, diagonality=diagonality, gate_stop_rate=read_gate_stop_rate(metrics))
+
+
+def race_requirement(
+    scores: Iterable[Score], min_diagonality: float, min_gate_stop_rate: float, incumbent: Score | None = None
+) -> Requirement:
+    """What a candidate of a race needs to win: the alignment of the reference minus 0.1 while it is
+    under ``min_diagonality``, and the stop rate of ``gate_stop_requirement``. The reference is the
+    incumbent when the race has one (early in training nothing is aligned), else the best candidate."""
+    scores = list(scores)
+    ref_diag = incumbent.diagonality if incumbent is not None else max(s.diagonality for s in scores)
+    return Requirement(
+        diagonality=min(min_diagonality, ref_diag - 0.1),
+        gate_stop_rate=gate_stop_requirement(scores, min_gate_stop_rate, incumbent),
+    )
 
 
 def gate_stop_requirement(scores: Iterable[Score], min_rate: float, incumbent: Score | None = None) -> float | None:

@@ -57,7 +57,7 @@ from .engine import (
     is_eligible,
     propose_trial,
 )
-from .objectives import Requirement, Score, gate_stop_requirement, score
+from .objectives import Requirement, Score, race_requirement, score
 from .space import Param, Result, SearchSpace, ask, rebuild_study
 
 CONTINUE, PERTURB, RESAMPLE = "pbt-continue", "pbt-perturb", "pbt-resample"
@@ -304,10 +304,7 @@ class PbtStrategy(RoundStrategy):
 
     def _required(self, results: Mapping[str, Score]) -> Requirement:
         f = self.settings.forks
-        return Requirement(
-            diagonality=min(f.min_diagonality, max(r.diagonality for r in results.values()) - 0.1),
-            gate_stop_rate=gate_stop_requirement(results.values(), f.min_gate_stop_rate),
-        )
+        return race_requirement(results.values(), f.min_diagonality, f.min_gate_stop_rate)
 
     # --- deciding a generation --------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from ...protocol import messages as m
 from ...state.model import Round, TunerState
 from ...state.queries import steps_spent
 from .engine import RoundStrategy, describe_changes, finished_segments, is_eligible, propose_trial
-from .objectives import Requirement, gate_stop_requirement, score
+from .objectives import race_requirement, score
 from .space import Result, ask, rebuild_study
 
 ETA = 3
@@ -73,7 +73,7 @@ def bracket(s: int, s_max: int, unit: int) -> Bracket:
         alive = max(1, alive // ETA)
         keep.append(alive)
     keep.append(1)
-    return Bracket(n, rung_steps, tuple(keep[-(s + 1) :]))
+    return Bracket(n, rung_steps, tuple(keep))
 
 
 def brackets(budget: int, n_trials: int) -> list[Bracket]:
@@ -191,10 +191,7 @@ class TrialsStrategy(RoundStrategy):
         winners = [(rnd, state.tuning.trials[rnd.winner]) for rnd in state.tuning.rounds if rnd.winner]
         scores = {t.trial_id: score(finished_segments(state, t.trial_id)[-1].metrics) for _, t in winners}
         f = self.settings.forks
-        required = Requirement(
-            diagonality=min(f.min_diagonality, max(r.diagonality for r in scores.values()) - 0.1),
-            gate_stop_rate=gate_stop_requirement(scores.values(), f.min_gate_stop_rate),
-        )
+        required = race_requirement(scores.values(), f.min_diagonality, f.min_gate_stop_rate)
         ranked = sorted(
             winners,
             key=lambda w: (not is_eligible(scores[w[1].trial_id], required), scores[w[1].trial_id].objective),
