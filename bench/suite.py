@@ -44,8 +44,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tuning_suite.arms import ORACLE_PREFIX, ArmError, ArmRun, best_point, control_point, oracle_points, run_arm
-from tuning_suite.results import ResultStore, aggregate, result_line, summarise, table
+from tuning_suite.arms import (
+    ORACLE_PREFIX,
+    ArmError,
+    ArmRun,
+    Variant,
+    best_point,
+    control_point,
+    oracle_points,
+    parse_variant,
+    run_arm,
+)
+from tuning_suite.results import ResultStore, aggregate, result_line, selection_line, summarise, table
 from tuning_suite.tasks import (
     BUILTIN,
     FULL,
@@ -88,12 +98,14 @@ def measure(run: ArmRun, data: TaskData) -> dict[str, Any]:
     return {"test": test, "test_objective": objective, "test_diagonality": diagonality, "lineage": lineage}
 
 
-def job(arm: str, data: TaskData, seed: int, out: Path, smoke: bool, keep: bool) -> dict[str, Any]:
+def job(
+    arm: str, data: TaskData, seed: int, out: Path, smoke: bool, keep: bool, variants: dict[str, Variant]
+) -> dict[str, Any]:
     run_dir = out / "runs" / f"{data.task.name}-{data.task.digest()}" / f"{arm}-seed{seed}"
     if run_dir.exists():  # an interrupted attempt: its result was never written, so it starts again
         shutil.rmtree(run_dir)
     t0 = time.monotonic()
-    run = run_arm(arm, data, seed, run_dir, smoke)
+    run = run_arm(arm, data, seed, run_dir, smoke, variants)
     measured = measure(run, data)
     if not keep:
         for checkpoint in run_dir.rglob("*.pt"):
@@ -153,20 +165,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=2, help="arms run side by side (one torch thread each)")
     p.add_argument("--out", type=Path, default=Path("runs/suite"), help="results and runs (default runs/suite)")
     p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="an extra arm: NAME=STRATEGY:key=value,... (a product strategy with config keys changed); "
+        "name it in --arms",
+    )
     p.add_argument("--report", action="store_true", help="only the table of the results so far; run nothing")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # the test measurements, as the arms train: one thread, whatever the machine
     arms = [a for a in args.arms.split(",") if a]
-    unknown = sorted(set(arms) - set(ARMS))
     try:
+        variants: dict[str, Variant] = {}
+        for spec in args.variant:
+            v = parse_variant(spec, set(ARMS) | set(variants))
+            variants[v.name] = v
+        unknown = sorted(set(arms) - set(ARMS) - set(variants))
         if unknown:
-            raise TaskError(f"--arms: unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+            known = ", ".join([*ARMS, *variants])
+            raise TaskError(f"--arms: unknown arm(s) {', '.join(unknown)}; known: {known} (or a --variant's name)")
         seeds = [int(s) for s in args.seeds.split(",") if s]
         tasks = choose_tasks(args)
         if args.smoke or args.quick:
             seeds = seeds[:1]
         data = {t.name: materialise(t, args.out) for t in tasks}
-    except (TaskError, ValueError) as exc:
+    except (TaskError, ArmError, ValueError) as exc:
         print(f"suite: error: {exc}", file=sys.stderr)
         return 2
     store = ResultStore(args.out / "results")
@@ -190,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:
         futures = {
-            pool.submit(job, a, d, s, args.out, args.smoke, args.keep_checkpoints): (a, d, s) for a, d, s in jobs
+            pool.submit(job, a, d, s, args.out, args.smoke, args.keep_checkpoints, variants): (a, d, s)
+            for a, d, s in jobs
         }
         for future in as_completed(futures):
             arm, d, seed = futures[future]
@@ -211,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             assemble_oracle(store, f"{task.name}-{task.digest()}", seeds[0], args.smoke)
     results = store.all(f"{t.name}-{t.digest()}" for t in tasks)
-    summary = summarise(results, arms)
+    shown = [*arms, *sorted({r["arm"] for r in results} - set(arms))]  # variants measured earlier too
+    summary = summarise(results, shown)
     print()
     print(table(summary))
     runs = store.runs(f"{t.name}-{t.digest()}" for t in tasks)
@@ -221,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         + (" (results of several commits: compare with care)" if len(commits) > 1 else "")
     )
     print(cost(runs, max(1, args.parallel), len(seeds)))
-    print(result_line(aggregate(summary, arms)))
+    print(selection_line(aggregate(summary, shown, "selection_ratio")))
+    print(result_line(aggregate(summary, shown)))
     return 1 if failed else 0
 
 

@@ -15,7 +15,9 @@ the task's budget of training steps in all (every fork, probe and failed segment
   to their low end), each point with the full budget (so 6x the steps in all), one seed;
   the point with the best *selection* objective is the oracle's answer;
 * ``ray_pbt``, ``optuna_hb``: the peers, Ray Tune's PBT and Optuna's TPE with Hyperband, as
-  their users would run them on our trainer (``tuning_suite/peers.py``).
+  their users would run them on our trainer (``tuning_suite/peers.py``);
+* variants (``--variant NAME=STRATEGY:key=value,...``): a product strategy with some of its
+  default config changed, the screen a new default is chosen by (on the selection column).
 
 An arm's answer is the checkpoint it would hand a user: the champion (the control's last
 checkpoint). Its lineage (the round winners' checkpoints with the steps spent when each was
@@ -26,6 +28,7 @@ Imports the standard library, PyYAML and the product's command line (as a proces
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -69,6 +72,55 @@ SMOKE_OVERRIDES = {
 
 class ArmError(RuntimeError):
     """An arm's run failed; the message has the end of its error output."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A product strategy run with part of its default config changed: ``overrides`` maps dotted
+    config keys (``forks.candidates``) to values."""
+
+    name: str
+    strategy: str
+    overrides: dict[str, Any]
+
+
+_VARIANT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def parse_variant(spec: str, taken: set[str]) -> Variant:
+    """``NAME=STRATEGY:key=value,key=value`` (values read as YAML scalars); refused by name when wrong."""
+    name, sep, rest = spec.partition("=")
+    strategy, colon, body = rest.partition(":")
+    if not sep or not colon:
+        raise ArmError(f"--variant {spec!r}: expected NAME=STRATEGY:key=value,... (e.g. c3=forks:forks.candidates=3)")
+    if not _VARIANT_NAME.fullmatch(name) or name in taken or name.startswith("oracle"):
+        raise ArmError(f"--variant {spec!r}: the name {name!r} must be new, lower-case letters, digits, - or _")
+    if strategy not in ("forks", "pbt", "trials"):
+        raise ArmError(f"--variant {spec!r}: the strategy must be forks, pbt or trials, got {strategy!r}")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, body.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", key):
+            raise ArmError(f"--variant {spec!r}: {item!r} is not key=value with a dotted config key")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ArmError(f"--variant {spec!r}: the value of {key} is not a YAML scalar: {exc}") from None
+    if not overrides:
+        raise ArmError(f"--variant {spec!r}: no key=value given")
+    return Variant(name, strategy, overrides)
+
+
+def _override(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ArmError(f"variant key {key!r}: {part!r} is not a section")
+        node[leaf] = value
+    return config
 
 
 @dataclass
@@ -139,11 +191,18 @@ def read_run(run_dir: Path, wall_s: float) -> ArmRun:
     )
 
 
-def run_product(arm: str, data: TaskData, seed: int, out: Path, smoke: bool, hparams: dict[str, Any]) -> ArmRun:
+def run_product(
+    arm: str, data: TaskData, seed: int, out: Path, smoke: bool, hparams: dict[str, Any], variant: Variant | None = None
+) -> ArmRun:
     t0 = time.monotonic()
-    config = product_config(PRODUCT[arm], data, seed, hparams, smoke)
+    config = product_config(variant.strategy if variant else PRODUCT[arm], data, seed, hparams, smoke)
+    if variant is not None:
+        config = _override(config, variant.overrides)
     _run_tuner(config, out, timeout_s=12 * 3600)
-    return read_run(out, time.monotonic() - t0)
+    run = read_run(out, time.monotonic() - t0)
+    if variant is not None:
+        run.detail["variant"] = {"strategy": variant.strategy, "overrides": variant.overrides}
+    return run
 
 
 def oracle_points(smoke: bool) -> list[tuple[str, dict[str, Any]]]:
@@ -162,12 +221,16 @@ def control_point(smoke: bool) -> str | None:
     return None
 
 
-def run_arm(arm: str, data: TaskData, seed: int, out: Path, smoke: bool = False) -> ArmRun:
+def run_arm(
+    arm: str, data: TaskData, seed: int, out: Path, smoke: bool = False, variants: dict[str, Variant] | None = None
+) -> ArmRun:
     """Train ``data``'s task with ``arm`` from the defaults; the runs go under ``out``.
 
     The oracle runs as one arm per grid point, ``oracle.<point>`` (so its points can run side by
     side); ``best_point`` then picks its answer."""
     hparams = start_hparams(data, seed)
+    if variants and arm in variants:
+        return run_product(arm, data, seed, out, smoke, hparams, variants[arm])
     if arm in PRODUCT:
         return run_product(arm, data, seed, out, smoke, hparams)
     if arm.startswith(ORACLE_PREFIX):

@@ -9,11 +9,12 @@ pass loses at most the runs in flight, and a rerun continues with the missing on
 
 The table: per task and arm, means over the seeds of the **test** objective (the unweighted
 validation objective measured on the test utterances; the averaged model's when it keeps
-one), its ratio to the control's, test diagonality, and free-running on the test sentences
-the gate stop rate, diagonality, length ratio and MCD-DTW; the steps the arm's lineage
-needed to reach the control's final test objective (its validations are at segment ends,
-so an upper bound; '-' if it never did), and the wall time. Then, per arm, the geometric
-mean of its ratio over the tasks and its worst task.
+one), its ratio to the control's (and, as ``sel``, the answer's *selection* objective over the
+control's: what decisions, and a screen of defaults, may look at), test diagonality, and
+free-running on the test sentences the gate stop rate, diagonality, length ratio and
+MCD-DTW; the steps the arm's lineage needed to reach the control's final test objective (its
+validations are at segment ends, so an upper bound; '-' if it never did), and the wall time.
+Then, per arm, the geometric mean of its ratio over the tasks and its worst task.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def summarise(results: list[dict[str, Any]], arms: Sequence[str]) -> dict[str, d
         mine = [r for r in results if r["task"] == task]
         controls = {r["seed"]: r for r in mine if r["arm"] == "control"}
         control_mean = _mean([r["test_objective"] for r in controls.values()])
+        control_sel = _mean([r["selection_objective"] for r in controls.values()])
         rows: dict[str, dict[str, Any]] = {}
         for arm in arms:
             runs = [r for r in mine if r["arm"] == arm]
@@ -96,6 +98,10 @@ def summarise(results: list[dict[str, Any]], arms: Sequence[str]) -> dict[str, d
                 "seeds": len(runs),
                 "test_objective": objective,
                 "ratio": objective / control_mean if control_mean > 0 else math.nan,
+                # what the decisions could see: the answer's selection objective over the control's
+                "selection_ratio": _mean([r["selection_objective"] for r in runs]) / control_sel
+                if control_sel > 0
+                else math.nan,
                 "diagonality": _mean([r["test_diagonality"] for r in runs]),
                 "fr_gate_stop_rate": _mean([r["test"].get("fr_gate_stop_rate", math.nan) for r in runs]),
                 "fr_mcd_dtw": _mean([r["test"].get("fr_mcd_dtw", math.nan) for r in runs]),
@@ -111,7 +117,7 @@ def summarise(results: list[dict[str, Any]], arms: Sequence[str]) -> dict[str, d
 
 def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = []
-    head = f"{'task':<10} {'arm':<10} {'seeds':>5} {'test obj':>9} {'ratio':>6} {'diag':>5} {'fr stop':>7} "
+    head = f"{'task':<10} {'arm':<10} {'seeds':>5} {'test obj':>9} {'ratio':>6} {'sel':>6} {'diag':>5} {'fr stop':>7} "
     head += f"{'fr diag':>7} {'fr len':>6} {'fr MCD':>7} {'to ctrl':>8} {'steps':>6} {'wall min':>8}"
     lines.append(head)
     for task, rows in summary.items():
@@ -119,6 +125,7 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
             reach = "-" if row["steps_to_control"] is None else f"{row['steps_to_control']:.0f}"
             lines.append(
                 f"{task:<10} {arm:<10} {row['seeds']:>5} {row['test_objective']:>9.4f} {row['ratio']:>6.3f} "
+                f"{row['selection_ratio']:>6.3f} "
                 f"{row['diagonality']:>5.2f} {row['fr_gate_stop_rate']:>7.2f} {row['fr_diagonality']:>7.2f} "
                 f"{row['fr_length_ratio']:>6.2f} {row['fr_mcd_dtw']:>7.2f} "
                 f"{reach:>8} {row['steps']:>6.0f} {row['wall_min']:>8.1f}"
@@ -126,14 +133,24 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def aggregate(summary: dict[str, dict[str, dict[str, Any]]], arms: Sequence[str]) -> dict[str, tuple[float, float]]:
-    """Per arm (the control left out): the geometric mean of its ratio over the tasks, and the worst."""
+def aggregate(
+    summary: dict[str, dict[str, dict[str, Any]]], arms: Sequence[str], column: str = "ratio"
+) -> dict[str, tuple[float, float]]:
+    """Per arm (the control left out): the geometric mean of its ratio over the tasks, and the worst
+    (``column="selection_ratio"``: of the selection objective's ratio, for a screen of defaults)."""
     out = {}
     for arm in arms:
-        ratios = [rows[arm]["ratio"] for rows in summary.values() if arm in rows and rows[arm]["ratio"] > 0]
+        ratios = [rows[arm][column] for rows in summary.values() if arm in rows and rows[arm][column] > 0]
         if arm != "control" and ratios:
             out[arm] = (math.exp(statistics.fmean(math.log(x) for x in ratios)), max(ratios))
     return out
+
+
+def selection_line(aggregates: dict[str, tuple[float, float]]) -> str:
+    parts = [f"{arm} {geo:.3f} (worst {worst:.3f})" for arm, (geo, worst) in aggregates.items()]
+    return "selection split, geometric mean of the ratio to the control (what a screen may decide on): " + ", ".join(
+        parts
+    )
 
 
 def result_line(aggregates: dict[str, tuple[float, float]]) -> str:

@@ -70,6 +70,16 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
     report = suite("--smoke", "--report", "--out", str(out))
     assert report.returncode == 0 and "0 (task, arm, seed) runs still to do" in report.stdout
     assert report.stdout.strip().splitlines()[-1] == result[0]
+    assert re.search(r"^selection split, .*: forks [0-9.]+ \(worst [0-9.]+\)", report.stdout, re.M)
+
+    # a variant: a product strategy with a config key changed, run as one more arm beside the others
+    variant = suite("--smoke", "--arms", "p2", "--variant", "p2=forks:forks.probe_steps=2", "--out", str(out))
+    assert variant.returncode == 0 and "1 (task, arm, seed) runs to do" in variant.stdout, variant.stderr[-3000:]
+    run = json.loads(next((out / "results").glob("smoke-*/p2/seed1.json")).read_text())
+    recorded = yaml.safe_load((Path(run["run_dir"]) / "config.yaml").read_text())
+    assert recorded["strategy"] == "forks" and recorded["forks"]["probe_steps"] == 2 and run["steps"] == 12
+    assert run["detail"]["variant"] == {"strategy": "forks", "overrides": {"forks.probe_steps": 2}}
+    assert re.search(r"^smoke +p2 +1 ", variant.stdout, re.M) and "geo_p2=" in variant.stdout.splitlines()[-1]
 
 
 @pytest.mark.parametrize(
@@ -80,6 +90,10 @@ def test_the_smoke_pass_runs_every_arm_keeps_its_results_and_continues(tmp_path:
         (["--task", "corpus=/tmp,colour=red"], "unknown key(s) colour"),
         (["--tasks", "huge"], "unknown task 'huge'"),
         (["--arms", "control,magic"], "unknown arm(s) magic"),
+        (["--variant", "c3=forks"], "expected NAME=STRATEGY:key=value"),
+        (["--variant", "forks=forks:forks.candidates=3"], "the name 'forks' must be new"),
+        (["--variant", "c3=control:seed=2"], "the strategy must be forks, pbt or trials, got 'control'"),
+        (["--variant", "c3=forks:forks.=3"], "'forks.=3' is not key=value"),
     ],
 )
 def test_bad_tasks_and_arms_are_refused_by_name(tmp_path: Path, args: list[str], message: str) -> None:
