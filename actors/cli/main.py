@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..rundir import RUNS_DIR, RunPaths, latest_run, new_run_id, resolve_run_dir
 from ..watcher.probe import ProbeError
 from . import commands as tools
 
-COMMANDS = ("run", "tail", "replay", "status", "stop", "salvage", "probe", "keys")
+COMMANDS = ("run", "tail", "replay", "status", "stop", "salvage", "probe", "keys", "dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a short run (100 steps, under 3 minutes on 2 cores): a look, not tuning"
     )
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="console log level")
+    run.add_argument(
+        "--dashboard", action="store_true", help="serve the web dashboard of this run on 127.0.0.1 while it runs"
+    )
+    run.add_argument("--dashboard-port", type=int, default=8050, metavar="PORT", help="its port (default 8050)")
 
     tail = sub.add_parser("tail", help="follow a run's events from another terminal", description=tools.tail.__doc__)
     tail.add_argument("run_dir", nargs="?", help="run directory or run id (default: the latest run)")
@@ -84,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("--experiment", metavar="NAME", help="MLflow: the newest run of this experiment")
     prb.add_argument("--preset", help="TensorBoard: read with this preset instead of the detected one")
 
+    dash = sub.add_parser(
+        "dashboard", help="the web dashboard of a run, live or finished", description=cmd_dashboard.__doc__
+    )
+    dash.add_argument("run_dir", nargs="?", help="run directory or run id (default: the latest run)")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dash.add_argument("--port", type=int, default=8050, help="port (default 8050; 0: any free one)")
+    dash.add_argument(
+        "--token", help="the access token (default: a random one; or $SMART_TUNER_DASHBOARD_TOKEN)", default=None
+    )
+    dash.add_argument("--base-url", default="/", help="path prefix behind a reverse proxy, e.g. /tuner/")
+    dash.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME", help="another Host name to answer to (repeat)"
+    )
+    dash.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for a new run's log to appear")
+    dash.add_argument("--exit-with", type=int, default=None, help=argparse.SUPPRESS)  # run --dashboard: the run's pid
+
     keys = sub.add_parser("keys", help="make a CURVE key pair for an encrypted tcp bus", description=cmd_keys.__doc__)
     keys.add_argument("directory", type=Path, help="where NAME.key and NAME.key_secret are written")
     keys.add_argument("--name", default="coordinator", help="file name stem (default: coordinator)")
@@ -125,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return tools.salvage(_run_dir(args.run_dir))
         if args.command == "keys":
             return cmd_keys(args.directory, args.name)
+        if args.command == "dashboard":
+            return cmd_dashboard(args)
         if args.command == "probe":
             from ..watcher.probe import probe
 
@@ -138,6 +161,99 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve a run's web dashboard: its lineage through time, every decision with its evidence and
+    causes, the champion's schedule (export), curves, listening samples, health, Prometheus
+    /metrics. Live while the run runs (Server-Sent Events), a post-mortem after.
+
+    Bound to 127.0.0.1 and behind a token printed at start (open the printed address once; a
+    cookie keeps you in). From another machine, tunnel rather than bind widely:
+    ``ssh -L 8050:127.0.0.1:8050 trainbox`` then open the printed address on your side.
+    """
+    import asyncio
+    import time
+
+    from ..dashboard.security import Access, is_loopback, new_token
+    from ..dashboard.server import serve
+
+    # a new run's directory holds its config before its log: wait for the log there
+    starting = args.run_dir is not None and RunPaths(Path(args.run_dir)).config.is_file()
+    root = Path(args.run_dir) if starting else _run_dir(args.run_dir)
+    if not 0 <= args.port <= 65535:
+        raise tools.ToolError(f"--port must be 0..65535, got {args.port}")
+    journal = RunPaths(root).journal
+    deadline = time.monotonic() + max(0.0, args.wait_s)
+    while not journal.is_file():
+        if time.monotonic() > deadline:
+            raise tools.ToolError(f"{root}: no events.log (not a run directory, or the run never started)")
+        time.sleep(0.2)
+    token = args.token or os.environ.get("SMART_TUNER_DASHBOARD_TOKEN") or new_token()
+    access = Access.build(token, args.host, args.allow_host, args.base_url)
+    if not is_loopback(args.host):
+        print(
+            f"warning: bound to {args.host}: anyone who can reach it and has the token can stop this run; "
+            "an SSH tunnel to 127.0.0.1 is safer",
+            file=sys.stderr,
+        )
+
+    def announce(url: str) -> None:
+        print(f"Smart Tuner dashboard of {root}: {url}", flush=True)
+
+    async def main() -> None:
+        until = asyncio.Event()
+        if args.exit_with is not None:  # started by `run --dashboard`: never outlive the run, even a killed one
+
+            async def watch(pid: int) -> None:
+                while True:
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        until.set()
+                        return
+                    except PermissionError:
+                        pass
+                    await asyncio.sleep(1.0)
+
+            watcher = asyncio.create_task(watch(args.exit_with))
+        await serve(root, access, args.host, args.port, announce=announce, until=until)
+        if args.exit_with is not None:
+            watcher.cancel()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise tools.ToolError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    return 0
+
+
+def _start_dashboard(paths: RunPaths, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """``run --dashboard``: the dashboard in its own process (a crash there never touches the run)."""
+    from ..dashboard.security import new_token
+
+    if port == 0:  # any free one, chosen here so that the address printed is the one served
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    token = new_token()
+    entry = "import sys; from smart_tuner.actors.cli.main import main; sys.exit(main())"
+    cmd = [
+        sys.executable,
+        "-c",
+        entry,
+        "dashboard",
+        str(paths.root),
+        "--port",
+        str(port),
+        "--exit-with",
+        str(os.getpid()),
+    ]
+    env = {**os.environ, "SMART_TUNER_DASHBOARD_TOKEN": token}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}/?token={token}"
 
 
 def cmd_keys(directory: Path, name: str) -> int:
@@ -214,10 +330,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(paths.logs / "coordinator.jsonl", level)
     print(f"Smart Tuner run {paths.run_id} in {paths.root}", file=sys.stderr)
     print(f"  follow it from another terminal: python run_tuner.py tail {paths.root}", file=sys.stderr)
+    dashboard = None
+    if args.dashboard:
+        dashboard, url = _start_dashboard(paths, args.dashboard_port)
+        print(f"  dashboard: {url}", file=sys.stderr)
     try:
         outcome = run_coordinator(paths, loaded, resume=args.resume)
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if dashboard is not None:
+            dashboard.terminate()
     tools.print_summary(paths, outcome.state)
+    if dashboard is not None:
+        print(f"the dashboard after the run: python run_tuner.py dashboard {paths.root}", file=sys.stderr)
     return outcome.exit_code

@@ -288,6 +288,50 @@ def test_tail_follows_a_live_run_without_gap_or_duplicate(cli: Cli) -> None:
     assert [(doc["seq"], doc["id"]) for doc in map(json.loads, filtered.stdout.splitlines())] == expected
 
 
+def test_the_dashboard_of_a_live_run_shows_it_and_its_stop_button_stops_it(cli: Cli) -> None:
+    """``run --dashboard``: the address printed with its token serves the live run; the page's own
+    stop request (token, CSRF) ends it gracefully, like ``stop``."""
+    import urllib.request
+
+    config = cli.write_config("keepalive.yaml", KEEPALIVE)
+    coordinator = cli.spawn(
+        "coordinator", "run", "--config", config, "--run-dir", "runs/live", "--dashboard", "--dashboard-port", "0"
+    )
+    root = cli.cwd / "runs/live"
+    cli.wait_until(lambda: ready_since(cli, root), "the actors are ready", proc=coordinator)
+    found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)\?token=(\S+)", coordinator.stderr())
+    assert found, coordinator.stderr()
+    base, token = found.groups()
+
+    def get(path: str, **headers: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
+
+    cli.wait_until(lambda: get("api/state")[0] == 200, "the dashboard answers", proc=coordinator)
+    state = json.loads(get("api/state")[1])
+    assert state["running"] is True and state["overview"]["run_id"] == "live"
+    cli.wait_until(lambda: json.loads(get("api/state")[1])["lineage"]["nodes"], "the first segment is shown")
+    csrf = json.loads(get("api/session")[1])["csrf"]
+    stop = urllib.request.Request(
+        base + "api/stop",
+        data=json.dumps({"reason": "from the dashboard test"}).encode(),
+        headers={"Authorization": f"Bearer {token}", "X-CSRF-Token": csrf, "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(stop, timeout=30) as response:
+        assert response.status == 200 and json.loads(response.read())["seq"] > 0
+    assert coordinator.wait() == 0, coordinator.output()
+    requests = [e.data for e in cli.events(root) if isinstance(e.data, m.StopRequested)]
+    assert [r.reason for r in requests] == ["from the dashboard test"] and requests[0].source.startswith("dashboard")
+    assert "the dashboard after the run: python run_tuner.py dashboard" in coordinator.stderr()
+
+
 # --- 3. graceful shutdown on a signal -------------------------------------------------------
 
 
@@ -458,6 +502,7 @@ def test_commands_on_a_stopped_run_or_no_run(cli: Cli) -> None:
         ["status", "not_a_run"],
         ["stop", "not_a_run"],
         ["salvage", "not_a_run"],
+        ["dashboard", "not_a_run"],
     ):
         result = cli.run(*command)
         assert result.returncode == 2, command

@@ -1,0 +1,237 @@
+"""A run as the dashboard sees it: the state folded so far, followed live from the log, fanned
+out to every attached browser.
+
+    live = LiveRun(run_dir)
+    await live.start()           # the latest snapshot plus the log's tail: the first screen
+    live.state                   # the folded state at live.head
+    stream = live.subscribe()    # a queue of (seq, json) for each event committed from now on
+    async for seq, doc in live.catch_up(after, upto): ...
+
+It only ever reads the log (``JournalFollower``: complete, valid records, never the write
+lock), so any number of dashboards and browsers cost the sequencer nothing but CPU. One
+follower per dashboard feeds every stream: a browser that cannot keep up is cut off (its
+queue overflows) and reconnects with ``Last-Event-ID``, catching up from the log, so a
+stream has no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from ...protocol import Envelope
+from ...protocol import messages as m
+from ...protocol.codec import ENVELOPE_LEN, unpack
+from ...state import history, timeline
+from ...state.fold import Folder
+from ...state.journal import FileJournal, JournalError, JournalFollower
+from ...state.model import TunerState
+from ..rundir import RunPaths
+from .views import redact
+
+_METRICS = m.MetricsObserved.TYPE
+
+
+def event_json(env: Envelope) -> str:
+    """An event as the browser gets it: ``timeline.to_json`` with every secret blanked."""
+    doc = timeline.to_json(env)
+    if env.type == _METRICS:
+        return doc  # numbers only, and most of a log: not worth a second pass
+    data = json.loads(doc)
+    data["data"] = redact(data["data"])
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+
+
+class Overflow(Exception):
+    """A browser's queue filled up: its stream ends, and it reconnects from where it was."""
+
+
+class Subscription:
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize)
+        self.overflowed = False
+
+    async def get(self) -> tuple[int, str]:
+        if self.overflowed and self.queue.empty():
+            raise Overflow
+        return await self.queue.get()
+
+
+class LiveRun:
+    def __init__(self, run_dir: Path, *, poll_s: float = 0.25, queue_max: int = 20000) -> None:
+        self.paths = RunPaths(run_dir)
+        self.poll_s = poll_s
+        self.queue_max = queue_max
+        self._folder = Folder(TunerState())
+        self._subs: set[Subscription] = set()
+        self._ids: dict[str, int] = {}  # event id -> seq (every event but the metric stream)
+        self._corr: dict[str, list[int]] = {}  # correlation id -> seqs, the same
+        self._indexed_to = 0
+        self._reader: JournalFollower | None = None  # random access: keeps a sparse index of offsets
+        self._tasks: list[asyncio.Task[None]] = []
+        self.error: str | None = None  # why following stopped, if it did
+        self.changed = asyncio.Event()
+
+    # --- the state --------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """The first screen: the latest snapshot and the log after it, not a replay from seq 1."""
+        journal = FileJournal.open_readonly(self.paths.journal)
+        try:
+            state = history.load(journal, snapshots=self.paths.snapshots)
+        finally:
+            journal.close()
+        self._folder = Folder(state)
+
+    @property
+    def state(self) -> TunerState:
+        return self._folder.result()
+
+    @property
+    def head(self) -> int:
+        return self._folder.last_seq
+
+    async def start(self) -> None:
+        self.load()
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="dashboard-follow"),
+            asyncio.create_task(self._index_history(), name="dashboard-index"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _records(self, from_seq: int, n: int) -> list[tuple[int, bytes]]:
+        """Up to ``n`` committed records from ``from_seq`` on. Synchronous (seek and poll with no await
+        between them), so every reader on the loop can share one follower and its offsets."""
+        if self._reader is None:
+            self._reader = JournalFollower(self.paths.journal)
+        self._reader.seek(from_seq)
+        return self._reader.poll(n)
+
+    async def _follow(self) -> None:
+        follower = JournalFollower(self.paths.journal, self.head + 1)
+        try:
+            while True:
+                batch = follower.poll(4096)
+                if not batch:
+                    await asyncio.sleep(self.poll_s)
+                    continue
+                for seq, payload in batch:
+                    env = history.decode_record(seq, payload)
+                    self._folder.add(env.seq, env.ts, env.data)
+                    self._index(env.seq, env.id, env.corr, env.type)
+                    if self._subs:
+                        self._publish(env.seq, event_json(env))
+                self.changed.set()
+                self.changed = asyncio.Event()
+                await asyncio.sleep(0)
+        except JournalError as exc:
+            self.error = f"following the log stopped: {exc}"
+        finally:
+            follower.close()
+
+    def _publish(self, seq: int, doc: str) -> None:
+        for sub in list(self._subs):
+            try:
+                sub.queue.put_nowait((seq, doc))
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                self._subs.discard(sub)
+
+    # --- the index of causes ----------------------------------------------------------------
+
+    def _index(self, seq: int, event_id: str, corr: str | None, kind: str) -> None:
+        if kind == _METRICS:
+            return
+        self._ids[event_id] = seq
+        if corr:
+            self._corr.setdefault(corr, []).append(seq)
+
+    async def _index_history(self) -> None:
+        """Event ids and correlations of the log before the first screen, in the background."""
+        upto, nxt = self.head, 1
+        try:
+            while nxt <= upto:
+                batch = self._records(nxt, 4096)
+                if not batch:
+                    break
+                for seq, payload in batch:
+                    if seq > upto:
+                        break
+                    frame = unpack(payload)
+                    if type(frame) in (list, tuple) and len(frame) == ENVELOPE_LEN:
+                        self._index(seq, frame[2], frame[7], frame[4])
+                nxt = batch[-1][0] + 1
+                self._indexed_to = min(upto, batch[-1][0])
+                await asyncio.sleep(0)
+        except (JournalError, ValueError) as exc:
+            self.error = f"indexing the log stopped: {exc}"
+
+    def seq_of(self, event_id: str) -> int | None:
+        return self._ids.get(event_id)
+
+    def correlated(self, corr: str) -> list[int]:
+        return sorted(set(self._corr.get(corr, [])))
+
+    # --- reading events back ----------------------------------------------------------------
+
+    def read(self, seq: int) -> Envelope | None:
+        if seq < 1 or seq > self.head:
+            return None
+        batch = self._records(seq, 1)
+        if not batch or batch[0][0] != seq:
+            return None
+        return history.decode_record(*batch[0])
+
+    def cause_chain(self, env: Envelope, limit: int = 50) -> list[dict[str, Any]]:
+        """The events that led to ``env``, nearest first, through their ``cause`` ids."""
+        chain: list[dict[str, Any]] = []
+        cause = env.cause
+        while cause and len(chain) < limit:
+            seq = self.seq_of(cause)
+            if seq is None:
+                gist = "a metrics report or an unrecorded cause"
+                chain.append({"id": cause, "seq": None, "type": None, "gist": gist})
+                break
+            parent = self.read(seq)
+            if parent is None:
+                break
+            chain.append({"id": parent.id, "seq": parent.seq, "type": parent.type, "gist": timeline.gist(parent)})
+            cause = parent.cause
+        return chain
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self.queue_max)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    async def catch_up(self, after: int, upto: int) -> AsyncIterator[tuple[int, str]]:
+        """Committed events ``after < seq <= upto`` from the log, in order."""
+        nxt = after + 1
+        while nxt <= upto:
+            batch = self._records(nxt, 1024)
+            if not batch:
+                return
+            docs = [(seq, event_json(history.decode_record(seq, p))) for seq, p in batch if seq <= upto]
+            for item in docs:
+                yield item
+            nxt = batch[-1][0] + 1
