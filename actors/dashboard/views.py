@@ -190,6 +190,9 @@ def lineage(state: TunerState, run_dir: Path | None = None) -> dict[str, Any]:
     on_path = set(champion_path(state))
     rounds = {trial: r.round for r in t.rounds for trial in r.trials}
     winners = {r.winner for r in t.rounds if r.winner}
+    # trials that lost a decided round (or were pruned): the grey of the tree
+    lost = {trial for r in t.rounds if r.winner for trial in r.trials if trial != r.winner}
+    lost |= {tid for tid, trial in t.trials.items() if trial.status == "pruned"}
     failed: dict[tuple[str | None, str | None], int] = {}  # (trial, start) -> the first failure's seq
     for seg in t.segments.values():
         if seg.status == "failed":
@@ -207,6 +210,7 @@ def lineage(state: TunerState, run_dir: Path | None = None) -> dict[str, Any]:
                 "trial_status": trial.status if trial else None,
                 "round": rounds.get(seg.trial_id or ""),
                 "winner": seg.trial_id in winners,
+                "lost": seg.trial_id in lost and sid not in on_path,
                 "status": seg.status,
                 "start_step": seg.start_step,
                 "end_step": _end(seg),
@@ -387,24 +391,37 @@ def health(state: TunerState, now: float | None = None) -> dict[str, Any]:
     }
 
 
+def _samples_folder(run_dir: Path | None, recorded: str | None) -> Path | None:
+    """The listening samples' folder inside the run directory. It is recorded relative to where
+    the run was started (``runs/<id>/samples``), which need not be where the dashboard runs."""
+    if run_dir is None or not recorded:
+        return None
+    root = run_dir.resolve()
+    path = Path(recorded)
+    for candidate in (path, Path.cwd() / path, root / path, root / path.name):
+        try:
+            resolved = candidate.resolve()
+            if resolved.is_dir() and resolved.is_relative_to(root):
+                return resolved
+        except OSError:
+            continue
+    return None
+
+
 def tts(state: TunerState, run_dir: Path | None) -> dict[str, Any]:
     """The listening panel: champions' tests on the test sentences (metrics and samples), and the
     alignment filmstrip along the champion's path."""
     tests = []
     for test in state.tuning.tests:
         samples: list[dict[str, str]] = []
-        if run_dir is not None and test.samples:
-            folder = Path(test.samples)
-            folder = folder if folder.is_absolute() else run_dir / folder
-            try:
-                rel = folder.resolve().relative_to(run_dir.resolve())
-                samples = [
-                    {"name": p.name, "path": str(rel / p.name)}
-                    for p in sorted(folder.glob("*"))
-                    if p.suffix.lower() in (".wav", ".png")
-                ]
-            except (ValueError, OSError):
-                samples = []
+        folder = _samples_folder(run_dir, test.samples)
+        if run_dir is not None and folder is not None:
+            rel = folder.relative_to(run_dir.resolve())
+            samples = [
+                {"name": p.name, "path": str(rel / p.name)}
+                for p in sorted(folder.glob("*"))
+                if p.suffix.lower() in (".wav", ".png")
+            ]
         tests.append(
             {
                 "seq": test.seq,

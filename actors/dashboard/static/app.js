@@ -109,9 +109,9 @@ function renderLineage(tree) {
     }
   }
   for (const n of nodes) {
-    const lost = n.status === "finished" && !n.champion_path && (n.trial_status === "pruned" || n.trial_status === "lost" || !n.winner);
-    const cls = n.champion_path ? "path" : n.status === "failed" ? "failed" : lost ? "lost" : n.status;
-    const line = el("svg:line", { x1: x(n.start_step) + 2, x2: Math.max(x(n.end_step), x(n.start_step) + 6), y1: y(n), y2: y(n),
+    const cls = n.champion_path ? "path" : n.status === "failed" ? "failed" : n.lost ? "lost" : n.status;
+    const x0 = x(n.start_step) + 2, x1 = Math.max(x(n.end_step), x0 + 6);
+    const line = el("svg:rect", { x: x0, y: y(n) - 5, width: x1 - x0, height: 10, rx: 4,
       class: `seg ${cls}`, "data-segment": n.id, onclick: () => inspectNode(n) });
     line.append(el("svg:title", {}, `${n.id}: steps ${n.start_step}-${n.end_step}, objective ${fmt(n.objective)}, ${n.status}`));
     svg.append(line);
