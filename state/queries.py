@@ -48,6 +48,21 @@ def steps_spent(state: TunerState) -> int:
     return total
 
 
+def seconds_per_step(state: TunerState) -> float | None:
+    """Wall seconds per training step over the finished segments (None before the first one)."""
+    done = [s for s in state.tuning.segments.values() if s.status == "finished" and s.duration_s and s.steps]
+    steps = sum(s.steps for s in done)
+    return sum(s.duration_s or 0.0 for s in done) / steps if steps else None
+
+
+def eta_s(state: TunerState, budget_steps: int | None) -> float | None:
+    """Seconds until the step budget is spent at the pace so far (None: no budget, no pace yet, or over)."""
+    per_step = seconds_per_step(state)
+    if budget_steps is None or per_step is None or state.control.status is not None:
+        return None
+    return max(0, budget_steps - steps_spent(state)) * per_step
+
+
 def announced_hparams(state: TunerState) -> Mapping[str, Any] | None:
     """The trainer's hyperparameter announcement (type, range, default, class by name), from its first worker."""
     workers = sorted(state.tuning.workers.values(), key=lambda w: w.worker_id)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ...protocol import metrics as mt
 from ...state.model import Segment, TunerState
-from ...state.queries import read_result, steps_spent
+from ...state.queries import eta_s, read_result, seconds_per_step, steps_spent
 
 REDACTED = "***"
 # keys whose values are secrets wherever they appear in a config or an event
@@ -74,12 +74,6 @@ def _effective(seg: Segment) -> dict[str, Any]:
     return {**seg.hparams, **seg.applied}
 
 
-def seconds_per_step(state: TunerState) -> float | None:
-    done = [s for s in state.tuning.segments.values() if s.status == "finished" and s.duration_s and s.steps]
-    steps = sum(s.steps for s in done)
-    return sum(s.duration_s or 0.0 for s in done) / steps if steps else None
-
-
 def overview(state: TunerState, now: float | None = None) -> dict[str, Any]:
     """The header: run, phase, champion, budget spent and left, an ETA, counts."""
     now = time.time() if now is None else now
@@ -87,9 +81,7 @@ def overview(state: TunerState, now: float | None = None) -> dict[str, Any]:
     budget = budget_steps(state)
     spent = steps_spent(state)
     per_step = seconds_per_step(state)
-    eta_s = None
-    if budget is not None and per_step is not None and c.status is None:
-        eta_s = max(0, budget - spent) * per_step
+    eta = eta_s(state, budget)
     champion = None
     if t.champion is not None:
         ch = t.champion
@@ -118,8 +110,8 @@ def overview(state: TunerState, now: float | None = None) -> dict[str, Any]:
         "steps_spent": spent,
         "budget_steps": budget,
         "seconds_per_step": per_step,
-        "eta_s": eta_s,
-        "eta_ts": now + eta_s if eta_s is not None else None,
+        "eta_s": eta,
+        "eta_ts": now + eta if eta is not None else None,
         "champion": champion,
         "segments": len(t.segments),
         "segments_failed": sum(1 for s in t.segments.values() if s.status == "failed"),

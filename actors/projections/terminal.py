@@ -1,11 +1,13 @@
-"""The live terminal view of a running tuner: phase, segment, champion curve, recent decisions.
+"""The live terminal view of a running tuner: budget bar and ETA, the round's plan, each running
+segment's step and loss, champion curve, recent decisions.
 
     view = LiveView(lambda: sequencer.state, budget_steps=600)
     view.start(); sequencer.on_commit(view.on_commit); ...; view.stop()
 
 On a terminal it is a ``rich`` panel redrawn twice a second (log lines scroll above
 it); elsewhere (a pipe, CI, a file) it prints one plain line per decision as it is
-committed, which is also what ``tail`` shows. Reads the committed state only.
+committed, which is also what ``tail`` shows, and a progress line (steps of the budget, ETA)
+as each segment ends. Reads the committed state only.
 
 Imports the standard library, rich, ``protocol``, ``state`` and the actors package.
 """
@@ -18,12 +20,14 @@ from collections.abc import Callable
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from ...protocol import Envelope
+from ...protocol import metrics as mt
 from ...state.model import TunerState
-from ...state.queries import champion_curve, phase_of, steps_spent
+from ...state.queries import champion_curve, eta_s, phase_of, steps_spent
 
 SPARK = "▁▂▃▄▅▆▇█"
 SHOWN = (
@@ -46,6 +50,31 @@ def sparkline(values: list[float]) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))] for v in values)
 
 
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def progress_line(state: TunerState, budget_steps: int | None) -> str:
+    """Steps spent of the budget, the share and the ETA, on one plain line."""
+    spent = steps_spent(state)
+    if not budget_steps:
+        return f"steps {spent} (no step budget)"
+    share = min(1.0, spent / budget_steps)
+    return f"steps {spent} of {budget_steps} ({share:.0%}), ETA {duration(eta_s(state, budget_steps))}"
+
+
+def _bar(completed: float, total: float, label: str) -> Table:
+    row = Table.grid(padding=(0, 1))
+    row.add_column(width=32)
+    row.add_column()
+    row.add_row(ProgressBar(total=max(total, 1.0), completed=min(completed, total), width=30), label)
+    return row
+
+
 def render(state: TunerState, budget_steps: int | None) -> Panel:
     curve = champion_curve(state)
     running = [s for s in state.tuning.segments.values() if s.status == "running"]
@@ -55,18 +84,18 @@ def render(state: TunerState, budget_steps: int | None) -> Panel:
     grid.add_column()
     spent = steps_spent(state)
     grid.add_row("phase", f"{state.control.phase} / training: {phase_of(curve[1:])}")
-    grid.add_row(
-        "steps",
-        f"{spent}" + (f" of {budget_steps}" if budget_steps else "") + f" (global step {state.progress.global_step})",
-    )
-    if running:
-        seg = running[0]
+    label = progress_line(state, budget_steps) + f" (global step {state.progress.global_step})"
+    grid.add_row("budget", _bar(spent, budget_steps, label) if budget_steps else Text(label))
+    plans = [d for d in state.recent_decisions if d.type == "RoundPlanned"]
+    if plans:
+        grid.add_row("round", plans[-1].reason[:110])
+    for seg in running[:4]:
         lr = seg.hparams.get("learning_rate")
-        grid.add_row(
-            "segment",
-            f"{seg.segment_id} ({seg.trial_id}, {seg.steps} steps"
-            + (f", lr {lr:.3g})" if isinstance(lr, float) else ")"),
-        )
+        done = max(0, (seg.last_step or seg.start_step) - seg.start_step)
+        loss = state.progress.last_metrics.get(mt.TRAIN_LOSS)
+        text = f"{seg.segment_id} ({seg.trial_id}" + (f", lr {lr:.3g}" if isinstance(lr, float) else "") + ")"
+        text += f": step {done} of {seg.steps}" + (f", loss {loss:.4g}" if loss is not None else "")
+        grid.add_row("segment", _bar(done, seg.steps, text))
     if champion is not None:
         grid.add_row("champion", f"{champion.objective:.4f} at step {champion.step} ({champion.segment_id})")
         grid.add_row("curve", sparkline([o for _, o, _ in curve]))
@@ -96,9 +125,14 @@ class LiveView:
             self._live.start()
 
     def on_commit(self, env: Envelope) -> None:
-        if self._live is None and env.type in SHOWN:
+        if self._live is not None:
+            return
+        if env.type in SHOWN:
             reason = getattr(env.data, "reason", "")
             self.console.print(f"  #{env.seq} {env.type}: {reason}", markup=False, soft_wrap=True)
+        elif env.type == "SegmentFinished":  # plain output: where the run stands, once per segment
+            line = progress_line(self.state(), self.budget_steps)
+            self.console.print(f"  {line}", markup=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._live is not None:

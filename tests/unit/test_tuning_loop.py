@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -406,9 +407,22 @@ def test_the_live_view_shows_the_phase_the_champion_curve_and_the_decisions(tmp_
     for env in events:
         plain.on_commit(env)
     lines = plain.console.export_text().splitlines()
-    assert len(lines) == sum(
-        1 for e in events if e.type in ("RoundPlanned", "TrialPruned", "ChampionPromoted", "StopDecided", "RunFinished")
-    )
+    decisions = ("RoundPlanned", "TrialPruned", "ChampionPromoted", "StopDecided", "RunFinished")
+    progress = [line for line in lines if line.lstrip().startswith("steps ")]
+    assert len(lines) - len(progress) == sum(1 for e in events if e.type in decisions)
+    assert len(progress) == sum(1 for e in events if e.type == "SegmentFinished")  # a line as each segment ends
+    assert all(re.fullmatch(r"\s*steps \d+ of 600 \(\d+%\), ETA (-|\d+m\d\ds)", line) for line in progress), progress
+
+    # mid-run: the budget bar, the round's plan and the running segment's step, with an ETA
+    finished = [i for i, e in enumerate(events) if e.type == "SegmentFinished"]
+    started = next(i for i, e in enumerate(events) if e.type == "SegmentStarted" and i > finished[1])
+    middle = replay(events[: started + 1])
+    console = Console(record=True, width=160)
+    console.print(render(middle, 600))
+    text = console.export_text()
+    assert re.search(r"steps \d+ of 600 \(\d+%\), ETA \d+m\d\ds", text), text
+    assert re.search(r"segment +r\d+-t\d+-g\d+ \(t\d+.*\): step 0 of \d+", text), text
+    assert re.search(r"round +(warm-up|explore|exploit)", text), text
 
 
 def test_hyperbands_brackets_fit_the_budget_and_every_survivor_trains_as_long() -> None:
