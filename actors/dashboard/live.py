@@ -26,6 +26,7 @@ from typing import Any
 from ...protocol import Envelope
 from ...protocol import messages as m
 from ...protocol.codec import ENVELOPE_LEN, unpack
+from ...protocol.metrics import TRAIN_LOSS
 from ...state import history, timeline
 from ...state.fold import Folder
 from ...state.journal import FileJournal, JournalError, JournalFollower
@@ -74,6 +75,7 @@ class LiveRun:
         self._reader: JournalFollower | None = None  # random access: keeps a sparse index of offsets
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None  # why following stopped, if it did
+        self.at: dict[str, tuple[int, float | None]] = {}  # running segment -> its last reported step and loss
         self.changed = asyncio.Event()
 
     # --- the state --------------------------------------------------------------------------
@@ -132,6 +134,7 @@ class LiveRun:
                     env = history.decode_record(seq, payload)
                     self._folder.add(env.seq, env.ts, env.data)
                     self._index(env.seq, env.id, env.corr, env.type)
+                    self._track(env)
                     if self._subs:
                         self._publish(env.seq, event_json(env))
                 self.changed.set()
@@ -141,6 +144,13 @@ class LiveRun:
             self.error = f"following the log stopped: {exc}"
         finally:
             follower.close()
+
+    def _track(self, env: Envelope) -> None:
+        data = env.data
+        if isinstance(data, m.MetricsObserved) and data.segment_id is not None:
+            self.at[data.segment_id] = (data.step, data.metrics.get(TRAIN_LOSS))
+        elif isinstance(data, (m.SegmentFinished, m.SegmentFailed)):
+            self.at.pop(data.segment_id, None)
 
     def _publish(self, seq: int, doc: str) -> None:
         for sub in list(self._subs):

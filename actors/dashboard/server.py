@@ -94,6 +94,7 @@ def first_screen(live: LiveRun) -> dict[str, Any]:
         "health": views.health(state),
         "tts": views.tts(state, run_dir),
         "trials": views.trials(state),
+        "segments_running": views.running(state, live.at),
         "error": live.error,
     }
 

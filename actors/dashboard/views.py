@@ -124,6 +124,25 @@ def overview(state: TunerState, now: float | None = None) -> dict[str, Any]:
     }
 
 
+def running(state: TunerState, at: Mapping[str, tuple[int, float | None]]) -> list[dict[str, Any]]:
+    """The segments training now: how far each is (from the live feed's last report) and its loss."""
+    out = []
+    for seg in sorted(state.tuning.segments.values(), key=lambda s: s.scheduled_seq):
+        if seg.status != "running":
+            continue
+        step, loss = at.get(seg.segment_id, (seg.start_step, None))
+        out.append(
+            {
+                "segment_id": seg.segment_id,
+                "trial_id": seg.trial_id,
+                "done": max(0, step - seg.start_step),
+                "steps": seg.steps,
+                "train_loss": finite(loss),
+            }
+        )
+    return out
+
+
 def _parents(state: TunerState) -> dict[str, str | None]:
     """Each segment's parent: the segment whose checkpoint it started from (None: from scratch or
     from a checkpoint no segment of this run made)."""

@@ -15,7 +15,7 @@ Imports the standard library, rich, ``protocol``, ``state`` and the actors packa
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ...protocol import Envelope
+from ...protocol import messages as m
 from ...protocol import metrics as mt
 from ...state.model import TunerState
 from ...state.queries import champion_curve, eta_s, phase_of, steps_spent
@@ -75,7 +76,10 @@ def _bar(completed: float, total: float, label: str) -> Table:
     return row
 
 
-def render(state: TunerState, budget_steps: int | None) -> Panel:
+def render(
+    state: TunerState, budget_steps: int | None, at: Mapping[str, tuple[int, float | None]] | None = None
+) -> Panel:
+    """The panel; ``at``: each running segment's last reported (step, training loss), from the feed."""
     curve = champion_curve(state)
     running = [s for s in state.tuning.segments.values() if s.status == "running"]
     champion = state.tuning.champion
@@ -91,8 +95,8 @@ def render(state: TunerState, budget_steps: int | None) -> Panel:
         grid.add_row("round", plans[-1].reason[:110])
     for seg in running[:4]:
         lr = seg.hparams.get("learning_rate")
-        done = max(0, (seg.last_step or seg.start_step) - seg.start_step)
-        loss = state.progress.last_metrics.get(mt.TRAIN_LOSS)
+        step, loss = (at or {}).get(seg.segment_id, (seg.start_step, None))
+        done = max(0, step - seg.start_step)
         text = f"{seg.segment_id} ({seg.trial_id}" + (f", lr {lr:.3g}" if isinstance(lr, float) else "") + ")"
         text += f": step {done} of {seg.steps}" + (f", loss {loss:.4g}" if loss is not None else "")
         grid.add_row("segment", _bar(done, seg.steps, text))
@@ -113,11 +117,12 @@ class LiveView:
         self.console = Console(stderr=True, highlight=False)
         self.live_mode = sys.stderr.isatty() if live is None else live
         self._live: Live | None = None
+        self._at: dict[str, tuple[int, float | None]] = {}  # segment -> its last reported step and loss
 
     def start(self) -> None:
         if self.live_mode:
             self._live = Live(
-                get_renderable=lambda: render(self.state(), self.budget_steps),
+                get_renderable=lambda: render(self.state(), self.budget_steps, self._at),
                 console=self.console,
                 refresh_per_second=2,
                 transient=False,
@@ -125,6 +130,12 @@ class LiveView:
             self._live.start()
 
     def on_commit(self, env: Envelope) -> None:
+        data = env.data
+        if isinstance(data, m.MetricsObserved) and data.segment_id is not None:
+            self._at[data.segment_id] = (data.step, data.metrics.get(mt.TRAIN_LOSS))
+            return
+        if isinstance(data, (m.SegmentFinished, m.SegmentFailed)):
+            self._at.pop(data.segment_id, None)
         if self._live is not None:
             return
         if env.type in SHOWN:

@@ -107,6 +107,7 @@ def test_the_live_stream_resumes_after_a_reconnect_with_no_gap_and_no_duplicate(
         assert seen == list(range(1, last + 1))
         state = await (await client.get("/api/state", headers=AUTH)).json()
         assert state["seq"] == last and state["overview"]["global_step"] == 159
+        assert state["running"] is True and state["segments_running"] == []  # no segment scheduled in this log
 
     try:
         asyncio.run(serve(run, scenario))

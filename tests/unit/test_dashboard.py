@@ -147,3 +147,21 @@ def test_the_page_and_its_assets_ship_with_the_package() -> None:
         assert (STATIC / name).is_file(), name
     # the package-data line keeps them in a wheel
     assert '"smart_tuner.actors.dashboard" = ["static/*"]' in (RUN.parents[3] / "pyproject.toml").read_text()
+
+
+def test_running_segments_show_how_far_the_live_feed_says_they_are() -> None:
+    from smart_tuner.state.fold import replay
+
+    journal = FileJournal.open_readonly(RUN / "events.log")
+    try:
+        events = list(history.events(journal))
+    finally:
+        journal.close()
+    started = next(i for i, e in enumerate(events) if e.type == "SegmentStarted")
+    middle = replay(events[: started + 1])
+    (seg,) = [s for s in middle.tuning.segments.values() if s.status == "running"]
+    assert views.running(middle, {}) == [
+        {"segment_id": seg.segment_id, "trial_id": seg.trial_id, "done": 0, "steps": seg.steps, "train_loss": None}
+    ]
+    (row,) = views.running(middle, {seg.segment_id: (seg.start_step + 4, float("nan"))})
+    assert row["done"] == 4 and row["train_loss"] is None  # NaN is not JSON: shown as a dash

@@ -417,11 +417,12 @@ def test_the_live_view_shows_the_phase_the_champion_curve_and_the_decisions(tmp_
     finished = [i for i, e in enumerate(events) if e.type == "SegmentFinished"]
     started = next(i for i, e in enumerate(events) if e.type == "SegmentStarted" and i > finished[1])
     middle = replay(events[: started + 1])
+    (seg,) = [s for s in middle.tuning.segments.values() if s.status == "running"]
     console = Console(record=True, width=160)
-    console.print(render(middle, 600))
+    console.print(render(middle, 600, {seg.segment_id: (seg.start_step + 3, 0.875)}))
     text = console.export_text()
+    assert f": step 3 of {seg.steps}, loss 0.875" in text, text
     assert re.search(r"steps \d+ of 600 \(\d+%\), ETA \d+m\d\ds", text), text
-    assert re.search(r"segment +r\d+-t\d+-g\d+ \(t\d+.*\): step 0 of \d+", text), text
     assert re.search(r"round +(warm-up|explore|exploit)", text), text
 
 

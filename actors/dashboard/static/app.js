@@ -67,6 +67,8 @@ function renderHeader(s) {
   document.getElementById("steps").textContent = `${o.steps_spent} of ${o.budget_steps ?? "no budget"}`;
   document.getElementById("eta").textContent = o.eta_s === null ? "-" : duration(o.eta_s);
   document.getElementById("stop").disabled = !s.running;
+  document.getElementById("running").textContent = (s.segments_running || [])
+    .map(r => `${r.segment_id} ${r.done}/${r.steps}${r.train_loss === null ? "" : " loss " + fmt(r.train_loss)}`).join(" · ");
 }
 
 // --- lineage --------------------------------------------------------------------------------
