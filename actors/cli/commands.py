@@ -155,6 +155,36 @@ def _timeline_lines(paths: RunPaths, until: int | None) -> Iterator[str]:
         journal.close()
 
 
+def what_if(run_dir: Path, items: list[str]) -> int:
+    """The run's decisions re-made with changed settings over its recorded events (``--what-if``).
+
+    Exit 0 when the changed settings decide as the run did, 1 at a difference (printed side by side).
+    """
+    from ..whatif import parse_overrides, report
+    from ..whatif import what_if as replay_what_if
+
+    paths = RunPaths(run_dir)
+    overrides = parse_overrides(items)
+    journal = FileJournal.open_readonly(paths.journal)
+    try:
+        events = list(history.events(journal))
+    finally:
+        journal.close()
+    result = replay_what_if(events, overrides)
+    for line in report(result):
+        print(line)
+    baseline = replay_what_if(events, {})  # the recorded settings, decided by this build
+    b = baseline.divergence
+    if b is not None and (result.divergence is None or b.seq <= result.divergence.seq):
+        version = events[0].data.version if isinstance(events[0].data, m.RunStarted) else "?"
+        print(
+            f"note: with the recorded settings unchanged this build already decides differently from the one that "
+            f"recorded the run (version {version}) after event #{b.seq}, the {b.actor}: the policy changed since; "
+            "differences from there on are the build's, not only the settings'"
+        )
+    return 0 if result.divergence is None else 1
+
+
 def _verify(paths: RunPaths) -> int:
     if not paths.state.is_file():
         raise ToolError(f"{paths.state}: missing, nothing to verify against")

@@ -10,11 +10,13 @@ run directories) ends with one clear message naming the problem and exit code
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ...state.config import QUICK, ConfigError, LoadedConfig, load_config, with_overrides
 from ...state.journal import JournalError, writer_active
@@ -44,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="console log level")
     run.add_argument(
+        "--fork-from",
+        metavar="RUN:SEGMENT",
+        help="a new run from that segment's checkpoint and hyperparameters (the old run untouched); "
+        "its config (or --config) with --set changes, the rest of its step budget",
+    )
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="with --fork-from: a config key to change"
+    )
+    run.add_argument(
         "--dashboard", action="store_true", help="serve the web dashboard of this run on 127.0.0.1 while it runs"
     )
     run.add_argument("--dashboard-port", type=int, default=8050, metavar="PORT", help="its port (default 8050)")
@@ -66,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--out", type=Path, metavar="FILE", help="write the result to FILE instead of stdout")
     replay.add_argument("--no-snapshot", action="store_true", help="fold every event from seq 1 (ignore snapshots)")
+    replay.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="re-decide the run with a config key changed (repeat), e.g. forks.margin=0.05 or guards.grad_norm_max=50: "
+        "the recorded and the counterfactual decisions side by side, up to the first difference",
+    )
 
     status = sub.add_parser("status", help="one screen about a run", description=tools.status.__doc__)
     status.add_argument("run_dir", nargs="?", help="run directory or run id (default: the latest run)")
@@ -89,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("--experiment", metavar="NAME", help="MLflow: the newest run of this experiment")
     prb.add_argument("--preset", help="TensorBoard: read with this preset instead of the detected one")
 
+    _add_dashboard(sub)
+
+    keys = sub.add_parser("keys", help="make a CURVE key pair for an encrypted tcp bus", description=cmd_keys.__doc__)
+    keys.add_argument("directory", type=Path, help="where NAME.key and NAME.key_secret are written")
+    keys.add_argument("--name", default="coordinator", help="file name stem (default: coordinator)")
+    return parser
+
+
+def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dash = sub.add_parser(
         "dashboard", help="the web dashboard of a run, live or finished", description=cmd_dashboard.__doc__
     )
@@ -104,11 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dash.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for a new run's log to appear")
     dash.add_argument("--exit-with", type=int, default=None, help=argparse.SUPPRESS)  # run --dashboard: the run's pid
-
-    keys = sub.add_parser("keys", help="make a CURVE key pair for an encrypted tcp bus", description=cmd_keys.__doc__)
-    keys.add_argument("directory", type=Path, help="where NAME.key and NAME.key_secret are written")
-    keys.add_argument("--name", default="coordinator", help="file name stem (default: coordinator)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 type_glob=args.type_glob,
                 follow=not args.no_follow,
             )
+        if args.command == "replay" and args.what_if:
+            return tools.what_if(_run_dir(args.run_dir), args.what_if)
         if args.command == "replay":
             return tools.replay(
                 _run_dir(args.run_dir),
@@ -276,6 +301,81 @@ def cmd_keys(directory: Path, name: str) -> int:
     return 0
 
 
+def fork_document(spec: str, config: Path | None, changes: list[str]) -> dict[str, object]:
+    """The config of a run forked from ``RUN:SEGMENT``: that run's config (or ``config``) with
+    ``changes``, starting from the segment's checkpoint with its hyperparameters, for the rest of
+    the old run's step budget. Reads the old run only."""
+    import yaml
+
+    from ..whatif import parse_overrides
+
+    source, _, segment_id = spec.rpartition(":")
+    if not source or not segment_id:
+        raise ConfigError(f"--fork-from {spec!r}: expected RUN_DIR:SEGMENT, e.g. runs/demo:r4-t8-g0")
+    root = _run_dir(source)
+    state = tools._load(RunPaths(root), None, True)
+    segment = state.tuning.segments.get(segment_id)
+    if segment is None:
+        known = ", ".join(sorted(state.tuning.segments)[:12])
+        raise ConfigError(f"--fork-from: {root} has no segment {segment_id!r} (it has: {known})")
+    if segment.status != "finished" or not segment.checkpoint:
+        raise ConfigError(f"--fork-from: segment {segment_id} {segment.status}: it left no checkpoint to fork from")
+    checkpoint = Path(segment.checkpoint)
+    for candidate in (checkpoint, root / "trainer" / "checkpoints" / checkpoint.name):
+        if candidate.is_file():
+            checkpoint = candidate.resolve()
+            break
+    else:
+        raise ConfigError(f"--fork-from: the checkpoint of {segment_id} ({segment.checkpoint}) is gone")
+    base = config if config is not None else RunPaths(root).config
+    try:
+        document = yaml.safe_load(base.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--fork-from: cannot read {base}: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"--fork-from: {base} is not a mapping")
+    raw_budget = document.get("budget")
+    budget: dict[str, Any] = dict(raw_budget) if isinstance(raw_budget, dict) else {}
+    spent = sum(
+        s.steps
+        for s in state.tuning.segments.values()
+        if s.status == "finished" and s.scheduled_seq <= segment.scheduled_seq
+    )
+    if isinstance(budget.get("max_steps"), int):  # the rest of the old run's budget, as a counterfactual
+        budget = {**budget, "max_steps": max(1, budget["max_steps"] - spent)}
+    trainer = dict(document.get("trainer") or {})
+    trainer["hparams"] = {**(trainer.get("hparams") or {}), **segment.hparams, **segment.applied}
+    document.update(
+        budget=budget,
+        trainer=trainer,
+        resume_from_checkpoint=str(checkpoint),
+        forked_from=f"{root.resolve()}:{segment_id}",
+    )
+    for key, value in (parse_overrides(changes) if changes else {}).items():
+        *parents, leaf = key.split(".")
+        node = document
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section of the config")
+            node = child
+        node[leaf] = value
+    return document
+
+
+def load_fork(document: dict[str, object]) -> LoadedConfig:
+    """``document`` read as a config file would be (``${NAME}`` expanded, validated, hashed)."""
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="smart-tuner-fork-") as tmp:
+        path = Path(tmp) / "forked.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        loaded = load_config(path)
+    return dataclasses.replace(loaded, source="--fork-from")
+
+
 def _run_dir(arg: str | None) -> Path:
     return resolve_run_dir(arg)
 
@@ -313,7 +413,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         paths = RunPaths(args.run_dir or RUNS_DIR / new_run_id())
         config_path = args.config
-    loaded = load_config(config_path)  # refuses bad config before anything is created
+    if args.set and not args.fork_from:
+        print("error: --set changes a forked run's config: use it with --fork-from", file=sys.stderr)
+        return 2
+    fork_doc = None
+    if args.fork_from:
+        if args.resume:
+            print("error: --fork-from starts a new run; it cannot be combined with --resume", file=sys.stderr)
+            return 2
+        fork_doc = fork_document(args.fork_from, args.config, args.set)
+    loaded = load_config(config_path) if fork_doc is None else load_fork(fork_doc)  # refuses bad config first
     if args.quick and not args.resume:
         loaded = with_overrides(loaded, QUICK)
     level = args.log_level or loaded.raw.log_level

@@ -195,6 +195,11 @@ def _validate(
     raise ConfigError(message)
 
 
+def validate_document(document: object, source: str) -> TunerConfig:
+    """A config mapping as a file holds it (``${NAME}`` templates unexpanded), validated; ConfigError names the key."""
+    return _validate(document, source)
+
+
 def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) -> LoadedConfig:
     """Read, validate and expand a config file; ``path=None`` gives the embedded defaults.
 

@@ -282,6 +282,8 @@ class TunerConfig(_Frozen):
     n_startup_trials: int = Field(default=4, ge=0)
     n_trials: int = Field(default=20, ge=1)
     resume_from_checkpoint: str | None = None
+    # ``run --fork-from RUN:SEGMENT`` writes where this run began (informational, on record)
+    forked_from: str | None = Field(default=None, json_schema_extra=HASHED_WHEN_SET)
     search_space: dict[str, SearchParam] = Field(default_factory=_default_search_space)
     n_gpus: int = Field(default=0, ge=0)  # 0: CPU only
     budget: Budget = Field(default_factory=Budget)

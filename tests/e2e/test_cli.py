@@ -332,6 +332,51 @@ def test_the_dashboard_of_a_live_run_shows_it_and_its_stop_button_stops_it(cli: 
     assert "the dashboard after the run: python run_tuner.py dashboard" in coordinator.stderr()
 
 
+def test_what_if_shows_where_other_settings_part_and_fork_from_trains_them_leaving_the_run_untouched(
+    cli: Cli,
+) -> None:
+    import hashlib
+
+    assert cli.run("run", "--config", cli.write_config("tiny.yaml", TINY_RUN), "--run-dir", "runs/a").returncode == 0
+    root = cli.cwd / "runs/a"
+    before = hashlib.sha256((root / "events.log").read_bytes()).hexdigest()
+
+    same = cli.run("replay", root, "--what-if", "forks.margin=0.02")  # the recorded setting: nothing differs
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "no difference over the" in same.stdout and "note:" not in same.stdout
+    other = cli.run("replay", root, "--what-if", "forks.probe_steps=4")
+    assert other.returncode == 1, other.stdout + other.stderr
+    assert "first difference: after event #" in other.stdout and "past this point nothing was observed" in other.stdout
+    for bad, named in (("forks.margin=-1", "forks.margin"), ("forks.margin", "expected KEY=VALUE")):
+        refused = cli.run("replay", root, "--what-if", bad)
+        assert refused.returncode == 2 and named in refused.stderr and "Traceback" not in refused.stderr
+
+    champion = state_yaml(root)["tuning"]["champion"]  # type: ignore[index]
+    segment = champion["segment_id"]
+    fork = cli.run("run", "--fork-from", f"{root}:{segment}", "--set", "forks.margin=0.9", "--run-dir", "runs/b")
+    assert fork.returncode == 0, fork.stderr
+    assert hashlib.sha256((root / "events.log").read_bytes()).hexdigest() == before  # history untouched
+    events = cli.events(cli.cwd / "runs/b")
+    started = events[0].data
+    assert isinstance(started, m.RunStarted)
+    assert started.config["forked_from"] == f"{root.resolve()}:{segment}"
+    assert started.config["forks"]["margin"] == 0.9
+    assert Path(started.config["resume_from_checkpoint"]).name == Path(champion["checkpoint"]).name
+    first = next(e.data for e in events if isinstance(e.data, m.SegmentScheduled))
+    assert first.from_checkpoint == started.config["resume_from_checkpoint"]
+    assert dict(first.hparams)["learning_rate"] == champion["hparams"]["learning_rate"]
+    assert 0 < started.config["budget"]["max_steps"] < 40  # the rest of the old run's budget
+
+    for args, message in (
+        (["--fork-from", f"{root}:nope"], "has no segment 'nope'"),
+        (["--fork-from", "runs/a"], "expected RUN_DIR:SEGMENT"),
+        (["--set", "forks.margin=0.5"], "use it with --fork-from"),
+    ):
+        refused = cli.run("run", *args, "--run-dir", "runs/c")
+        assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+        assert "Traceback" not in refused.stderr and not (cli.cwd / "runs/c").exists()
+
+
 # --- 3. graceful shutdown on a signal -------------------------------------------------------
 
 
