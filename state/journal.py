@@ -265,6 +265,11 @@ class FileJournal(Journal):
     def last_seq(self) -> int:
         return self._last_seq
 
+    def position(self) -> tuple[int, int, list[int]]:
+        """Where a reader continues after the last record: (next seq, byte offset, sparse index of
+        offsets). ``JournalFollower.resume`` takes it, so it need not read the log from the start."""
+        return self._last_seq + 1, self._size, list(self._index)
+
     def append(self, payloads: Sequence[bytes]) -> int:
         if self._fd < 0:
             raise JournalError(f"{self.path}: journal is closed")
@@ -343,6 +348,16 @@ class JournalFollower:
         self._next_seq = 1
         self._from_seq = from_seq
         self._offsets: list[int] = []  # sparse index, as in FileJournal
+
+    @classmethod
+    def resume(cls, path: Path | str, position: tuple[int, int, list[int]]) -> JournalFollower:
+        """A follower that continues at ``position`` (``FileJournal.position()`` of the same file):
+        its next ``poll`` reads only what was appended since; ``seek`` back uses the index."""
+        follower = cls(path)
+        next_seq, offset, index = position
+        follower._pos, follower._next_seq, follower._from_seq = offset, next_seq, next_seq
+        follower._offsets = list(index)
+        return follower
 
     @property
     def next_seq(self) -> int:

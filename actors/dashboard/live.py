@@ -73,6 +73,7 @@ class LiveRun:
         self._corr: dict[str, list[int]] = {}  # correlation id -> seqs, the same
         self._indexed_to = 0
         self._reader: JournalFollower | None = None  # random access: keeps a sparse index of offsets
+        self._position: tuple[int, int, list[int]] = (1, 0, [])
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None  # why following stopped, if it did
         self.at: dict[str, tuple[int, float | None]] = {}  # running segment -> its last reported step and loss
@@ -85,6 +86,7 @@ class LiveRun:
         journal = FileJournal.open_readonly(self.paths.journal)
         try:
             state = history.load(journal, snapshots=self.paths.snapshots)
+            self._position = journal.position()  # followers start here, not at the log's first byte
         finally:
             journal.close()
         self._folder = Folder(state)
@@ -118,12 +120,12 @@ class LiveRun:
         """Up to ``n`` committed records from ``from_seq`` on. Synchronous (seek and poll with no await
         between them), so every reader on the loop can share one follower and its offsets."""
         if self._reader is None:
-            self._reader = JournalFollower(self.paths.journal)
+            self._reader = JournalFollower.resume(self.paths.journal, self._position)
         self._reader.seek(from_seq)
         return self._reader.poll(n)
 
     async def _follow(self) -> None:
-        follower = JournalFollower(self.paths.journal, self.head + 1)
+        follower = JournalFollower.resume(self.paths.journal, self._position)
         try:
             while True:
                 batch = follower.poll(4096)

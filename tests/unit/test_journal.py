@@ -471,3 +471,22 @@ def test_the_file_layout_is_magic_then_crc_frames(tmp_path: Path) -> None:
     assert (length, crc) == (3, zlib.crc32(b"abc"))
     assert raw[len(MAGIC) + FRAME.size :] == b"abc" + frame(b"de")
     assert os.path.getsize(path) == len(MAGIC) + 2 * FRAME.size + 5
+
+
+def test_a_follower_resumes_where_a_reader_stopped_and_seeks_back_by_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "events.log"
+    writer = FileJournal.open(path, fsync=False)
+    writer.append([f"r{i}".encode() for i in range(1, 2501)])
+    reader = FileJournal.open_readonly(path)
+    position = reader.position()
+    reader.close()
+    assert position[0] == 2501 and position[1] == path.stat().st_size and position[2]
+    writer.append([b"new-1", b"new-2"])
+    follower = JournalFollower.resume(path, position)
+    assert follower.poll() == [(2501, b"new-1"), (2502, b"new-2")]  # only what came after
+    follower.seek(2000)
+    assert follower.poll(2) == [(2000, b"r2000"), (2001, b"r2001")]
+    follower.seek(1)
+    assert follower.poll(1) == [(1, b"r1")]
+    follower.close()
+    writer.close()
