@@ -261,7 +261,9 @@ class Sequencer:
             projection.write_atomic(s.state_path, projection.render(state))
         new_events = state.last_seq - self._last_snapshot_seq
         if s.snapshot_dir is not None and new_events > 0 and (new_events >= s.snapshot_every or self._stopping):
-            write_snapshot(s.snapshot_dir, state)
+            offset_of = getattr(self.journal, "offset_of", None)  # a file journal: where the next record starts
+            offset = offset_of(state.last_seq + 1) if offset_of is not None else None
+            write_snapshot(s.snapshot_dir, state, offset)
             self._last_snapshot_seq = state.last_seq
 
     async def _final_flush(self) -> None:

@@ -265,6 +265,23 @@ class FileJournal(Journal):
     def last_seq(self) -> int:
         return self._last_seq
 
+    def offset_of(self, seq: int) -> int | None:
+        """The byte offset where record ``seq`` starts (``last_seq + 1``: where the next one will),
+        from the sparse index and at most ``INDEX_EVERY`` frame headers; None if out of range.
+        Safe beside appends from another thread (it reads committed bytes only)."""
+        last, index = self._last_seq, self._index
+        if not 1 <= seq <= last + 1 or not index:
+            return None
+        slot = min((seq - 1) // INDEX_EVERY, len(index) - 1)
+        pos, at = index[slot], slot * INDEX_EVERY + 1
+        while at < seq:
+            header = os.pread(self._fd, FRAME.size, pos)
+            if len(header) < FRAME.size:
+                return None
+            length, _ = FRAME.unpack(header)
+            pos, at = pos + FRAME.size + length, at + 1
+        return pos
+
     def position(self) -> tuple[int, int, list[int]]:
         """Where a reader continues after the last record: (next seq, byte offset, sparse index of
         offsets). ``JournalFollower.resume`` takes it, so it need not read the log from the start."""
@@ -362,6 +379,10 @@ class JournalFollower:
     @property
     def next_seq(self) -> int:
         return self._next_seq
+
+    def position(self) -> tuple[int, int, list[int]]:
+        """Where this follower's next ``poll`` starts, as ``FileJournal.position()`` gives it."""
+        return self._next_seq, self._pos, list(self._offsets)
 
     def poll(self, max_records: int | None = None, *, final: bool = False) -> list[tuple[int, bytes]]:
         size = os.fstat(self._fd).st_size

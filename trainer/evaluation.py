@@ -34,7 +34,7 @@ from .data import Batch
 from .free_running import free_run
 from .hparams import HParams
 from .loss import Tacotron2Loss
-from .metrics import alignment_image, alignment_metrics, decoder_steps, gate_accuracy, to_rgb
+from .metrics import alignment_image, alignment_metrics, decoder_steps, gate_accuracy, to_rgb, tts_panel
 from .model import Tacotron2
 from .png import encode_png
 
@@ -57,9 +57,15 @@ def swapped_weights(model: Tacotron2, weights: dict[str, torch.Tensor] | None) -
 
 
 def measure(
-    model: Tacotron2, loss: Tacotron2Loss, batches: Sequence[Batch], hp: HParams, device: torch.device
+    model: Tacotron2,
+    loss: Tacotron2Loss,
+    batches: Sequence[Batch],
+    hp: HParams,
+    device: torch.device,
+    panel: list[bytes] | None = None,
 ) -> tuple[dict[str, float], bytes]:
-    """Teacher-forced metrics over ``batches`` (means weighted by utterances) and the first alignment as PNG."""
+    """Teacher-forced metrics over ``batches`` (means weighted by utterances) and the first alignment as PNG;
+    with ``panel``, the first utterance's mels and gate (``metrics.tts_panel``) as PNG appended to it."""
     r = hp.n_frames_per_step
     sums: dict[str, float] = {}
     total_weight = 0
@@ -79,12 +85,16 @@ def measure(
         if not png:
             image = alignment_image(out.alignments[0], int(batch.text_lengths[0]), int(steps[0]))
             png = encode_png(to_rgb(image))
+            if panel is not None:
+                length = int(batch.mel_lengths[0])
+                tts = tts_panel(batch.mel[0], out.mel_post[0], out.gate[0], batch.gate[0], length, hp.gate_threshold)
+                panel.append(encode_png(tts))
     return {k: v / max(1, total_weight) for k, v in sums.items()}, png
 
 
-def _measure(trainer: Trainer) -> tuple[dict[str, float], bytes]:
+def _measure(trainer: Trainer, panel: list[bytes] | None = None) -> tuple[dict[str, float], bytes]:
     r = trainer.hp.n_frames_per_step
-    return measure(trainer.model, trainer.loss, trainer.data.val_batches(r), trainer.hp, trainer.device)
+    return measure(trainer.model, trainer.loss, trainer.data.val_batches(r), trainer.hp, trainer.device, panel)
 
 
 def _free_running(trainer: Trainer) -> dict[str, float]:
@@ -99,7 +109,9 @@ def validate(trainer: Trainer) -> tuple[dict[str, float], bytes]:
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(trainer.config.val_seed)
-            metrics, png = _measure(trainer)
+            panel: list[bytes] = []
+            metrics, png = _measure(trainer, panel)
+            trainer.tts_png = panel[0] if panel else None  # the first utterance's mels and gate, for the dashboard
             metrics.update(_free_running(trainer))
             if trainer.ema is not None:
                 torch.manual_seed(trainer.config.val_seed)

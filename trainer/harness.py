@@ -107,6 +107,7 @@ class Trainer:
         self.injected: set[int] = set()  # steps where a NaN was injected already (inject_nan_at_step)
         self.step = 0
         self.holds: tuple[Path, str] | None = None  # the checkpoint the in-memory state equals, if any
+        self.tts_png: bytes | None = None  # the last validation's first utterance: mels and gate (PNG)
 
     @property
     def compat(self) -> dict[str, Any]:
@@ -330,6 +331,8 @@ class Trainer:
         sha = self.save(path)
         image = path.with_suffix(".alignment.png")
         write_atomic(image, png)
+        if self.tts_png:
+            write_atomic(path.with_suffix(".tts.png"), self.tts_png)
         return SegmentResult(
             segment_id, start, self.step, metrics, path, sha, time.perf_counter() - t0, applied, image, evals
         )

@@ -250,6 +250,42 @@ def alignment_image(alignment: Tensor, text_length: int, mel_length: int) -> npt
     return np.ascontiguousarray(np.rint(heat / peak * 255.0).astype(np.uint8))
 
 
+@torch.no_grad()
+def tts_panel(
+    mel_target: Tensor,
+    mel_pred: Tensor,
+    gate_logits: Tensor,
+    gate_target: Tensor,
+    mel_length: int,
+    gate_threshold: float,
+) -> npt.NDArray[np.uint8]:
+    """One utterance as an RGB image, frames left to right: the target mel (top), the predicted
+    mel after the postnet (both on the target's colour scale, low bins at the bottom), and a gate
+    strip: the predicted stop probability (yellow), the target (white) and the threshold (grey)."""
+    if mel_target.dim() != 2 or mel_pred.shape != mel_target.shape:
+        raise ValueError(f"mel target and prediction must be (n_mels, T) alike, got {tuple(mel_target.shape)}")
+    frames = max(1, min(int(mel_length), mel_target.shape[1]))
+    target = mel_target[:, :frames].detach().double().cpu().numpy()
+    pred = mel_pred[:, :frames].detach().double().cpu().numpy()
+    lo, hi = float(np.nanmin(target)), float(np.nanmax(target))
+    span = hi - lo if hi > lo else 1.0
+
+    def heat(values: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8]:
+        scaled = np.nan_to_num((values - lo) / span, nan=0.0).clip(0.0, 1.0)
+        return to_rgb(np.ascontiguousarray(np.rint(np.flipud(scaled) * 255.0).astype(np.uint8)))
+
+    height = 48
+    strip = np.full((height, frames, 3), 24, dtype=np.uint8)
+    prob = torch.sigmoid(gate_logits[:frames].detach().double().cpu()).numpy()
+    wanted = gate_target[:frames].detach().double().cpu().numpy()
+    cols = np.arange(frames)
+    strip[round((1.0 - gate_threshold) * (height - 1)), :, :] = 110
+    strip[np.rint((1.0 - wanted) * (height - 1)).astype(int), cols, :] = 255
+    strip[np.rint((1.0 - np.nan_to_num(prob).clip(0, 1)) * (height - 1)).astype(int), cols] = (250, 210, 40)
+    gap = np.full((3, frames, 3), 255, dtype=np.uint8)
+    return np.ascontiguousarray(np.concatenate([heat(target), gap, heat(pred), gap, strip], axis=0))
+
+
 def to_rgb(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Grayscale (H, W) uint8 -> RGB (H, W, 3) uint8 through a viridis-like ramp (dark purple for
     0, yellow for 255): a perceptual map shows weak attention better than gray does."""

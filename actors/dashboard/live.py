@@ -19,18 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ...protocol import Envelope
 from ...protocol import messages as m
 from ...protocol.codec import ENVELOPE_LEN, unpack
-from ...protocol.metrics import TRAIN_LOSS
+from ...protocol.metrics import GRAD_NORM, TRAIN_LOSS
 from ...state import history, timeline
 from ...state.fold import Folder
 from ...state.journal import FileJournal, JournalError, JournalFollower
 from ...state.model import TunerState
+from ...state.reducers import ReducerError
+from ...state.snapshot import latest_snapshot_at
 from ..rundir import RunPaths
 from .views import redact
 
@@ -61,6 +63,16 @@ class Subscription:
             raise Overflow
         return await self.queue.get()
 
+    def drain(self, limit: int = 2048) -> list[tuple[int, str]]:
+        """What is queued already (up to ``limit``): written to the browser in one go."""
+        out: list[tuple[int, str]] = []
+        while len(out) < limit:
+            try:
+                out.append(self.queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return out
+
 
 class LiveRun:
     def __init__(self, run_dir: Path, *, poll_s: float = 0.25, queue_max: int = 20000) -> None:
@@ -77,12 +89,20 @@ class LiveRun:
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None  # why following stopped, if it did
         self.at: dict[str, tuple[int, float | None]] = {}  # running segment -> its last reported step and loss
+        # segment -> its last training report's metrics (gradient norm, loss): the state keeps none per segment
+        self.train_last: dict[str, dict[str, float]] = {}
         self.changed = asyncio.Event()
 
     # --- the state --------------------------------------------------------------------------
 
     def load(self) -> None:
-        """The first screen: the latest snapshot and the log after it, not a replay from seq 1."""
+        """The first screen: the latest snapshot and the log after it, not a replay from seq 1.
+
+        A snapshot that records where its next record starts in the log is continued from there
+        (the log before it is not read: verifying it is ``replay --verify``'s job); otherwise,
+        or if that record is not where the snapshot says, the log is opened and recovered whole."""
+        if self._load_after_snapshot():
+            return
         journal = FileJournal.open_readonly(self.paths.journal)
         try:
             state = history.load(journal, snapshots=self.paths.snapshots)
@@ -90,6 +110,30 @@ class LiveRun:
         finally:
             journal.close()
         self._folder = Folder(state)
+
+    def _load_after_snapshot(self) -> bool:
+        found = latest_snapshot_at(self.paths.snapshots)
+        if found is None:
+            return False
+        state, offset = found
+        if offset is None:
+            return False
+        folder = Folder(state)
+        follower = JournalFollower.resume(self.paths.journal, (state.last_seq + 1, offset, []))
+        try:
+            while batch := follower.poll(4096):
+                for seq, payload in batch:
+                    env = history.decode_record(seq, payload)
+                    folder.add(env.seq, env.ts, env.data)
+            position = follower.position()
+            if position[1] != self.paths.journal.stat().st_size:
+                return False  # stopped short of the end: not a record boundary, or a writer mid-append
+        except (JournalError, ReducerError, OSError):
+            return False
+        finally:
+            follower.close()
+        self._folder, self._position = folder, position
+        return True
 
     @property
     def state(self) -> TunerState:
@@ -151,8 +195,17 @@ class LiveRun:
         data = env.data
         if isinstance(data, m.MetricsObserved) and data.segment_id is not None:
             self.at[data.segment_id] = (data.step, data.metrics.get(TRAIN_LOSS))
+            self._train(data.segment_id, data.metrics)
         elif isinstance(data, (m.SegmentFinished, m.SegmentFailed)):
             self.at.pop(data.segment_id, None)
+
+    def _train(self, segment_id: str, metrics: Mapping[str, Any]) -> None:
+        if GRAD_NORM in metrics or TRAIN_LOSS in metrics:
+            kept = self.train_last.setdefault(segment_id, {})
+            for key in (GRAD_NORM, TRAIN_LOSS):
+                value = metrics.get(key)
+                if isinstance(value, (int, float)):
+                    kept[key] = float(value)
 
     def _publish(self, seq: int, doc: str) -> None:
         for sub in list(self._subs):
@@ -185,6 +238,11 @@ class LiveRun:
                     frame = unpack(payload)
                     if type(frame) in (list, tuple) and len(frame) == ENVELOPE_LEN:
                         self._index(seq, frame[2], frame[7], frame[4])
+                        data = frame[9]
+                        if frame[4] == _METRICS and isinstance(data, dict):
+                            segment, metrics = data.get("segment_id"), data.get("metrics")
+                            if isinstance(segment, str) and isinstance(metrics, dict):
+                                self._train(segment, metrics)
                 nxt = batch[-1][0] + 1
                 self._indexed_to = min(upto, batch[-1][0])
                 await asyncio.sleep(0)

@@ -90,7 +90,7 @@ def first_screen(live: LiveRun) -> dict[str, Any]:
         "running": writer_active(live.paths.journal),
         "overview": views.overview(state),
         "lineage": views.lineage(state, run_dir),
-        "curves": views.curves(state),
+        "curves": views.curves(state, live.train_last),
         "health": views.health(state),
         "tts": views.tts(state, run_dir),
         "trials": views.trials(state),
@@ -261,17 +261,20 @@ async def events(request: web.Request) -> web.StreamResponse:
             last = seq
         while True:
             try:
-                seq, doc = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
+                first = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if seq <= last:
-                continue  # caught up from the log already
-            if seq != last + 1:  # cannot happen while subscribed; fill from the log rather than skip
-                async for fill_seq, fill in live.catch_up(last, seq - 1):
-                    await response.write(_sse(fill_seq, fill))
-            await response.write(_sse(seq, doc))
-            last = seq
+            chunk = []
+            for seq, doc in [first, *sub.drain()]:  # a burst goes out in one write, not one per event
+                if seq <= last:
+                    continue  # caught up from the log already
+                if seq != last + 1:  # cannot happen while subscribed; fill from the log rather than skip
+                    chunk += [_sse(s, d) async for s, d in live.catch_up(last, seq - 1)]
+                chunk.append(_sse(seq, doc))
+                last = seq
+            if chunk:
+                await response.write(b"".join(chunk))
     except (Overflow, ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

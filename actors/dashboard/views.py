@@ -180,16 +180,38 @@ def _label(changed: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _image(run_dir: Path | None, seg: Segment) -> str | None:
-    """The segment's alignment image, relative to the run directory, when the trainer wrote one."""
-    if run_dir is None or not seg.checkpoint:
+class _Images:
+    """Which segments have images beside their checkpoints: one directory listing per folder, not
+    a ``stat`` per segment (a long run has thousands)."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.root = run_dir.resolve() if run_dir is not None else None
+        self._listed: dict[Path, set[str]] = {}
+
+    def _names(self, folder: Path) -> set[str]:
+        if folder not in self._listed:
+            try:
+                self._listed[folder] = {p.name for p in folder.iterdir()}
+            except OSError:
+                self._listed[folder] = set()
+        return self._listed[folder]
+
+    def of(self, seg: Segment, kind: str = "alignment") -> str | None:
+        """The segment's alignment image (``kind="tts"``: its mels and gate), relative to the run
+        directory, when the trainer wrote one there."""
+        if self.root is None or not seg.checkpoint:
+            return None
+        png = Path(seg.checkpoint).with_suffix(f".{kind}.png")
+        candidates = (
+            [png] if png.is_absolute() else [Path.cwd() / png, self.root / "trainer" / "checkpoints" / png.name]
+        )
+        for candidate in candidates:
+            if candidate.name in self._names(candidate.parent):
+                try:
+                    return str(candidate.resolve().relative_to(self.root))
+                except ValueError:
+                    return None
         return None
-    png = Path(seg.checkpoint).with_suffix(".alignment.png")
-    try:
-        rel = png.resolve().relative_to(run_dir.resolve())
-    except (ValueError, OSError):
-        return None
-    return str(rel) if png.is_file() else None
 
 
 def lineage(state: TunerState, run_dir: Path | None = None) -> dict[str, Any]:
@@ -198,7 +220,9 @@ def lineage(state: TunerState, run_dir: Path | None = None) -> dict[str, Any]:
     path marked."""
     t = state.tuning
     parents = _parents(state)
-    on_path = set(champion_path(state))
+    path = champion_path(state)
+    on_path = set(path)
+    images = _Images(run_dir)
     rounds = {trial: r.round for r in t.rounds for trial in r.trials}
     winners = {r.winner for r in t.rounds if r.winner}
     # trials that lost a decided round (or were pruned): the grey of the tree
@@ -237,7 +261,8 @@ def lineage(state: TunerState, run_dir: Path | None = None) -> dict[str, Any]:
                 "duration_s": seg.duration_s,
                 "champion_path": sid in on_path,
                 "champion": t.champion is not None and t.champion.segment_id == sid,
-                "alignment": _image(run_dir, seg),
+                "alignment": images.of(seg),
+                "tts": images.of(seg, "tts"),
             }
         )
         parent = parents[sid]
@@ -264,7 +289,7 @@ def lineage(state: TunerState, run_dir: Path | None = None) -> dict[str, Any]:
                 "champion_path": parent in on_path and sid in on_path,
             }
         )
-    return {"nodes": nodes, "edges": edges, "champion_path": champion_path(state)}
+    return {"nodes": nodes, "edges": edges, "champion_path": path}
 
 
 def schedule(state: TunerState) -> dict[str, Any]:
@@ -315,9 +340,10 @@ CURVE_METRICS = (
 )
 
 
-def curves(state: TunerState) -> dict[str, Any]:
-    """Per finished segment the metrics at its end (x: its end step), its learning rate, and the
-    champion's curve (each decided round's winner)."""
+def curves(state: TunerState, train_last: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
+    """Per finished segment the metrics at its end (x: its end step; the gradient norm from its last
+    training report, in ``train_last``), its learning rate, and the champion's curve (each decided
+    round's winner)."""
     points = []
     on_path = set(champion_path(state))
     for seg in sorted(state.tuning.segments.values(), key=lambda s: s.scheduled_seq):
@@ -331,6 +357,8 @@ def curves(state: TunerState) -> dict[str, Any]:
             "champion_path": seg.segment_id in on_path,
         }
         row.update({k: finite(seg.metrics.get(k)) for k in CURVE_METRICS})
+        if row[mt.GRAD_NORM] is None and train_last is not None:
+            row[mt.GRAD_NORM] = finite((train_last.get(seg.segment_id) or {}).get(mt.GRAD_NORM))
         row["learning_rate"] = finite(hp.get("learning_rate"))
         points.append(row)
     champion = [p for p in points if p["champion_path"]]
@@ -447,7 +475,15 @@ def tts(state: TunerState, run_dir: Path | None) -> dict[str, Any]:
             }
         )
     film = []
+    images = _Images(run_dir)
     for sid in champion_path(state):
         seg = state.tuning.segments[sid]
-        film.append({"segment_id": sid, "step": _end(seg), "alignment": _image(run_dir, seg)})
+        film.append(
+            {
+                "segment_id": sid,
+                "step": _end(seg),
+                "alignment": images.of(seg),
+                "tts": images.of(seg, "tts"),
+            }
+        )
     return {"tests": tests, "filmstrip": film}

@@ -340,6 +340,13 @@ def test_what_if_shows_where_other_settings_part_and_fork_from_trains_them_leavi
     assert cli.run("run", "--config", cli.write_config("tiny.yaml", TINY_RUN), "--run-dir", "runs/a").returncode == 0
     root = cli.cwd / "runs/a"
     before = hashlib.sha256((root / "events.log").read_bytes()).hexdigest()
+    from smart_tuner.state.journal import FileJournal
+    from smart_tuner.state.snapshot import latest_snapshot_at
+
+    snapshot, offset = latest_snapshot_at(root / "snapshots")  # type: ignore[misc]
+    journal = FileJournal.open_readonly(root / "events.log")
+    assert offset is not None and offset == journal.offset_of(snapshot.last_seq + 1)  # where a reader continues
+    journal.close()
 
     same = cli.run("replay", root, "--what-if", "forks.margin=0.02")  # the recorded setting: nothing differs
     assert same.returncode == 0, same.stdout + same.stderr

@@ -146,6 +146,8 @@ def test_a_browser_follows_a_live_run_reads_a_decision_plays_a_sample_and_export
         wav = response.read()
     assert response.headers["Content-Type"] == "audio/wav" and wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
     assert len(audio) == 12
+    panels = browser.find_elements("css selector", "#listening img.tts")  # target vs predicted mel, gate
+    assert panels and all(browser.execute_script("return arguments[0].naturalWidth", p) > 0 for p in panels)
     shoot(browser, "4-listening")
 
     # the schedule, exported as the page's own link downloads it (same cookie)
@@ -163,6 +165,9 @@ def test_a_browser_follows_a_live_run_reads_a_decision_plays_a_sample_and_export
         replayed.update(change["set"])
     assert replayed == dict(champion.hparams)
     shoot(browser, "5-schedule")
+    tab(browser, "curves")
+    grad = browser.find_elements("css selector", ".chart")[3]  # the gradient norm, from the training reports
+    assert "no data" not in grad.text and grad.find_elements("css selector", "circle")
     for name in ("curves", "trials", "health"):
         tab(browser, name)
         time.sleep(0.3)

@@ -232,3 +232,35 @@ def test_a_dashboard_started_for_a_run_never_outlives_it(tmp_path: Path) -> None
     finally:
         parent.kill()
         dashboard.kill()
+
+
+def test_the_first_screen_continues_a_snapshot_at_its_recorded_offset_and_falls_back_when_it_is_wrong(
+    tmp_path: Path,
+) -> None:
+    from smart_tuner.state import history
+    from smart_tuner.state.snapshot import latest_snapshot_at, write_snapshot
+
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    journal = FileJournal.open(run / "events.log", fsync=False)
+    head = append(journal, 1, [started(), *(metric(s) for s in range(1, 3000))])
+    snap = history.load(FileJournal.open_readonly(run / "events.log"), until=2500)
+    write_snapshot(run / "snapshots", snap, journal.offset_of(2501))
+    assert latest_snapshot_at(run / "snapshots")[1] == journal.offset_of(2501)  # type: ignore[index]
+    last = append(journal, head + 1, [metric(s) for s in range(3000, 3100)])
+
+    live = LiveRun(run)
+    assert live._load_after_snapshot()  # the fast path: the snapshot, then only the records after it
+    live.load()
+    assert live.head == last and live.state.progress.global_step == 3099
+    assert live.read(2501) is not None and live.read(2501).seq == 2501  # type: ignore[union-attr]
+
+    for bad in (journal.offset_of(2400), 12):  # not where record 2501 starts: recovered the slow way
+        for old in (run / "snapshots").iterdir():
+            old.unlink()
+        write_snapshot(run / "snapshots", snap, bad)
+        other = LiveRun(run)
+        assert not other._load_after_snapshot()
+        other.load()
+        assert other.head == last and other.state.progress.global_step == 3099
+    journal.close()

@@ -152,6 +152,8 @@ def test_segments_fork_from_checkpoints_and_keep_state_in_memory(trainer: Traine
     first = trainer.run_segment("s1", None, None, {"learning_rate": 3e-3}, steps=3, eval_every=2)
     assert first.end_step == 3 and len(first.evals) == 2 and first.alignment_png is not None
     assert first.alignment_png.read_bytes().startswith(b"\x89PNG")
+    # beside it, the first validation utterance's target and predicted mels over its gate (the dashboard's panel)
+    assert first.checkpoint.with_suffix(".tts.png").read_bytes().startswith(b"\x89PNG")
     assert sha256_file(first.checkpoint) == first.sha256
     assert set(first.metrics) >= {"val_objective", "val_loss", "diagonality", "focus_rate", "gate_accuracy"}
     free_running = {k: v for k, v in first.metrics.items() if k.startswith("fr_")}

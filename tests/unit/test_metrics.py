@@ -232,3 +232,26 @@ def test_to_rgb_ramp() -> None:
     assert luminance[0, 0] < luminance[1, 1] < luminance[1, 0] < luminance[0, 1]
     with pytest.raises(ValueError, match="uint8"):
         to_rgb(gray.astype(np.float32))
+
+
+def test_the_tts_panel_stacks_target_and_predicted_mels_over_a_gate_strip() -> None:
+    from smart_tuner.trainer.metrics import tts_panel
+
+    n_mels, frames = 8, 12
+    target = torch.linspace(-4.0, 2.0, n_mels * 16).reshape(n_mels, 16)
+    gate_target = torch.zeros(16)
+    gate_target[frames - 1 :] = 1.0
+    logits = torch.full((16,), -6.0)
+    logits[frames - 2 :] = 6.0  # stops one frame early
+    image = tts_panel(target, target.clone(), logits, gate_target, frames, 0.5)
+    assert image.dtype == np.uint8
+    assert image.shape == (n_mels + 3 + n_mels + 3 + 48, frames, 3)  # padding frames past the length are cut
+    top, pred = image[:n_mels], image[n_mels + 3 : 2 * n_mels + 3]
+    assert (top == pred).all()  # a perfect prediction looks like its target
+    strip = image[2 * n_mels + 6 :]
+    yellow = (strip == (250, 210, 40)).all(axis=2)
+    assert yellow[-1, : frames - 2].all() and yellow[0, frames - 2 :].all()  # the predicted stop, low then high
+    white = (strip == 255).all(axis=2)
+    assert white[-1, frames - 2] and white.sum() == 1  # the target shows where the prediction differs from it
+    with pytest.raises(ValueError, match="alike"):
+        tts_panel(target, target[:, :5], logits, gate_target, frames, 0.5)

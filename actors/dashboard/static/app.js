@@ -55,8 +55,10 @@ function renderHeader(s) {
   const o = s.overview;
   document.getElementById("run-id").textContent = o.run_id || "";
   const live = document.getElementById("live");
-  live.textContent = s.running ? "live" : (o.status ? `ended: ${o.status}` : "not running");
-  live.className = "badge " + (s.running ? "live" : "ended");
+  // a finished run is over even while its coordinator is still exiting (it holds the log a moment longer)
+  const over = Boolean(o.status);
+  live.textContent = over ? `ended: ${o.status}` : (s.running ? "live" : "not running");
+  live.className = "badge " + (over || !s.running ? "ended" : "live");
   document.getElementById("strategy").textContent = `${o.strategy || "-"} (seed ${fmt(o.seed)})`;
   document.getElementById("phase").textContent = `phase ${o.phase}${o.finish_reason ? " - " + o.finish_reason : ""}`;
   document.getElementById("champion").textContent = o.champion
@@ -66,7 +68,7 @@ function renderHeader(s) {
   bar.value = o.steps_spent;
   document.getElementById("steps").textContent = `${o.steps_spent} of ${o.budget_steps ?? "no budget"}`;
   document.getElementById("eta").textContent = o.eta_s === null ? "-" : duration(o.eta_s);
-  document.getElementById("stop").disabled = !s.running;
+  document.getElementById("stop").disabled = !s.running || over;
   document.getElementById("running").textContent = (s.segments_running || [])
     .map(r => `${r.segment_id} ${r.done}/${r.steps}${r.train_loss === null ? "" : " loss " + fmt(r.train_loss)}`).join(" · ");
 }
@@ -133,6 +135,7 @@ function inspectNode(n) {
     el("p", {}, n.reason || ""),
   );
   if (n.alignment) body.append(el("img", { src: `files/${n.alignment}`, alt: `alignment of ${n.id}`, class: "sample" }));
+  if (n.tts) body.append(el("img", { src: `files/${n.tts}`, alt: `mels and gate of ${n.id}`, class: "sample tts" }));
   body.append(el("pre", {}, JSON.stringify(n.hparams, null, 1)));
   const links = el("p", {});
   if (n.proposed_seq) links.append(el("button", { type: "button", onclick: () => inspect(n.proposed_seq, "its proposal") }, `proposal #${n.proposed_seq}`), " ");
@@ -254,10 +257,15 @@ function renderListening(tts) {
   const parts = [];
   const film = el("div", { class: "film" });
   for (const f of tts.filmstrip) {
-    if (f.alignment) film.append(el("figure", {}, el("img", { src: `files/${f.alignment}`, alt: `alignment ${f.segment_id}` }),
-      el("figcaption", {}, `${f.segment_id} · step ${f.step}`)));
+    if (!f.alignment && !f.tts) continue;
+    const fig = el("figure", {});
+    if (f.alignment) fig.append(el("img", { src: `files/${f.alignment}`, alt: `alignment ${f.segment_id}` }));
+    if (f.tts) fig.append(el("img", { src: `files/${f.tts}`, alt: `mels and gate ${f.segment_id}`, class: "tts" }));
+    fig.append(el("figcaption", {}, `${f.segment_id} · step ${f.step}`));
+    film.append(fig);
   }
-  parts.push(el("h3", {}, "alignment along the champion's path"), film.childNodes.length ? film : el("p", { class: "hint" }, "no alignment images yet"));
+  parts.push(el("h3", {}, "the same validation sentence along the champion's path: alignment; target mel, predicted mel, gate (yellow: predicted stop probability, white: target)"),
+    film.childNodes.length ? film : el("p", { class: "hint" }, "no images yet"));
   for (const t of tts.tests.slice().reverse()) {
     const sec = el("section", { class: "test" }, el("h3", {}, `${t.final ? "final test" : "champion test"}: ${t.segment_id} at step ${t.step} (${t.n_sentences} ${t.test_set} sentences)`));
     if (t.error) sec.append(el("p", { class: "err" }, t.error));
@@ -336,4 +344,5 @@ document.getElementById("stop").addEventListener("click", async () => {
   await refresh();
   lastSeq = current ? current.seq : 0;
   connect(lastSeq);
+  setInterval(() => { if (current && current.running) soon(0); }, 10000);  // the coordinator's exit is no event
 })();
