@@ -4,7 +4,8 @@
 
 * **First screen**: a run directory holding a 1 M-event log (a tuning run's shape: a metric
   event per step, a trial and a segment every 200 steps, so 5000 segments) and the snapshot a
-  run keeps (every 10 000 events: here 5 000 events before the head). Timed: a fresh dashboard
+  run keeps (every 10 000 events: here 5 000 events before the head, with the log offset after
+  it, as the sequencer writes it). Timed: a fresh dashboard
   application starting (latest snapshot plus the log after it), then answering its first
   ``GET /api/state`` (overview, the whole lineage, curves, trials, health) over a real socket,
   and the same again for ``/api/lineage``. Python's imports are not included.
@@ -12,9 +13,11 @@
   through the in-process bus) commits to a run directory that a dashboard process follows;
   windows with 0 and with ``--clients`` SSE clients attached (another process reading every
   event) alternate, side by side, and the ratio of the sequencer's committed events/s is
-  reported (median of the windows each way). The SSE clients are checked to have received
-  every event of their windows; like a browser they reconnect with ``Last-Event-ID`` when the
-  dashboard cuts a client whose queue filled up.
+  reported (median of the windows each way). The dashboard runs as ``run_tuner.py dashboard``
+  does, at its default niceness of 10; the clients' process at ``--clients-nice`` (19: they stand
+  in for browsers on another machine, whose parsing is not the training box's). The SSE
+  clients are checked to have received every event of their windows; like a browser they
+  reconnect with ``Last-Event-ID`` when the dashboard cuts a client whose queue filled up.
 
 Ends with ``RESULT first_screen_1m_s=… lineage_1m_s=… sse20_rate_ratio=…``.
 """
@@ -60,9 +63,10 @@ def make_run(directory: Path, n: int) -> Path:
     journal = FileJournal.open_readonly(run / "events.log")
     try:
         state = history.load(journal, until=max(1, n - 5000))
+        offset = journal.offset_of(state.last_seq + 1)  # as the sequencer records it beside a snapshot
     finally:
         journal.close()
-    write_snapshot(run / "snapshots", state)
+    write_snapshot(run / "snapshots", state, offset)
     print(f"wrote a {n}-event log in {took:.1f} s and a snapshot at seq {state.last_seq}", flush=True)
     return run
 
@@ -86,8 +90,9 @@ async def first_screen(run: Path) -> tuple[float, float, int]:
 
 
 CLIENTS = """
-import asyncio, sys, aiohttp
+import asyncio, os, sys, aiohttp
 url, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.nice(int(sys.argv[4]))
 reconnects = 0
 async def one(session, counts, i):
     # as a browser's EventSource does: when the stream ends, reconnect with the last id seen
@@ -116,7 +121,9 @@ asyncio.run(main())
 """
 
 
-async def live_cost(directory: Path, n_clients: int, windows: int, per_window: int) -> tuple[float, list[str]]:
+async def live_cost(
+    directory: Path, n_clients: int, windows: int, per_window: int, clients_nice: int
+) -> tuple[float, list[str]]:
     run = directory / "run-live"
     (run / "snapshots").mkdir(parents=True)
     journal = FileJournal.open(run / "events.log")
@@ -170,6 +177,7 @@ async def live_cost(directory: Path, n_clients: int, windows: int, per_window: i
                         url + "events?after=" + str(journal.last_seq),
                         TOKEN,
                         str(n_clients),
+                        str(clients_nice),
                     ],
                     stdout=subprocess.PIPE,
                     text=True,
@@ -214,6 +222,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--windows", type=int, default=4, help="windows each way (with and without clients)")
     parser.add_argument("--per-window", type=int, default=40_000, help="events committed per window")
+    parser.add_argument(
+        "--clients-nice",
+        type=int,
+        default=19,
+        help="the SSE clients' process niceness (default 19: they stand in for browsers, which run on the "
+        "user's own machine, not on the training box; 0: as CPU-hungry as the sequencer)",
+    )
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -227,7 +242,7 @@ def main() -> None:
             f"(runs: {', '.join(f'{s[0]:.2f}' for s in screens)}), then /api/lineage {lineage_s:.2f} s",
             flush=True,
         )
-        ratio, notes = asyncio.run(live_cost(directory, args.clients, args.windows, args.per_window))
+        ratio, notes = asyncio.run(live_cost(directory, args.clients, args.windows, args.per_window, args.clients_nice))
         for note in notes:
             print(note)
         print(f"sequencer rate with {args.clients} SSE clients / without: {ratio:.3f}")

@@ -132,6 +132,12 @@ def _add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     dash.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for a new run's log to appear")
     dash.add_argument("--exit-with", type=int, default=None, help=argparse.SUPPRESS)  # run --dashboard: the run's pid
+    dash.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="lower this process's CPU priority by this much (default 10; 0: as is): a viewer yields to the training",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,6 +220,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         if time.monotonic() > deadline:
             raise tools.ToolError(f"{root}: no events.log (not a run directory, or the run never started)")
         time.sleep(0.2)
+    if args.nice > 0:
+        os.nice(min(args.nice, 19))  # never slow the run it shows: its sequencer and trainers come first
     token = args.token or os.environ.get("SMART_TUNER_DASHBOARD_TOKEN") or new_token()
     access = Access.build(token, args.host, args.allow_host, args.base_url)
     if not is_loopback(args.host):
