@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             for arm in arms:
                 if arm == "oracle":  # one job per grid point, on the first seed only
                     if seed == seeds[0] and not store.has(key, arm, seed):
-                        shared = control_point(args.smoke) if "control" in arms else None
+                        # the control's own run stands for its grid point once it exists (or is asked for)
+                        ctrl = "control" in arms or store.has(key, "control", seed)
+                        shared = control_point(args.smoke) if ctrl else None
                         points = [ORACLE_PREFIX + name for name, _ in oracle_points(args.smoke) if name != shared]
                         jobs += [(a, data[task.name], seed) for a in points if not store.has(key, a, seed)]
                 elif not store.has(key, arm, seed):
