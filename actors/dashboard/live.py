@@ -120,14 +120,16 @@ class LiveRun:
             return False
         folder = Folder(state)
         follower = JournalFollower.resume(self.paths.journal, (state.last_seq + 1, offset, []))
+        read = 0
         try:
             while batch := follower.poll(4096):
                 for seq, payload in batch:
-                    env = history.decode_record(seq, payload)
+                    env = history.decode_record(seq, payload)  # the first one must be record last_seq + 1
                     folder.add(env.seq, env.ts, env.data)
+                read += len(batch)
             position = follower.position()
-            if position[1] != self.paths.journal.stat().st_size:
-                return False  # stopped short of the end: not a record boundary, or a writer mid-append
+            if not read and position[1] != self.paths.journal.stat().st_size:
+                return False  # nothing readable where the snapshot points, yet the log goes on: not a boundary
         except (JournalError, ReducerError, OSError):
             return False
         finally:
