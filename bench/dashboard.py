@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eventlog import metric, started, write_log
 
-from smart_tuner.actors.bus import InprocHub
+from smart_tuner.actors.bus import BusClient, InprocHub
 from smart_tuner.actors.dashboard.live import LiveRun
 from smart_tuner.actors.dashboard.security import Access
 from smart_tuner.actors.dashboard.server import make_app
@@ -150,10 +150,10 @@ async def live_cost(
         producers = [hub.client(f"p{k}", subscribe=False) for k in range(8)]
         bursts = per_window // (8 * 250)
 
-        async def produce(c: object, k: int) -> None:
+        async def produce(c: BusClient, k: int) -> None:
             for b in range(bursts):
                 base = step + (k * bursts + b) * 250
-                await c.propose_many([Envelope.new(metric(base + i), actor="bench") for i in range(250)])  # type: ignore[attr-defined]
+                await c.propose_many([Envelope.new(metric(base + i), actor="bench") for i in range(250)])
 
         t0 = time.perf_counter()
         await asyncio.gather(*(produce(c, k) for k, c in enumerate(producers)))

@@ -71,9 +71,7 @@ def latest_snapshot_at(directory: Path) -> tuple[TunerState, int | None] | None:
     """The newest usable snapshot and the log offset after it."""
     if not directory.is_dir():
         return None
-    found = sorted(
-        ((int(mm.group(1)), p) for p in directory.iterdir() if (mm := _NAME.match(p.name))), reverse=True
-    )
+    found = sorted(((int(mm.group(1)), p) for p in directory.iterdir() if (mm := _NAME.match(p.name))), reverse=True)
     for _, path in found:
         result = read_snapshot_at(path)
         if result is not None:

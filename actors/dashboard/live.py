@@ -4,14 +4,16 @@ out to every attached browser.
     live = LiveRun(run_dir)
     await live.start()           # the latest snapshot plus the log's tail: the first screen
     live.state                   # the folded state at live.head
-    stream = live.subscribe()    # a queue of (seq, json) for each event committed from now on
+    with live.attached():        # while a browser streams: recent events are kept as JSON
+        batch = live.after(seq) # the events after ``seq`` still in the ring (None: ask the log)
+        await live.wait(15.0)   # until more are committed
     async for seq, doc in live.catch_up(after, upto): ...
 
 It only ever reads the log (``JournalFollower``: complete, valid records, never the write
 lock), so any number of dashboards and browsers cost the sequencer nothing but CPU. One
-follower per dashboard feeds every stream: a browser that cannot keep up is cut off (its
-queue overflows) and reconnects with ``Last-Event-ID``, catching up from the log, so a
-stream has no gap and no duplicate.
+follower per dashboard feeds every stream through one ring of the latest events (each
+encoded once, whatever the number of browsers); a browser that fell behind the ring catches
+up from the log, so a stream has no gap and no duplicate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,38 +51,15 @@ def event_json(env: Envelope) -> str:
     return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
-class Overflow(Exception):
-    """A browser's queue filled up: its stream ends, and it reconnects from where it was."""
-
-
-class Subscription:
-    def __init__(self, maxsize: int) -> None:
-        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize)
-        self.overflowed = False
-
-    async def get(self) -> tuple[int, str]:
-        if self.overflowed and self.queue.empty():
-            raise Overflow
-        return await self.queue.get()
-
-    def drain(self, limit: int = 2048) -> list[tuple[int, str]]:
-        """What is queued already (up to ``limit``): written to the browser in one go."""
-        out: list[tuple[int, str]] = []
-        while len(out) < limit:
-            try:
-                out.append(self.queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return out
-
-
 class LiveRun:
-    def __init__(self, run_dir: Path, *, poll_s: float = 0.25, queue_max: int = 20000) -> None:
+    def __init__(self, run_dir: Path, *, poll_s: float = 0.25, ring: int = 50000) -> None:
         self.paths = RunPaths(run_dir)
         self.poll_s = poll_s
-        self.queue_max = queue_max
+        self.ring_size = ring
         self._folder = Folder(TunerState())
-        self._subs: set[Subscription] = set()
+        self._attached = 0  # streams open now: only then are events encoded into the ring
+        self._ring: list[tuple[int, str]] = []  # the latest events, consecutive seqs, as the browser gets them
+        self._wake = asyncio.Event()
         self._ids: dict[str, int] = {}  # event id -> seq (every event but the metric stream)
         self._corr: dict[str, list[int]] = {}  # correlation id -> seqs, the same
         self._indexed_to = 0
@@ -183,10 +162,12 @@ class LiveRun:
                     self._folder.add(env.seq, env.ts, env.data)
                     self._index(env.seq, env.id, env.corr, env.type)
                     self._track(env)
-                    if self._subs:
+                    if self._attached:
                         self._publish(env.seq, event_json(env))
                 self.changed.set()
                 self.changed = asyncio.Event()
+                self._wake.set()
+                self._wake = asyncio.Event()
                 await asyncio.sleep(0)
         except JournalError as exc:
             self.error = f"following the log stopped: {exc}"
@@ -210,12 +191,11 @@ class LiveRun:
                     kept[key] = float(value)
 
     def _publish(self, seq: int, doc: str) -> None:
-        for sub in list(self._subs):
-            try:
-                sub.queue.put_nowait((seq, doc))
-            except asyncio.QueueFull:
-                sub.overflowed = True
-                self._subs.discard(sub)
+        if self._ring and self._ring[-1][0] != seq - 1:
+            self._ring.clear()  # not consecutive (nobody was attached meanwhile): the log has the rest
+        self._ring.append((seq, doc))
+        if len(self._ring) > 2 * self.ring_size:
+            del self._ring[: len(self._ring) - self.ring_size]
 
     # --- the index of causes ----------------------------------------------------------------
 
@@ -284,17 +264,38 @@ class LiveRun:
             cause = parent.cause
         return chain
 
-    def subscribe(self) -> Subscription:
-        sub = Subscription(self.queue_max)
-        self._subs.add(sub)
-        return sub
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        """While a stream is open: committed events are kept, encoded once, for every stream."""
+        self._attached += 1
+        try:
+            yield
+        finally:
+            self._attached -= 1
+            if not self._attached:
+                self._ring.clear()
 
-    def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+    def after(self, seq: int) -> list[tuple[int, str]] | None:
+        """The kept events after ``seq`` (empty: none yet); None when some of them are no longer
+        kept (a stream that fell behind, or events from before it attached): read the log."""
+        head, ring = self.head, self._ring
+        if seq >= head:
+            return []
+        if not ring or ring[-1][0] != head or seq + 1 < ring[0][0]:
+            return None
+        return ring[seq + 1 - ring[0][0] :]
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Until more events are folded (True) or ``timeout_s`` passes (False)."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
 
     @property
     def subscribers(self) -> int:
-        return len(self._subs)
+        return self._attached
 
     async def catch_up(self, after: int, upto: int) -> AsyncIterator[tuple[int, str]]:
         """Committed events ``after < seq <= upto`` from the log, in order."""

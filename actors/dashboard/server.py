@@ -41,7 +41,7 @@ from ...state.journal import writer_active
 from ..bus import BusError
 from ..bus.zmqbus import BusEndpoints, SocketOptions, ZmqClient, new_context
 from . import views
-from .live import LiveRun, Overflow
+from .live import LiveRun
 from .metrics import render_metrics
 from .security import Access, middleware
 
@@ -252,33 +252,31 @@ async def events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
-    sub = live.subscribe()  # first: whatever is committed from now on is queued
     last = after
     try:
-        await response.write(b"retry: 2000\n\n")
-        async for seq, doc in live.catch_up(after, live.head):
-            await response.write(_sse(seq, doc))
-            last = seq
-        while True:
-            try:
-                first = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            chunk = []
-            for seq, doc in [first, *sub.drain()]:  # a burst goes out in one write, not one per event
-                if seq <= last:
-                    continue  # caught up from the log already
-                if seq != last + 1:  # cannot happen while subscribed; fill from the log rather than skip
-                    chunk += [_sse(s, d) async for s, d in live.catch_up(last, seq - 1)]
-                chunk.append(_sse(seq, doc))
-                last = seq
-            if chunk:
-                await response.write(b"".join(chunk))
-    except (Overflow, ConnectionResetError, asyncio.CancelledError):
+        with live.attached():  # from here on committed events are kept for the streams
+            await response.write(b"retry: 2000\n\n")
+            while True:
+                batch = live.after(last)
+                if batch is None:  # behind what is kept (or from before it): the log has it
+                    chunk: list[bytes] = []
+                    async for seq, doc in live.catch_up(last, live.head):
+                        chunk.append(_sse(seq, doc))
+                        last = seq
+                        if len(chunk) >= 1024:
+                            await response.write(b"".join(chunk))
+                            chunk = []
+                    if chunk:
+                        await response.write(b"".join(chunk))
+                    continue
+                if batch:
+                    await response.write(b"".join(_sse(seq, doc) for seq, doc in batch))
+                    last = batch[-1][0]
+                    continue
+                if not await live.wait(KEEPALIVE_S):
+                    await response.write(b": keep-alive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
         pass
-    finally:
-        live.unsubscribe(sub)
     return response
 
 
