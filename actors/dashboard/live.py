@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 from ...protocol import Envelope
 from ...protocol import messages as m
 from ...protocol.codec import ENVELOPE_LEN, unpack
+from ...protocol.envelope import ENVELOPE_VERSION
 from ...protocol.metrics import GRAD_NORM, TRAIN_LOSS
 from ...state import history, timeline
 from ...state.fold import Folder
@@ -38,7 +40,7 @@ from ...state.snapshot import latest_snapshot_at
 from ..rundir import RunPaths
 from .views import redact
 
-_METRICS = m.MetricsObserved.TYPE
+_METRICS, _METRICS_TV = m.MetricsObserved.TYPE, m.MetricsObserved.TV
 
 
 def event_json(env: Envelope) -> str:
@@ -49,6 +51,42 @@ def event_json(env: Envelope) -> str:
     data = json.loads(doc)
     data["data"] = redact(data["data"])
     return json.dumps(data, separators=(",", ":"), allow_nan=False)
+
+
+def raw_metrics(seq: int, frame: Any) -> dict[str, Any] | None:
+    """A current-version ``MetricsObserved`` record's data map, as ``history.committed`` reads it
+    (None for anything else: that takes the full decoder)."""
+    if type(frame) is not tuple or len(frame) != ENVELOPE_LEN or frame[0] != ENVELOPE_VERSION or frame[1] != seq:
+        return None
+    data = frame[9]
+    if frame[4] != _METRICS or frame[5] != _METRICS_TV or type(data) is not dict:
+        return None
+    if type(data.get("step")) is not int or type(data.get("metrics")) is not dict:
+        return None
+    return data
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def metrics_json(frame: Any) -> str:
+    """``event_json`` of a metrics record from its raw frame: the same text, without building the message."""
+    data = frame[9]
+    doc = {
+        "seq": frame[1],
+        "id": frame[2],
+        "ts": frame[3],
+        "type": frame[4],
+        "tv": frame[5],
+        "actor": frame[6],
+        "corr": frame[7],
+        "cause": frame[8],
+        "data": {**data, "metrics": {k: _finite(v) for k, v in data["metrics"].items()}},
+    }
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
 
 class LiveRun:
@@ -158,6 +196,17 @@ class LiveRun:
                     await asyncio.sleep(self.poll_s)
                     continue
                 for seq, payload in batch:
+                    frame = unpack(payload)
+                    data = raw_metrics(seq, frame)
+                    if data is not None:  # most of a log: folded and encoded from the raw frame
+                        self._folder.add(seq, frame[3], data)
+                        segment, metrics = data.get("segment_id"), data["metrics"]
+                        if isinstance(segment, str):
+                            self.at[segment] = (data["step"], metrics.get(TRAIN_LOSS))
+                            self._train(segment, metrics)
+                        if self._attached:
+                            self._publish(seq, metrics_json(frame))
+                        continue
                     env = history.decode_record(seq, payload)
                     self._folder.add(env.seq, env.ts, env.data)
                     self._index(env.seq, env.id, env.corr, env.type)

@@ -165,3 +165,23 @@ def test_running_segments_show_how_far_the_live_feed_says_they_are() -> None:
     ]
     (row,) = views.running(middle, {seg.segment_id: (seg.start_step + 4, float("nan"))})
     assert row["done"] == 4 and row["train_loss"] is None  # NaN is not JSON: shown as a dash
+
+
+def test_a_metrics_record_encoded_from_its_raw_frame_is_the_text_the_full_decoder_gives() -> None:
+    from smart_tuner.actors.dashboard.live import event_json, metrics_json, raw_metrics
+    from smart_tuner.protocol import Envelope, encode
+    from smart_tuner.protocol import messages as m
+    from smart_tuner.protocol.codec import unpack
+
+    for segment in ("r1-t2-g0", None):
+        metrics = {"train_loss": float("nan"), "grad_norm": float("inf"), "lr": 1e-3, "neg": float("-inf")}
+        message = m.MetricsObserved(segment_id=segment, source="worker", step=42, metrics=metrics)
+        env = Envelope(
+            seq=7, id="abc", ts=12.5, type=message.TYPE, tv=message.TV, actor="w", corr="c", cause=None, data=message
+        )
+        payload = encode(env)
+        frame = unpack(payload)
+        assert raw_metrics(7, frame) is not None and raw_metrics(8, frame) is None  # the seq must match
+        assert metrics_json(frame) == event_json(history.decode_record(7, payload))
+    other = encode(Envelope.new(m.StopRequested(source="x", reason="y"), actor="cli"))
+    assert raw_metrics(0, unpack(other)) is None
