@@ -43,7 +43,22 @@ class LogLayout:
 
     def name_of(self, tag: str, directory: str = "") -> str | None:
         leaf = directory.rstrip("/").rsplit("/", 1)[-1]
-        return self.tensorboard.get((leaf, tag)) or self.tensorboard.get(("", tag))
+        found = self.tensorboard.get((leaf, tag)) or self.tensorboard.get(("", tag))
+        base = lightning_step_base(tag)
+        if found is None and base is not None:  # Lightning's on_step copy of a series: that series
+            found = self.tensorboard.get((leaf, base)) or self.tensorboard.get(("", base))
+        return found
+
+
+# PyTorch Lightning's ``self.log(name, on_step=True, on_epoch=True)`` writes ``name_step`` (each
+# step) and ``name_epoch`` (the epoch's mean, at the epoch's last step): the former is the series
+# a preset's ``name`` means; the latter stays unmapped (an average over a changing model).
+LIGHTNING_STEP, LIGHTNING_EPOCH = "_step", "_epoch"
+
+
+def lightning_step_base(tag: str) -> str | None:
+    """``train_loss`` for Lightning's ``train_loss_step``; None for any other tag."""
+    return tag[: -len(LIGHTNING_STEP)] if tag.endswith(LIGHTNING_STEP) and len(tag) > len(LIGHTNING_STEP) else None
 
 
 def _preset(name: str, x_axis: str, rules: Mapping[Rule, str], signature: Iterable[Rule], notes: str = "") -> LogLayout:
@@ -194,6 +209,7 @@ class Match:
 def detect(observed: Iterable[Rule]) -> list[Match]:
     """Every preset with some of its signature in ``observed`` (directory leaf, tag), best first."""
     pairs = {(d.rstrip("/").rsplit("/", 1)[-1], t) for d, t in observed}
+    pairs |= {(d, base) for d, t in pairs if (base := lightning_step_base(t)) is not None}
     tags = {t for _, t in pairs}
     out = []
     for p in LAYOUTS.values():
