@@ -23,7 +23,9 @@ of the tuner it is a worker like the other (same messages, heartbeats, restarts)
    complete (``Checkpoints``: a torch zip file whose every member checks, or a file that
    stopped changing), the script is stopped gracefully: SIGINT to its group, SIGTERM after
    ``sigint_timeout_s``, SIGKILL after ``sigterm_timeout_s``;
-5. ``SegmentFinished`` carries that checkpoint (path, sha256, step) and the metrics at it.
+5. that checkpoint is checked again once the script has stopped (a script that re-saves on
+   SIGINT, as Coqui does, may have been stopped mid-write): ``SegmentFinished`` carries it
+   (path, sha256, step) and the metrics at it.
    Without a ``val_objective`` of its own, the ``objective`` metric (``val_loss``) stands
    in for it: the value the tuner compares.
 
@@ -116,6 +118,7 @@ class _Run:
     applied_sent: bool = False
     nonfinite: tuple[str, int, float] | None = None
     found: tuple[int, Path] | None = None  # the checkpoint that ends the segment
+    damaged: Path | None = None  # the checkpoint found complete, then left incomplete by the script's stop
 
 
 class ExternalWorker(WorkerLoop):
@@ -334,6 +337,15 @@ class ExternalWorker(WorkerLoop):
         found = run.found
         if end == "exited":  # it ended by itself: what it saved is all it will write
             found = await asyncio.to_thread(run.checkpoints.first_complete, run.target, True)
+        if found is not None and not await asyncio.to_thread(run.checkpoints.complete, found[1], True):
+            # it was complete when the script was asked to stop: the script rewrote it as it stopped (Coqui
+            # re-saves on SIGINT, in place) and was stopped mid-write. Another complete one, or a failure.
+            damaged = found[1]
+            found = await asyncio.to_thread(run.checkpoints.first_complete, run.target, True)
+            if found is None:
+                end = "damaged"
+                log.warning("checkpoint damaged as the script stopped", segment_id=sid, checkpoint=str(damaged))
+                run.damaged = damaged
         if found is not None:
             for source, r in sorted(run.held, key=lambda sr: sr[1].step):  # past the target, up to the checkpoint
                 if r.step <= found[0]:
@@ -350,6 +362,15 @@ class ExternalWorker(WorkerLoop):
         elif end == "timeout":
             await self._fail(
                 sid, "timeout", f"no new step for {spec.hang_timeout_s:g} s; last lines: {tail}", run.last_step
+            )
+        elif end == "damaged":
+            await self._fail(
+                sid,
+                "error",
+                f"the checkpoint {run.damaged} was complete when the script was asked to stop, and was not "
+                "afterwards: the script rewrote it as it stopped (saving on interrupt?) and was stopped mid-write; "
+                f"no other complete {spec.checkpoint_glob!r} at step >= {run.target}",
+                run.last_step,
             )
         elif found is None and end == "no_checkpoint":
             await self._fail(

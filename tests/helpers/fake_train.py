@@ -6,7 +6,9 @@ Prints NVIDIA's ``Train loss <i> <loss> Grad Norm <g> <dt>s/it`` every iteration
 ``Validation loss <i>: <loss>`` before saving ``checkpoint_<i>`` (a zip file, as torch.save
 writes) every ``every`` iterations; resumes at the checkpoint's iteration + 1. ``mode``:
 ``ok``, ``nan@N`` (a NaN loss from iteration N on), ``exit@N`` (exit 3 at N), ``oom@N`` (dies
-saying CUDA out of memory), ``hang@N`` (stops printing at N), ``nosave`` (never saves);
+saying CUDA out of memory), ``hang@N`` (stops printing at N), ``nosave`` (never saves),
+``resave`` (on SIGINT rewrites its last checkpoint in place, as Coqui's ``save_on_interrupt``
+does, and is still writing it, half done, when the stop escalates);
 ``log_every`` (print every k-th iteration only), ``fmt=raw`` (checkpoints that are not zip files).
 """
 
@@ -38,6 +40,17 @@ def main() -> int:
         else:
             start = int(args.c.read_bytes().split(b"\n")[0]) + 1
     args.o.mkdir(parents=True, exist_ok=True)
+    if kind == "resave":
+        import signal
+
+        def resave(*_: object) -> None:
+            saved = sorted(args.o.glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+            if saved:
+                with open(saved[-1], "r+b") as f:  # in place, not atomically: truncated, then slow to finish
+                    f.truncate(max(1, f.seek(0, 2) // 2))
+            time.sleep(3600)
+
+        signal.signal(signal.SIGINT, resave)
     i = start
     while True:
         if i == at_step and kind == "exit":

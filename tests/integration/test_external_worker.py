@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,22 @@ def test_each_way_a_script_fails_is_named(tmp_path: Path, mode: str, reason: str
     assert failed.reason == reason and words in failed.detail, failed.detail
     if step is not None:
         assert failed.step == step
+
+
+def test_a_checkpoint_the_script_damages_as_it_stops_is_not_handed_over(tmp_path: Path) -> None:
+    """Coqui re-saves its checkpoint in place on SIGINT: stopped mid-write, the file that was complete
+    is truncated. The worker checks it again after the stop and fails the segment, naming why."""
+
+    async def scenario() -> list[Envelope]:
+        section = spec(hparams={"learning_rate": 1e-3, "every": 5, "mode": "resave"}, sigint_timeout_s=1)
+        async with external_worker(tmp_path, section) as server:
+            return await segment(server, "s1", 10)
+
+    end = ending(asyncio.run(scenario()))
+    assert isinstance(end, m.SegmentFailed) and end.reason == "error", end
+    assert "checkpoint_10 was complete when the script was asked to stop" in end.detail
+    checkpoint = tmp_path / "external" / "s1" / "checkpoint_10"
+    assert checkpoint.exists() and not zipfile.is_zipfile(checkpoint)  # truncated, and never reported as done
 
 
 def test_an_abort_stops_the_script_and_a_rerun_keeps_the_first_attempt(tmp_path: Path) -> None:
