@@ -54,7 +54,7 @@ import re
 import signal
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,20 @@ class _Run:
     damaged: Path | None = None  # the checkpoint found complete, then left incomplete by the script's stop
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def thread_env(threads: int | None, env: Mapping[str, str]) -> dict[str, str]:
+    """The script's environment: with ``threads`` (``trainer.threads``, per lease), the variables torch,
+    MKL and OpenBLAS size their thread pools by, unless the config's ``external.env`` sets them itself
+    (two scripts on two shared cores, each with a pool of both, ran steps ten times slower)."""
+    out = dict(env)
+    if threads:
+        for name in THREAD_VARIABLES:
+            out.setdefault(name, str(threads))
+    return out
+
+
 class ExternalWorker(WorkerLoop):
     def __init__(
         self,
@@ -131,8 +145,10 @@ class ExternalWorker(WorkerLoop):
         heartbeat_s: float,
         run_dir: Path,
         parent: int | None = None,
+        threads: int | None = None,
     ) -> None:
         super().__init__(client, heartbeat_s, parent)
+        self.threads = threads
         gpus = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         self.device = device_label(device, len(gpus) if device.startswith("cuda") else 1)
         self.spec, self.run_dir = spec, run_dir
@@ -228,7 +244,7 @@ class ExternalWorker(WorkerLoop):
         (folder / "command.json").write_text(json.dumps({"argv": argv, "hparams": values}, indent=2))
         sources = self._sources(folder)  # first: a source that cannot be made must not leave a script running
         log.info("starting the script", segment_id=cmd.segment_id, argv=argv)
-        script = Script.start(argv, folder / "console.log", spec.env, spec.cwd)
+        script = Script.start(argv, folder / "console.log", thread_env(self.threads, spec.env), spec.cwd)
         return _Run(
             cmd.segment_id, start, start + cmd.steps, script, time.monotonic(), sources, checkpoints, hparams=values
         )
@@ -441,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="the run's folder (the {run_dir} placeholder)")
     p.add_argument("--device", default="cpu", help="what the lease gave (the script sees CUDA_VISIBLE_DEVICES)")
     p.add_argument("--heartbeat-s", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument(
+        "--threads", type=int, default=None, help="the script's CPU threads (trainer.threads): OMP_NUM_THREADS and kin"
+    )
     p.add_argument("--log-file", type=Path, help="JSON log file")
     p.add_argument("--parent-pid", type=int, help="the supervisor's pid: stop when it is gone (0: started by hand)")
     p.add_argument("--curve-server-key", help="CURVE: the coordinator's public key (Z85), for a tcp endpoint")
@@ -455,7 +474,14 @@ async def serve(args: argparse.Namespace, spec: ExternalConfig) -> None:
     try:
         run_dir = args.run_dir or args.output_dir.parent
         worker = ExternalWorker(
-            spec, client, args.output_dir, args.device, args.heartbeat_s, run_dir, parent=args.parent
+            spec,
+            client,
+            args.output_dir,
+            args.device,
+            args.heartbeat_s,
+            run_dir,
+            parent=args.parent,
+            threads=args.threads,
         )
         # SIGTERM stops the script gracefully first: its own group is not ours, so the supervisor's
         # group kill does not reach it (and PR_SET_PDEATHSIG only reaches the script, not its children)

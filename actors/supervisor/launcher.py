@@ -73,8 +73,8 @@ def worker_command(spec: WorkerSpec, endpoint: str, worker_id: str, lease: Lease
         "--parent-pid",
         str(os.getpid()),
     ]
-    if spec.external:
-        return common
+    if spec.external:  # the script's threads, set through its environment by the external worker
+        return [*common, "--threads", str(spec.threads)] if spec.threads else common
     cmd = [*common, "--dataset", spec.dataset, "--preset", spec.preset, "--val-count", str(spec.val_count)]
     if spec.ranks > 1:  # a DDP trial: torchrun starts one process per device; rank 0 talks to the supervisor.
         # --standalone picks a free rendezvous port, so trials side by side on one host never collide.

@@ -226,3 +226,19 @@ def test_a_users_own_names_come_before_the_presets() -> None:
 def test_bad_user_mappings_are_refused(tmp_path: Path, section: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         _load(tmp_path, EXTERNAL.replace("  hparams: {", f"  {section}\n  hparams: {{"))
+
+
+def test_the_scripts_threads_follow_the_lease_unless_its_env_says_otherwise() -> None:
+    from smart_tuner.actors.external.worker import THREAD_VARIABLES, thread_env
+    from smart_tuner.actors.supervisor.devices import Lease
+    from smart_tuner.actors.supervisor.launcher import WorkerSpec, worker_command
+
+    assert thread_env(None, {"A": "1"}) == {"A": "1"}  # trainer.threads unset: the script's own choice
+    env = thread_env(2, {"MKL_NUM_THREADS": "4"})
+    assert env["MKL_NUM_THREADS"] == "4" and all(
+        env[name] == "2" for name in THREAD_VARIABLES if name != "MKL_NUM_THREADS"
+    )
+    lease = Lease(holder="w1", devices=("cpu",))
+    cmd = worker_command(WorkerSpec(external=True, threads=1), "ipc:///x", "w1", lease)
+    assert cmd[cmd.index("--threads") + 1] == "1"
+    assert "--threads" not in worker_command(WorkerSpec(external=True), "ipc:///x", "w1", lease)
