@@ -3,8 +3,8 @@
 ``build_argv``: the command template with its placeholders filled (``{hparams}``,
 ``{checkpoint}``, ``{output_dir}``, ...). ``Script.start``: argv (never a shell) in a process
 group of its own, stdout and stderr appended to the console log, ``PYTHONUNBUFFERED=1``, our
-own secrets (CURVE keys, the external section) left out of its environment, SIGTERM if this
-process dies (``PR_SET_PDEATHSIG``). ``Script.stop``: SIGINT to the group, then SIGTERM,
+own secrets (CURVE keys, the external section) left out of its environment, our checkout's folders
+kept off its ``sys.path`` (``isolated``), SIGTERM if this process dies (``PR_SET_PDEATHSIG``). ``Script.stop``: SIGINT to the group, then SIGTERM,
 then SIGKILL.
 
 Imports the standard library, the launcher's ``GroupProcess`` and the names of the variables
@@ -45,6 +45,31 @@ def build_argv(
     return out
 
 
+CHECKOUT_MARKERS = ("run_tuner.py", "trainer/harness.py", "actors/coordinator.py", "protocol/messages.py")
+
+
+def _is_checkout(folder: Path) -> bool:
+    """Smart Tuner's own source folder: its top-level ``trainer/``, ``state/``... would shadow a
+    user's packages of those names for a ``python -m``/``-c`` child started in it."""
+    return all((folder / marker).is_file() for marker in CHECKOUT_MARKERS)
+
+
+def isolated(argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> dict[str, str]:
+    """``env`` for a child started in ``cwd``: in our checkout, ``PYTHONSAFEPATH=1`` so that no Python
+    in the child puts the working directory first on ``sys.path`` (``python -m TTS.bin.train_tts`` found
+    our ``trainer/`` before Coqui's ``trainer`` package), and each ``.py`` script of the command line
+    gets its own folder on ``PYTHONPATH`` back (safe-path mode drops it too: NVIDIA's ``train.py``
+    imports its ``model.py`` beside it)."""
+    out = dict(env)
+    if not _is_checkout(Path(cwd or os.getcwd()).resolve()):
+        return out
+    out["PYTHONSAFEPATH"] = "1"
+    folders = [str(Path(a).resolve().parent) for a in argv[1:] if a.endswith(".py") and Path(a).is_file()]
+    if folders:
+        out["PYTHONPATH"] = os.pathsep.join([*dict.fromkeys(folders), *filter(None, [out.get("PYTHONPATH")])])
+    return out
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec: no Python objects of the parent
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -64,7 +89,7 @@ class Script(GroupProcess):
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**inherited, **env, "PYTHONUNBUFFERED": "1"},
+                env=isolated(argv, {**inherited, **env, "PYTHONUNBUFFERED": "1"}, cwd),
                 cwd=cwd,
                 start_new_session=True,
                 # only prctl runs in the child before exec, and this thread forks

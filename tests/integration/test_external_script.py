@@ -91,3 +91,27 @@ def test_a_script_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
         assert not alive(pid), "the script kept running after the process that started it was killed"
     finally:
         proc.kill()
+
+
+def test_a_child_started_in_our_checkout_imports_the_users_trainer_package_not_ours(tmp_path: Path) -> None:
+    """Coqui's ``python -m TTS.bin.train_tts`` imports a top-level ``trainer`` package; started in this
+    checkout, the working directory came first on ``sys.path`` and our ``trainer/`` folder won."""
+    site = tmp_path / "site"
+    (site / "trainer").mkdir(parents=True)
+    (site / "trainer" / "__init__.py").write_text("Trainer = 'the users trainer'\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "model.py").write_text("NAME = 'a module beside the script'\n")
+    (project / "train.py").write_text("import model\nimport trainer\nprint(model.NAME, '|', trainer.Trainer)\n")
+    checkout = Path(__file__).resolve().parents[2]
+    env = {"PYTHONPATH": str(site)}
+
+    async def run(argv: list[str], log: Path) -> str:
+        script = Script.start(argv, log, env, str(checkout))
+        assert await script.wait(60) == 0, log.read_text()
+        return log.read_text()
+
+    as_module = asyncio.run(run([sys.executable, "-c", "import trainer; print(trainer.Trainer)"], tmp_path / "a.log"))
+    assert "the users trainer" in as_module
+    as_script = asyncio.run(run([sys.executable, str(project / "train.py")], tmp_path / "b.log"))
+    assert "a module beside the script | the users trainer" in as_script  # its own folder is still on sys.path
