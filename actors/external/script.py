@@ -3,9 +3,9 @@
 ``build_argv``: the command template with its placeholders filled (``{hparams}``,
 ``{checkpoint}``, ``{output_dir}``, ...). ``Script.start``: argv (never a shell) in a process
 group of its own, stdout and stderr appended to the console log, ``PYTHONUNBUFFERED=1``, our
-own secrets (CURVE keys, the external section) left out of its environment, our checkout's folders
-kept off its ``sys.path`` (``isolated``), SIGTERM if this process dies (``PR_SET_PDEATHSIG``). ``Script.stop``: SIGINT to the group, then SIGTERM,
-then SIGKILL.
+own secrets (CURVE keys, the external section) left out of its environment, our checkout's
+folders kept off its ``sys.path`` (``isolated``), SIGTERM if this process dies
+(``PR_SET_PDEATHSIG``). ``Script.stop``: SIGINT to the group, then SIGTERM, then SIGKILL.
 
 Imports the standard library, the launcher's ``GroupProcess`` and the names of the variables
 it must not pass on (``CURVE_ENV`` from the bus, the launcher's spec variable) only: nothing

@@ -106,12 +106,13 @@ def test_a_child_started_in_our_checkout_imports_the_users_trainer_package_not_o
     checkout = Path(__file__).resolve().parents[2]
     env = {"PYTHONPATH": str(site)}
 
-    async def run(argv: list[str], log: Path) -> str:
-        script = Script.start(argv, log, env, str(checkout))
-        assert await script.wait(60) == 0, log.read_text()
-        return log.read_text()
+    async def run(argv: list[str], log: Path) -> int | None:
+        return await Script.start(argv, log, env, str(checkout)).wait(60)
 
-    as_module = asyncio.run(run([sys.executable, "-c", "import trainer; print(trainer.Trainer)"], tmp_path / "a.log"))
-    assert "the users trainer" in as_module
-    as_script = asyncio.run(run([sys.executable, str(project / "train.py")], tmp_path / "b.log"))
-    assert "a module beside the script | the users trainer" in as_script  # its own folder is still on sys.path
+    as_module = [sys.executable, "-c", "import trainer; print(trainer.Trainer)"]
+    assert asyncio.run(run(as_module, tmp_path / "a.log")) == 0, (tmp_path / "a.log").read_text()
+    assert "the users trainer" in (tmp_path / "a.log").read_text()
+    as_script = [sys.executable, str(project / "train.py")]
+    assert asyncio.run(run(as_script, tmp_path / "b.log")) == 0, (tmp_path / "b.log").read_text()
+    # its own folder is still on sys.path
+    assert "a module beside the script | the users trainer" in (tmp_path / "b.log").read_text()
