@@ -232,7 +232,8 @@ class ExternalWorker(WorkerLoop):
             )
         values = merged_hparams(spec.hparams, cmd.hparams)
         file = folder / f"hparams.{spec.hparams_format}" if spec.hparams_format in ("json", "yaml") else None
-        tokens = render_hparams(values, spec.hparams_format, spec.flag_prefix, file)
+        given = {spec.script_name(name): value for name, value in values.items()}  # the script's own names
+        tokens = render_hparams(given, spec.hparams_format, spec.flag_prefix, file)
         fills = {
             "output_dir": str(folder),
             "segment_id": cmd.segment_id,
@@ -241,7 +242,7 @@ class ExternalWorker(WorkerLoop):
         }
         checkpoint = str(Path(cmd.from_checkpoint).resolve()) if cmd.from_checkpoint else None
         argv = build_argv(spec.argv(), fills, tokens, checkpoint)
-        (folder / "command.json").write_text(json.dumps({"argv": argv, "hparams": values}, indent=2))
+        (folder / "command.json").write_text(json.dumps({"argv": argv, "hparams": values, "given": given}, indent=2))
         sources = self._sources(folder)  # first: a source that cannot be made must not leave a script running
         log.info("starting the script", segment_id=cmd.segment_id, argv=argv)
         script = Script.start(argv, folder / "console.log", thread_env(self.threads, spec.env), spec.cwd)

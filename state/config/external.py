@@ -50,6 +50,10 @@ class ExternalConfig(_Frozen):
     hparams_format: Literal["nvidia", "flags", "json", "yaml"] = "nvidia"
     flag_prefix: str = "--"  # hparams_format flags: --name value
     hparams: dict[str, ExternalValue]
+    # The script's own name for a hyperparameter, where it is not ours: the tuner, its search space and
+    # its rules (the lower-rate rule, the NaN rollback's halving) keep ours; the script is given its own.
+    # e.g. {learning_rate: lr} for Coqui's --coqpit.lr (flag_prefix "--coqpit.")
+    names: dict[str, str] = Field(default_factory=dict)
     checkpoint_glob: str = "checkpoint_*"  # under {output_dir}
     checkpoint_step: str = r"(\d+)"  # regex searched in a checkpoint's file name; group 1 is its step
     preset: Literal["auto", "nvidia_tacotron2", "coqui", "espnet2", "vits", "indextts", "generic"] = "auto"
@@ -103,6 +107,22 @@ class ExternalConfig(_Frozen):
             if not _IDENTIFIER.match(name):
                 raise ValueError(f"hyperparameter name {name!r} is not an identifier")
         return hparams
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Self:
+        for ours, theirs in self.names.items():
+            if ours not in self.hparams:
+                raise ValueError(f"names.{ours}: not one of hparams ({', '.join(self.hparams)})")
+            if not _SCRIPT_NAME.match(theirs):
+                raise ValueError(f"names.{ours}: {theirs!r} is not a name a script takes (letters, digits, _ and .)")
+        taken = [self.names.get(name, name) for name in self.hparams]
+        doubled = sorted({n for n in taken if taken.count(n) > 1})
+        if doubled:
+            raise ValueError(f"names: two hyperparameters would reach the script as {doubled[0]!r}")
+        return self
+
+    def script_name(self, name: str) -> str:
+        return self.names.get(name, name)
 
     @field_validator("metrics")
     @classmethod
@@ -159,6 +179,8 @@ class ExternalConfig(_Frozen):
             raise ValueError("mlflow_tracking_uri and mlflow_experiment go together")
         return self
 
+
+_SCRIPT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 _NEEDS = {
     "output_dir": "find the checkpoints and logs of a segment",

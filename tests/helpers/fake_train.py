@@ -28,7 +28,8 @@ def main() -> int:
     p.add_argument("--hparams", default="")
     args = p.parse_args()
     hp = dict(kv.split("=", 1) for kv in args.hparams.split(",") if kv)
-    lr, every, mode = float(hp.get("learning_rate", "1e-3")), int(hp.get("every", "5")), hp.get("mode", "ok")
+    lr = float(hp.get("learning_rate", hp.get("lr", "1e-3")))  # "lr": a script with names of its own
+    every, mode = int(hp.get("every", "5")), hp.get("mode", "ok")
     log_every, raw = int(hp.get("log_every", "1")), hp.get("fmt", "zip") == "raw"
     kind, _, at = mode.partition("@")
     at_step = int(at) if at else -1

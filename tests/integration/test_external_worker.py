@@ -147,6 +147,20 @@ def test_each_way_a_script_fails_is_named(tmp_path: Path, mode: str, reason: str
         assert failed.step == step
 
 
+def test_the_script_is_given_its_own_name_for_a_hyperparameter_and_the_tuner_keeps_ours(tmp_path: Path) -> None:
+    async def scenario() -> list[Envelope]:
+        async with external_worker(tmp_path, spec(names={"learning_rate": "lr"})) as server:
+            return await segment(server, "s1", 5, {"learning_rate": 3e-3})
+
+    got = asyncio.run(scenario())
+    assert isinstance(ending(got), m.SegmentFinished)
+    command = json.loads((tmp_path / "external" / "s1" / "command.json").read_text())
+    rendered = command["argv"][command["argv"].index("--hparams") + 1]
+    assert "lr=0.003" in rendered.split(",") and "learning_rate" not in rendered
+    applied = next(e.data for e in got if isinstance(e.data, m.HparamsApplied))
+    assert isinstance(applied, m.HparamsApplied) and applied.hparams["learning_rate"] == 3e-3  # ours, on record
+
+
 def test_a_checkpoint_the_script_damages_as_it_stops_is_not_handed_over(tmp_path: Path) -> None:
     """Coqui re-saves its checkpoint in place on SIGINT: stopped mid-write, the file that was complete
     is truncated. The worker checks it again after the stop and fails the segment, naming why."""

@@ -191,6 +191,9 @@ def test_an_external_section_loads(tmp_path: Path) -> None:
             ("hparams: {", "mlflow_tracking_uri: sqlite:///m.db\n  mlflow_experiment: x\n  hparams: {"),
             "with several scripts at once",
         ),
+        (("hparams: {", "names: {momentum: mom}\n  hparams: {"), "names.momentum: not one of hparams"),
+        (("hparams: {", "names: {learning_rate: 'l r'}\n  hparams: {"), "'l r' is not a name a script takes"),
+        (("hparams: {", "names: {learning_rate: batch_size}\n  hparams: {"), "would reach the script as 'batch_size'"),
     ],
 )
 def test_bad_external_sections_are_refused_naming_the_key(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
@@ -201,6 +204,12 @@ def test_bad_external_sections_are_refused_naming_the_key(tmp_path: Path, edit: 
         text = text.replace("--hparams {hparams}", "--hparams={hparams}")
     with pytest.raises(ConfigError, match=re.escape(message)):
         _load(tmp_path, text)
+
+
+def test_the_script_gets_its_own_names_for_ours(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, EXTERNAL.replace("hparams: {", "names: {learning_rate: coqpit.lr}\n  hparams: {"))
+    ext = cfg.external  # type: ignore[attr-defined]
+    assert ext.script_name("learning_rate") == "coqpit.lr" and ext.script_name("batch_size") == "batch_size"
 
 
 def test_a_users_own_names_come_before_the_presets() -> None:
