@@ -159,35 +159,31 @@ class ForksStrategy(RoundStrategy):
             others = [p for p in self.space.params if p.type != "loguniform" and p.name not in adjusted]
             down = {p.name: p.step_down(current[p.name], f.ladder_factor) for p in others}
             down = {n: v for n, v in down.items() if v != current[n]}
+            fixed: dict[str, tuple[dict[str, Any], str, str, dict[str, Any]]] = {}
             if ups[LADDER]:
-                cands.append(
-                    (
-                        {**hp, **ups[LADDER]},
-                        LADDER,
-                        f"{LADDER}: log-scale values x {f.ladder_factor:g}: " + describe_changes(ups[LADDER], {}),
-                        {"around": {n: current[n] for n in ups[LADDER]}, "outputs": ups[LADDER]},
-                    )
+                fixed[LADDER] = (
+                    {**hp, **ups[LADDER]},
+                    LADDER,
+                    f"{LADDER}: log-scale values x {f.ladder_factor:g}: " + describe_changes(ups[LADDER], {}),
+                    {"around": {n: current[n] for n in ups[LADDER]}, "outputs": ups[LADDER]},
                 )
             if down:
                 both = {**ups[LADDER], **down}
-                cands.append(
-                    (
-                        {**hp, **both},
-                        STEP,
-                        f"{STEP}: log-scale values x {f.ladder_factor:g}, the others "
-                        f"a step towards their low end: " + describe_changes(both, {}),
-                        {"around": {n: current[n] for n in both}, "outputs": both},
-                    )
+                fixed[STEP] = (
+                    {**hp, **both},
+                    STEP,
+                    f"{STEP}: log-scale values x {f.ladder_factor:g}, the others "
+                    f"a step towards their low end: " + describe_changes(both, {}),
+                    {"around": {n: current[n] for n in both}, "outputs": both},
                 )
             if ups[WIDE]:
-                cands.append(
-                    (
-                        {**hp, **ups[WIDE]},
-                        WIDE,
-                        f"{WIDE}: log-scale values x {f.wide_factor:g}: " + describe_changes(ups[WIDE], {}),
-                        {"around": {n: current[n] for n in ups[WIDE]}, "outputs": ups[WIDE]},
-                    )
+                fixed[WIDE] = (
+                    {**hp, **ups[WIDE]},
+                    WIDE,
+                    f"{WIDE}: log-scale values x {f.wide_factor:g}: " + describe_changes(ups[WIDE], {}),
+                    {"around": {n: current[n] for n in ups[WIDE]}, "outputs": ups[WIDE]},
                 )
+            cands += [fixed[name] for name in f.first_round if name in fixed]  # forks.first_round's order
         cands = cands[:k]
         if len(cands) < k:
             cands += self._sampled(state, k - len(cands), hp, current, adjusted)

@@ -88,7 +88,8 @@ _VARIANT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 def parse_variant(spec: str, taken: set[str]) -> Variant:
-    """``NAME=STRATEGY:key=value,key=value`` (values read as YAML scalars); refused by name when wrong."""
+    """``NAME=STRATEGY:key=value,key=value`` (values read as YAML scalars, ``a|b`` a list); refused by name
+    when wrong."""
     name, sep, rest = spec.partition("=")
     strategy, colon, body = rest.partition(":")
     if not sep or not colon:
@@ -102,8 +103,9 @@ def parse_variant(spec: str, taken: set[str]) -> Variant:
         key, eq, value = item.partition("=")
         if not eq or not re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", key):
             raise ArmError(f"--variant {spec!r}: {item!r} is not key=value with a dotted config key")
-        try:
-            overrides[key] = yaml.safe_load(value)
+        try:  # "a|b" is a list (commas separate the key=value pairs)
+            parts = [yaml.safe_load(v) for v in value.split("|")]
+            overrides[key] = parts if "|" in value else parts[0]
         except yaml.YAMLError as exc:
             raise ArmError(f"--variant {spec!r}: the value of {key} is not a YAML scalar: {exc}") from None
     if not overrides:

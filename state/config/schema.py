@@ -169,6 +169,10 @@ class GuardsConfig(_Frozen):
     divergence: float = Field(default=0.05, gt=0)  # val objective up this share while the train objective fell
 
 
+FirstRoundCandidate = Literal["ladder", "ladder-all", "wide"]
+FIRST_ROUND: tuple[FirstRoundCandidate, ...] = ("ladder", "ladder-all", "wide")
+
+
 class ForksConfig(_Frozen):
     """The ``forks`` strategy: rounds of candidates forked from the champion's checkpoint.
 
@@ -180,6 +184,12 @@ class ForksConfig(_Frozen):
 
     warmup_steps: int = Field(default=30, ge=1)  # from scratch with the starting hparams: nothing is decided before
     first_round_candidates: int = Field(default=4, ge=1)
+    # the wide round's fixed candidates after the incumbent, in order: "ladder" (log-scale values x
+    # ladder_factor), "ladder-all" (the same, the other searched values a step towards their low end),
+    # "wide" (x wide_factor); slots past these (first_round_candidates) are the sampler's
+    first_round: list[FirstRoundCandidate] = Field(
+        default_factory=lambda: list(FIRST_ROUND), json_schema_extra=HASHED_WHEN_SET
+    )
     candidates: int = Field(default=2, ge=1)
     probe_steps: int = Field(default=30, ge=1)
     exploit_steps: int = Field(default=150, ge=1)
@@ -193,6 +203,18 @@ class ForksConfig(_Frozen):
     ladder_factor: float = Field(default=3.0, gt=1)  # first round: the champion's log-scale values x this
     wide_factor: float = Field(default=10.0, gt=1)  # first round: ... and x this
     cooldown_at: float = Field(default=0.7, ge=0, le=1)  # share of the budget before which no lr decrease wins
+
+    @field_validator("first_round", mode="before")
+    @classmethod
+    def _listed(cls, names: object) -> object:
+        return list(names) if isinstance(names, tuple) else names  # as a recorded event holds it
+
+    @field_validator("first_round")
+    @classmethod
+    def _check_first_round(cls, names: list[FirstRoundCandidate]) -> list[FirstRoundCandidate]:
+        if len(set(names)) != len(names):
+            raise ValueError(f"a candidate named twice: {names}")
+        return names
 
 
 class PbtConfig(_Frozen):

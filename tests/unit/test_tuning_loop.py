@@ -762,3 +762,16 @@ def test_every_search_algorithm_runs_trials_and_pbt_end_to_end(tmp_path: Path, a
     assert told and max(i["trials_seen"] + i.get("pruned_seen", 0) for i in told) >= 2
     assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
     assert not of(events, m.ActorCrashed)
+
+
+def test_the_wide_rounds_fixed_candidates_are_the_configured_ones_in_order(tmp_path: Path) -> None:
+    cfg = config(forks__first_round=["ladder-all", "wide"], forks__first_round_candidates=3)
+    _, events = asyncio.run(run_loop(tmp_path, cfg, ScriptedSupervisor()))
+    plans = [e.data for e in events if isinstance(e.data, m.RoundPlanned) and len(e.data.trials) > 1]
+    proposed = {e.data.trial_id: e.data.sampler for e in events if isinstance(e.data, m.TrialProposed)}
+    assert [proposed[t] for t in plans[0].trials] == ["incumbent", "ladder-all", "wide"]
+    with pytest.raises(ValueError, match="a candidate named twice"):
+        load_config_text = {"forks": {"first_round": ["wide", "wide"]}}
+        from smart_tuner.state.config.schema import TunerConfig
+
+        TunerConfig.model_validate(load_config_text)
