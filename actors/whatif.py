@@ -92,16 +92,11 @@ def _thaw(value: Any) -> Any:
 _ABOUT = ("reason", "evidence")
 
 
-def _same(a: Message, b: Message) -> bool:
-    if type(a) is not type(b):
-        return False
-
-    def pack(msg: Message) -> bytes:
-        data = {k: v for k, v in to_data(msg).items() if k not in _ABOUT}
-        packed: bytes = msgpack.packb(data, use_bin_type=True, default=str)
-        return packed
-
-    return pack(a) == pack(b)
+def _packed(msg: Message) -> bytes:
+    """A decision as compared: its type and data, not what it says about itself."""
+    data = {k: v for k, v in to_data(msg).items() if k not in _ABOUT}
+    packed: bytes = msgpack.packb([msg.TYPE, data], use_bin_type=True, default=str)
+    return packed
 
 
 @dataclass
@@ -116,9 +111,8 @@ class Point:
 
     @property
     def same(self) -> bool:
-        return len(self.recorded) == len(self.counterfactual) and all(
-            _same(r.data, c) for r, c in zip(self.recorded, self.counterfactual, strict=True)
-        )
+        """The same decisions, in any order (which of two dropped trials is recorded first decides nothing)."""
+        return sorted(map(_packed, (e.data for e in self.recorded))) == sorted(map(_packed, self.counterfactual))
 
 
 @dataclass
