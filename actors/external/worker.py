@@ -121,6 +121,13 @@ class _Run:
     damaged: Path | None = None  # the checkpoint found complete, then left incomplete by the script's stop
 
 
+def objective_of(configured: str | None, preset: str) -> str:
+    """What candidates are compared on without a ``val_objective`` of the script's own: the config's
+    ``external.objective``, else the preset's (the unweighted mel loss where the trainer logs one)."""
+    layout = LAYOUTS.get(preset)
+    return configured or (layout.objective if layout is not None else mx.VAL_LOSS)
+
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -413,13 +420,13 @@ class ExternalWorker(WorkerLoop):
 
     async def _finish(self, run: _Run, step: int, path: Path) -> None:
         metrics = {name: value for name, (_, value) in run.latest.items()}
-        objective = self.spec.objective
+        objective = objective_of(self.spec.objective, self.preset)
         if mx.VAL_OBJECTIVE not in metrics:
             if objective not in metrics:
                 await self._fail(
                     run.sid,
                     "error",
-                    f"the script logged no {objective} (external.objective) by step "
+                    f"the script logged no {objective} (external.objective, or its preset's) by step "
                     f"{step}: nothing to compare candidates on",
                     step,
                 )

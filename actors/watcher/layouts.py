@@ -40,6 +40,9 @@ class LogLayout:
     x_axis: str  # "iteration" or "epoch"
     signature: frozenset[Rule]  # the tags that identify this trainer
     notes: str = ""
+    # what candidates are compared on when the script logs no val_objective: the unweighted mel loss
+    # where the trainer logs one (a weighted total mixes in weights the tuner may change)
+    objective: str = mx.VAL_LOSS
 
     def name_of(self, tag: str, directory: str = "") -> str | None:
         leaf = directory.rstrip("/").rsplit("/", 1)[-1]
@@ -61,8 +64,22 @@ def lightning_step_base(tag: str) -> str | None:
     return tag[: -len(LIGHTNING_STEP)] if tag.endswith(LIGHTNING_STEP) and len(tag) > len(LIGHTNING_STEP) else None
 
 
-def _preset(name: str, x_axis: str, rules: Mapping[Rule, str], signature: Iterable[Rule], notes: str = "") -> LogLayout:
-    return LogLayout(name=name, tensorboard=dict(rules), x_axis=x_axis, signature=frozenset(signature), notes=notes)
+def _preset(
+    name: str,
+    x_axis: str,
+    rules: Mapping[Rule, str],
+    signature: Iterable[Rule],
+    notes: str = "",
+    objective: str = mx.VAL_LOSS,
+) -> LogLayout:
+    return LogLayout(
+        name=name,
+        tensorboard=dict(rules),
+        x_axis=x_axis,
+        signature=frozenset(signature),
+        notes=notes,
+        objective=objective,
+    )
 
 
 NVIDIA = _preset(
@@ -102,6 +119,9 @@ COQUI = _preset(
         ("", "EvalStats/avg_loss"),
     ],
     "Coqui TTS's trainer (several optimizers: loss_0, loss_1, ...)",
+    # EvalStats/avg_loss is a weighted total (stop token, guided attention x5, SSIM...): it fell while the
+    # postnet mel loss rose; the mel loss after the postnet is the unweighted measure
+    objective=mx.VAL_MEL_POST_LOSS,
 )
 
 ESPNET2 = _preset(

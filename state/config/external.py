@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from ...protocol import metrics as mx
 from .base import _IDENTIFIER, HparamValue, _Frozen
 
 if TYPE_CHECKING:
@@ -61,7 +60,9 @@ class ExternalConfig(_Frozen):
     tensorboard_dir: str | None = "logs"  # under {output_dir}; null: no TensorBoard source
     mlflow_tracking_uri: str | None = None  # a store the script logs to; its newest run per segment is read
     mlflow_experiment: str | None = None
-    objective: str = mx.VAL_LOSS  # the canonical metric compared when the script logs no val_objective
+    # the canonical metric compared when the script logs no val_objective (null: the preset's, the
+    # unweighted mel loss where the trainer logs one, e.g. coqui's val_mel_post_loss; else val_loss)
+    objective: str | None = None
     # Your own names, before the preset's: "tag" (or an MLflow key) or "DIR:tag" -> a canonical name
     metrics: dict[str, str] = Field(default_factory=dict)
     # Console lines: regexes with a (?P<step>...) group and one group per canonical name

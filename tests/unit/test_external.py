@@ -174,7 +174,15 @@ def test_an_external_section_loads(tmp_path: Path) -> None:
     cfg = _load(tmp_path, EXTERNAL)
     ext = cfg.external  # type: ignore[attr-defined]
     assert ext.argv()[:2] == ["python", "train.py"] and ext.hparams_format == "nvidia"
-    assert ext.checkpoint_glob == "checkpoint_*" and ext.objective == "val_loss"
+    assert ext.checkpoint_glob == "checkpoint_*" and ext.objective is None  # the preset's
+
+
+def test_a_presets_objective_is_its_unweighted_mel_loss_unless_the_config_names_one() -> None:
+    from smart_tuner.actors.external.worker import objective_of
+
+    assert objective_of(None, "coqui") == "val_mel_post_loss"  # not EvalStats/avg_loss, a weighted total
+    assert objective_of(None, "nvidia_tacotron2") == "val_loss" and objective_of(None, "generic") == "val_loss"
+    assert objective_of("val_mel_loss", "coqui") == "val_mel_loss"
 
 
 @pytest.mark.parametrize(
