@@ -16,10 +16,13 @@ champion's own hyperparameters won). Three kinds of round:
   steps, where every curve is start-up noise.
 * **explore**: the incumbent (the champion's hyperparameters) and candidates, each
   ``probe_steps`` from the champion. The first round is wide
-  (``first_round_candidates``): ``ladder`` (the log-scale values, the learning rate,
-  x ``ladder_factor``), ``ladder-all`` (the same, and every other searched value one step
-  towards its low end: less regularisation, which a fixed budget rewards on the demo,
-  ``bench/hparam_screen.py``), ``wide`` (x ``wide_factor``), then sampler proposals.
+  (``first_round_candidates``), its fixed candidates those ``first_round`` names, in order:
+  ``ladder`` (the log-scale values, the learning rate, x ``ladder_factor``), ``ladder-all``
+  (the same, and every other searched value one step towards its low end: less
+  regularisation, which a fixed budget rewarded at every learning rate on every task of the
+  benchmark suite's selection splits), ``wide`` (x ``wide_factor``), then sampler proposals.
+  The default is ``ladder-all`` and ``wide``: with ``ladder`` as well, its 30-step probe won
+  on the suite's ``demo`` and lost the long run (docs/BENCHMARKS.md).
   Later rounds are small (``candidates``): the cool-down candidate (/ ``ladder_factor``)
   once ``cooldown_at`` of the budget is spent, then sampler proposals. Losers' steps
   are the price of tuning, so explore mostly early (DESIGN.md section 5).

@@ -367,7 +367,9 @@ def test_config_hash_follows_the_template_text(tmp_path: Path) -> None:
 def test_a_setting_added_later_leaves_the_hash_of_older_configs_alone(tmp_path: Path) -> None:
     """``forks.min_gate_stop_rate`` came after runs were recorded without it: at its default it is
     left out of the hash, so an older run's recorded config hashes as it did and resumes."""
-    recorded = "seed: 7\nforks:\n  margin: 0.02\n"
+    # as a run directory's config.yaml records it: every key written out (first_round_candidates at what
+    # was its default then), so a later change of a default does not change what it says either
+    recorded = "seed: 7\nforks:\n  margin: 0.02\n  first_round_candidates: 4\n"
     # the hash 6525b6f gave this config, before the setting existed
     older = "2a41a1f677642dd9b38d57605dd8c646da556ed6e0aa9d7840808b4216bf98c2"
     without = load_text(tmp_path, recorded)

@@ -128,6 +128,14 @@ def config(**changes: Any) -> dict[str, Any]:
     return cfg
 
 
+# The wide round as it was before the suite's screen left "ladder" out (docs/BENCHMARKS.md): the tests of
+# the rules that a ladder candidate exercises (ties, the lower-rate rule, the sampler's learning) pin it.
+WITH_LADDER: dict[str, Any] = {
+    "forks__first_round": ["ladder", "ladder-all", "wide"],
+    "forks__first_round_candidates": 4,
+}
+
+
 def started(cfg: dict[str, Any], strategy: str = "forks") -> m.RunStarted:
     return m.RunStarted(
         run_id="r1", config_hash="h" * 64, config=cfg, strategy=strategy, seed=0, host="t", pid=1, version="t"
@@ -221,7 +229,7 @@ def test_without_a_tester_the_end_does_not_wait(tmp_path: Path) -> None:
 
 
 def test_forks_spends_the_budget_exactly_and_moves_the_learning_rate_towards_the_better_one(tmp_path: Path) -> None:
-    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor()))
+    state, events = asyncio.run(run_loop(tmp_path, config(**WITH_LADDER), ScriptedSupervisor()))
     assert state.control.stop is not None and state.control.stop.rule == "budget_steps"
     assert steps_spent(state) == 600
     rounds = of(events, m.RoundPlanned)
@@ -474,7 +482,7 @@ def test_a_segment_recorded_as_aborted_is_trained_again_under_a_new_id(tmp_path:
     def fail(seg: m.SegmentScheduled, attempt: int) -> str | None:
         return "aborted" if seg.segment_id == "r2-t5-g0" else None  # the first exploit segment
 
-    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(fail=fail)))
+    state, events = asyncio.run(run_loop(tmp_path, config(**WITH_LADDER), ScriptedSupervisor(fail=fail)))
     again = state.tuning.segments["r2-t5-g0-re1"]
     first = state.tuning.segments["r2-t5-g0"]
     assert first.status == "failed" and again.status == "finished"
@@ -549,7 +557,7 @@ def test_the_wide_round_also_steps_every_other_searched_value_down_and_that_can_
         dropout = float(seg.hparams.get("p_encoder_dropout", 0.5)) + float(seg.hparams.get("p_postnet_dropout", 0.5))
         return {**base, "val_objective": base["val_objective"] * (0.5 + 0.5 * dropout)}
 
-    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(surface=surface)))
+    state, events = asyncio.run(run_loop(tmp_path, config(**WITH_LADDER), ScriptedSupervisor(surface=surface)))
     wide = of(events, m.RoundPlanned)[1]
     proposed = {t.trial_id: t for t in of(events, m.TrialProposed)}
     cands = [proposed[t] for t in wide.trials]
@@ -582,7 +590,7 @@ def test_among_ties_the_smaller_learning_rate_step_wins_whatever_else_changed(tm
         value = 0.97 if lr < 2e-3 else 0.75 if lr > 5e-3 else 0.76 if dropout < 0.5 else 0.80
         return {"val_objective": value, "diagonality": 1.0}  # the wide rate first by 1.3 %: a tie
 
-    state, events = asyncio.run(run_loop(tmp_path, config(), ScriptedSupervisor(surface=surface)))
+    state, events = asyncio.run(run_loop(tmp_path, config(**WITH_LADDER), ScriptedSupervisor(surface=surface)))
     promo = of(events, m.ChampionPromoted)[1]
     assert list(promo.evidence["ties"]) == ["t4", "t3"] and "learning rate" in promo.evidence["tie_rule"]
     assert state.tuning.trials[promo.trial_id].sampler == "ladder-all"  # x3 and the dropouts, not x10
@@ -688,7 +696,7 @@ def test_a_forks_sampler_proposes_changes_learnt_from_every_earlier_challenger(t
     the tuner's seed makes it reproducible."""
 
     def sampled(seed: int, sub: str) -> list[m.TrialProposed]:
-        cfg = config(seed=seed, n_startup_trials=3, forks__candidates=3, budget={"max_steps": 600})
+        cfg = config(seed=seed, n_startup_trials=3, forks__candidates=3, budget={"max_steps": 600}, **WITH_LADDER)
         (tmp_path / sub).mkdir()
         _, events = asyncio.run(run_loop(tmp_path / sub, cfg, ScriptedSupervisor(), timeout_s=120))
         return [t for t in of(events, m.TrialProposed) if t.sampler == "tpe"]
