@@ -186,6 +186,8 @@ class ForksStrategy(RoundStrategy):
                     f"{WIDE}: log-scale values x {f.wide_factor:g}: " + describe_changes(ups[WIDE], {}),
                     {"around": {n: current[n] for n in ups[WIDE]}, "outputs": ups[WIDE]},
                 )
+            if STEP not in fixed and LADDER in fixed and LADDER not in f.first_round:
+                fixed[STEP] = fixed[LADDER]  # nothing else to step down: ladder-all is the ladder itself
             cands += [fixed[name] for name in f.first_round if name in fixed]  # forks.first_round's order
         cands = cands[:k]
         if len(cands) < k:

@@ -783,3 +783,13 @@ def test_the_wide_rounds_fixed_candidates_are_the_configured_ones_in_order(tmp_p
         from smart_tuner.state.config.schema import TunerConfig
 
         TunerConfig.model_validate(load_config_text)
+
+
+def test_with_nothing_but_log_scale_values_to_search_ladder_all_is_the_ladder(tmp_path: Path) -> None:
+    space = {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 3e-2}}
+    _, events = asyncio.run(run_loop(tmp_path, config(search_space=space), ScriptedSupervisor()))
+    plans = [e.data for e in events if isinstance(e.data, m.RoundPlanned) and len(e.data.trials) > 1]
+    proposed = {e.data.trial_id: e.data for e in events if isinstance(e.data, m.TrialProposed)}
+    first = [proposed[t] for t in plans[0].trials]
+    assert [p.sampler for p in first] == ["incumbent", "ladder", "wide"]
+    assert [p.hparams["learning_rate"] for p in first[1:]] == [pytest.approx(3e-3), pytest.approx(1e-2)]
