@@ -63,7 +63,13 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 def changed_config(recorded: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The recorded config with ``overrides`` set, validated as a config file would be."""
-    document = _thaw(recorded)
+    document = set_keys(_thaw(recorded), overrides, "--what-if")
+    return to_recordable(validate_document(document, "--what-if"))
+
+
+def set_keys(document: dict[str, Any], overrides: Mapping[str, Any], flag: str) -> dict[str, Any]:
+    """``document`` (a config as a file holds it) with each dotted key of ``overrides`` set, a missing or
+    null section made; ``flag`` names the option in the error when a key goes through a value."""
     for key, value in overrides.items():
         *parents, leaf = key.split(".")
         node = document
@@ -72,10 +78,10 @@ def changed_config(recorded: Mapping[str, Any], overrides: Mapping[str, Any]) ->
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--what-if {key}: {part!r} is not a section of the config")
+                raise ConfigError(f"{flag} {key}: {part!r} is not a section of the config")
             node = child
         node[leaf] = value
-    return to_recordable(validate_document(document, "--what-if"))
+    return document
 
 
 def _thaw(value: Any) -> Any:

@@ -315,7 +315,7 @@ def fork_document(spec: str, config: Path | None, changes: list[str]) -> dict[st
     the old run's step budget. Reads the old run only."""
     import yaml
 
-    from ..whatif import parse_overrides
+    from ..whatif import parse_overrides, set_keys
 
     source, _, segment_id = spec.rpartition(":")
     if not source or not segment_id:
@@ -359,16 +359,7 @@ def fork_document(spec: str, config: Path | None, changes: list[str]) -> dict[st
         resume_from_checkpoint=str(checkpoint),
         forked_from=f"{root.resolve()}:{segment_id}",
     )
-    for key, value in (parse_overrides(changes) if changes else {}).items():
-        *parents, leaf = key.split(".")
-        node = document
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a section of the config")
-            node = child
-        node[leaf] = value
-    return document
+    return set_keys(document, parse_overrides(changes) if changes else {}, "--set")
 
 
 def load_fork(document: dict[str, object]) -> LoadedConfig:
